@@ -1,0 +1,21 @@
+// Package config reads lathe pipeline files and validates them statically.
+//
+// A pipeline is written in HCL: variable, locals, stage "<kind>" "<name>" and
+// output blocks (see DESIGN.md §2). Load parses one file or a directory of
+// *.hcl files into a Pipeline. Resolve then assigns variable values (default,
+// LATHE_VAR_<name> environment variables, -var-file files, -var flags),
+// evaluates locals, expands for_each, and decodes every stage instance
+// against its kind's schema with every upstream stage output unknown. That
+// one pass reports, as hcl.Diagnostics with source ranges and did-you-mean
+// suggestions, everything that can be known before running anything: syntax
+// and structure errors, unknown kinds, arguments and outputs, type errors,
+// undeclared names, bad for_each values, failed variable validation rules and
+// dependency cycles. Its result, Resolved, lists the stage instances in
+// topological order with their direct dependencies; Args and OutputValues
+// evaluate arguments and output blocks once real upstream outputs exist.
+//
+// This package does not plan, cache, schedule or run stages (package pipeline
+// does), and it knows no concrete stage kind: kinds come from a
+// stage.Registry. It does not write pipeline files (no formatter) and does not
+// read the lock file.
+package config
