@@ -1,35 +1,338 @@
 package cpu
 
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
 // Sgemm computes C = alpha·op(A)·op(B) + beta·C on row-major float32
 // matrices, where op(X) is X or Xᵀ as transA/transB say. op(A) is m×k,
 // op(B) is k×n, C is m×n; lda, ldb, ldc are the row strides of A, B and C as
 // stored. beta = 0 overwrites C without reading it (NaNs in C do not leak).
 //
-// The result is bit-identical whatever the number of threads: each element of
-// C is reduced over k in one fixed order by one goroutine.
+// The implementation is Goto/BLIS-style: op(B) is packed into kc×nc panels
+// shared by all workers, each worker packs mc×kc blocks of op(A) and runs an
+// assembly micro-kernel (AVX-512 12×32 or AVX2+FMA 6×16, picked at run time;
+// a 4×4 Go kernel elsewhere) over them. Packing absorbs the transposes.
+//
+// The result is bit-identical whatever the number of threads: work is split
+// over M and N only, never K, so each element of C is reduced over k in one
+// fixed order (fixed kc blocks, each summed in order by one kernel call).
+//
+// Sgemm panics if a slice is too short or a stride too small for the shape.
 func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
-	// Straightforward placeholder kept until the packed kernel lands.
+	if m < 0 || n < 0 || k < 0 {
+		panic(fmt.Sprintf("cpu.Sgemm: negative dimension m=%d n=%d k=%d", m, n, k))
+	}
+	if m == 0 || n == 0 {
+		return
+	}
+	checkOperand("C", c, m, n, ldc)
+	if k == 0 || alpha == 0 {
+		scaleC(m, n, beta, c, ldc)
+		return
+	}
+	if transA {
+		checkOperand("A", a, k, m, lda)
+	} else {
+		checkOperand("A", a, m, k, lda)
+	}
+	if transB {
+		checkOperand("B", b, n, k, ldb)
+	} else {
+		checkOperand("B", b, k, n, ldb)
+	}
+	gemm(activeKernel.Load(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// checkOperand panics unless x holds a rows×cols row-major matrix with row
+// stride ld.
+func checkOperand(name string, x []float32, rows, cols, ld int) {
+	if ld < max(cols, 1) {
+		panic(fmt.Sprintf("cpu.Sgemm: stride of %s is %d, below its %d columns", name, ld, cols))
+	}
+	if rows > 0 && cols > 0 && len(x) < (rows-1)*ld+cols {
+		panic(fmt.Sprintf("cpu.Sgemm: %s has %d elements, %d×%d with stride %d needs %d", name, len(x), rows, cols, ld, (rows-1)*ld+cols))
+	}
+}
+
+// scaleC sets C = beta·C (C = 0 when beta is 0, whatever C held).
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
 	for i := 0; i < m; i++ {
-		for j := 0; j < n; j++ {
-			var sum float32
-			for p := 0; p < k; p++ {
-				var av, bv float32
-				if transA {
-					av = a[p*lda+i]
-				} else {
-					av = a[i*lda+p]
-				}
-				if transB {
-					bv = b[j*ldb+p]
-				} else {
-					bv = b[p*ldb+j]
-				}
-				sum += av * bv
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		if beta == 1 {
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// gemmKernel describes one micro-kernel and the cache blocking tuned for it.
+type gemmKernel struct {
+	name string
+	// mr×nr is the register tile; fn computes one full tile.
+	mr, nr int
+	// kc, mc, nc are the largest K, M and N blocks (mc a multiple of mr, nc
+	// of nr).
+	kc, mc, nc int
+	// fn computes c[r*ldc+j] = alpha·Σ_p a[p*mr+r]·b[p*nr+j] + beta·c[r*ldc+j]
+	// for the mr×nr tile, summing p = 0..k-1 in order; beta = 0 does not
+	// read c.
+	fn func(k int, a, b, c []float32, ldc int, alpha, beta float32)
+}
+
+// kernels lists the usable micro-kernels, best first; activeKernel is the one
+// Sgemm uses (tests may switch it).
+var (
+	kernels      = availableKernels()
+	activeKernel atomic.Pointer[gemmKernel]
+)
+
+func init() { activeKernel.Store(kernels[0]) }
+
+// sgemmKernelName reports which micro-kernel Sgemm runs on this machine.
+func sgemmKernelName() string { return activeKernel.Load().name }
+
+// minFlopsPerWorker keeps small products on few goroutines: below it the
+// cost of waking a worker exceeds its share of the work.
+const minFlopsPerWorker = 1 << 21
+
+// gemmBuffers holds the pack buffers of one Sgemm call. They are recycled
+// through a free list (never released to the GC: fresh pages are expensive
+// to touch here) and only grow.
+type gemmBuffers struct {
+	b    []float32   // packed op(B) panel, shared by the workers
+	a    [][]float32 // per-worker packed op(A) block
+	tile [][]float32 // per-worker scratch tile for edges
+}
+
+var (
+	bufMu   sync.Mutex
+	bufFree []*gemmBuffers
+)
+
+func getBuffers(workers, bSize, aSize, tileSize int) *gemmBuffers {
+	bufMu.Lock()
+	var g *gemmBuffers
+	if n := len(bufFree); n > 0 {
+		g = bufFree[n-1]
+		bufFree = bufFree[:n-1]
+	} else {
+		g = new(gemmBuffers)
+	}
+	bufMu.Unlock()
+	g.b = growBuf(g.b, bSize)
+	for len(g.a) < workers {
+		g.a = append(g.a, nil)
+		g.tile = append(g.tile, nil)
+	}
+	for w := 0; w < workers; w++ {
+		g.a[w] = growBuf(g.a[w], aSize)
+		g.tile[w] = growBuf(g.tile[w], tileSize)
+	}
+	return g
+}
+
+func putBuffers(g *gemmBuffers) {
+	bufMu.Lock()
+	bufFree = append(bufFree, g)
+	bufMu.Unlock()
+}
+
+func growBuf(x []float32, n int) []float32 {
+	if cap(x) >= n {
+		return x[:n]
+	}
+	return make([]float32, n)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// gemm runs the blocked product with micro-kernel kern; arguments are
+// validated and k > 0, alpha != 0.
+func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	mr, nr := kern.mr, kern.nr
+
+	// K blocks depend on k and the kernel only, so the summation order of
+	// every element is the same for any thread count.
+	kBlocks := ceilDiv(k, kern.kc)
+	kc := ceilDiv(k, kBlocks)
+
+	workers := runtime.GOMAXPROCS(0)
+	if f := 2 * m * n * k / minFlopsPerWorker; f < workers {
+		workers = max(f, 1)
+	}
+	mTiles := ceilDiv(m, mr)
+	// mc: a multiple of mr, small enough to give every worker a block.
+	mc := min(kern.mc, ceilDiv(mTiles, workers)*mr)
+	mBlocks := ceilDiv(m, mc)
+	nc := min(kern.nc, ceilDiv(n, nr)*nr)
+
+	g := getBuffers(workers, kc*nc, kc*mc, mr*nr)
+	defer putBuffers(g)
+
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
+		nPanels := ceilDiv(nb, nr)
+		// With too few M blocks for the workers, also split the panels of
+		// the N block (each part packs the same A block).
+		nSplit := 1
+		if mBlocks < workers {
+			nSplit = min(ceilDiv(workers, mBlocks), nPanels)
+		}
+		units := mBlocks * nSplit
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			betaBlk := beta
+			if pc > 0 {
+				betaBlk = 1
 			}
-			if beta == 0 {
-				c[i*ldc+j] = alpha * sum
-			} else {
-				c[i*ldc+j] = alpha*sum + beta*c[i*ldc+j]
+			bp := g.b[:nPanels*kb*nr]
+			packWorkers := min(workers, max(1, nPanels*kb*nr/(1<<14)))
+			runWorkers(packWorkers, func(w int) {
+				lo, hi := w*nPanels/packWorkers, (w+1)*nPanels/packWorkers
+				packB(bp, b, ldb, transB, pc, kb, jc, nb, nr, lo, hi)
+			})
+			var next atomic.Int64
+			runWorkers(min(workers, units), func(w int) {
+				ap, tile := g.a[w], g.tile[w]
+				for {
+					u := int(next.Add(1) - 1)
+					if u >= units {
+						return
+					}
+					ib, js := u/nSplit, u%nSplit
+					i0 := ib * mc
+					mb := min(mc, m-i0)
+					packA(ap, a, lda, transA, i0, mb, pc, kb, mr)
+					jlo, jhi := js*nPanels/nSplit, (js+1)*nPanels/nSplit
+					macroKernel(kern, kb, ap, bp, i0, mb, jc, nb, jlo, jhi, alpha, betaBlk, c, ldc, m, n, tile)
+				}
+			})
+		}
+	}
+}
+
+// macroKernel multiplies the packed mb×kb block of A (rows from i0) by the
+// packed panels jlo..jhi of B (columns from jc) into C.
+func macroKernel(kern *gemmKernel, kb int, ap, bp []float32, i0, mb, jc, nb, jlo, jhi int, alpha, beta float32, c []float32, ldc, m, n int, tile []float32) {
+	mr, nr := kern.mr, kern.nr
+	fn := kern.fn
+	mPanels := ceilDiv(mb, mr)
+	for jp := jlo; jp < jhi; jp++ {
+		j := jc + jp*nr
+		cols := min(nr, n-j)
+		bpan := bp[jp*kb*nr : (jp+1)*kb*nr]
+		for ip := 0; ip < mPanels; ip++ {
+			i := i0 + ip*mr
+			rows := min(mr, m-i)
+			apan := ap[ip*kb*mr : (ip+1)*kb*mr]
+			if rows == mr && cols == nr {
+				fn(kb, apan, bpan, c[i*ldc+j:], ldc, alpha, beta)
+				continue
+			}
+			// Edge tile: run the same kernel on a scratch copy, so edge
+			// elements get exactly the arithmetic of interior ones.
+			if beta != 0 {
+				for r := 0; r < rows; r++ {
+					copy(tile[r*nr:r*nr+cols], c[(i+r)*ldc+j:(i+r)*ldc+j+cols])
+				}
+			}
+			fn(kb, apan, bpan, tile, nr, alpha, beta)
+			for r := 0; r < rows; r++ {
+				copy(c[(i+r)*ldc+j:(i+r)*ldc+j+cols], tile[r*nr:r*nr+cols])
+			}
+		}
+	}
+}
+
+// packA packs rows i0..i0+mb and columns p0..p0+kb of op(A) into dst as
+// ceil(mb/mr) panels of kb groups of mr values (zero padded).
+func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
+	for ip := 0; ip*mr < mb; ip++ {
+		rows := min(mr, mb-ip*mr)
+		d := dst[ip*kb*mr : (ip+1)*kb*mr]
+		row0 := i0 + ip*mr
+		if trans {
+			// op(A)[i][p] = a[p*lda+i]: each k step is a contiguous run.
+			for p := 0; p < kb; p++ {
+				src := a[(p0+p)*lda+row0:]
+				dp := d[p*mr : p*mr+mr]
+				copy(dp[:rows], src[:rows])
+				clear(dp[rows:])
+			}
+			continue
+		}
+		r := 0
+		for ; r+4 <= rows; r += 4 {
+			s0 := a[(row0+r)*lda+p0:][:kb]
+			s1 := a[(row0+r+1)*lda+p0:][:kb]
+			s2 := a[(row0+r+2)*lda+p0:][:kb]
+			s3 := a[(row0+r+3)*lda+p0:][:kb]
+			for p := range s0 {
+				dp := d[p*mr+r : p*mr+r+4 : p*mr+r+4]
+				dp[0], dp[1], dp[2], dp[3] = s0[p], s1[p], s2[p], s3[p]
+			}
+		}
+		for ; r < rows; r++ {
+			s := a[(row0+r)*lda+p0:][:kb]
+			for p, v := range s {
+				d[p*mr+r] = v
+			}
+		}
+		if rows < mr {
+			for p := 0; p < kb; p++ {
+				clear(d[p*mr+rows : p*mr+mr])
+			}
+		}
+	}
+}
+
+// packB packs panels jlo..jhi (nr columns each, from column j0; the block is
+// nb wide) of rows p0..p0+kb of op(B) into dst as kb groups of nr values
+// per panel (zero padded).
+func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi int) {
+	for jp := jlo; jp < jhi; jp++ {
+		cols := min(nr, nb-jp*nr)
+		d := dst[jp*kb*nr : (jp+1)*kb*nr]
+		col0 := j0 + jp*nr
+		if !trans {
+			for p := 0; p < kb; p++ {
+				dp := d[p*nr : p*nr+nr]
+				copy(dp[:cols], b[(p0+p)*ldb+col0:][:cols])
+				clear(dp[cols:])
+			}
+			continue
+		}
+		// op(B)[p][j] = b[j*ldb+p]: transpose four columns at a time.
+		q := 0
+		for ; q+4 <= cols; q += 4 {
+			s0 := b[(col0+q)*ldb+p0:][:kb]
+			s1 := b[(col0+q+1)*ldb+p0:][:kb]
+			s2 := b[(col0+q+2)*ldb+p0:][:kb]
+			s3 := b[(col0+q+3)*ldb+p0:][:kb]
+			for p := range s0 {
+				dp := d[p*nr+q : p*nr+q+4 : p*nr+q+4]
+				dp[0], dp[1], dp[2], dp[3] = s0[p], s1[p], s2[p], s3[p]
+			}
+		}
+		for ; q < cols; q++ {
+			s := b[(col0+q)*ldb+p0:][:kb]
+			for p, v := range s {
+				d[p*nr+q] = v
+			}
+		}
+		if cols < nr {
+			for p := 0; p < kb; p++ {
+				clear(d[p*nr+cols : p*nr+nr])
 			}
 		}
 	}
