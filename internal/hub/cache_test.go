@@ -6,34 +6,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/lathe-ml/lathe/internal/hub/hubtest"
 	"time"
 )
 
-// writeHFCache lays out repo in an HF cache at dir as huggingface_hub does:
-// blobs named by etag, snapshot entries as relative symlinks, refs/<branch>.
-func writeHFCache(t *testing.T, dir string, repo *fakeRepo, branch string, only ...string) {
+func writeHFCache(t *testing.T, dir string, repo *hubtest.Repo, branch string, only ...string) {
 	t.Helper()
-	root := CacheRepoDir(dir, Repo{repo.typ, repo.id})
-	for name, f := range repo.files {
-		if len(only) > 0 && !Selected(name, only, nil) {
-			continue
-		}
-		etag := gitSHA1(f.data)
-		if f.lfs {
-			etag = sha256Hex(f.data)
-		}
-		blob := filepath.Join(root, "blobs", etag)
-		must(t, os.MkdirAll(filepath.Dir(blob), 0o755))
-		must(t, os.WriteFile(blob, f.data, 0o644))
-		link := filepath.Join(root, "snapshots", repo.commit, filepath.FromSlash(name))
-		must(t, os.MkdirAll(filepath.Dir(link), 0o755))
-		rel, err := filepath.Rel(filepath.Dir(link), blob)
-		must(t, err)
-		must(t, os.Symlink(rel, link))
-	}
-	must(t, os.MkdirAll(filepath.Join(root, "refs"), 0o755))
-	must(t, os.WriteFile(filepath.Join(root, "refs", branch), []byte(repo.commit), 0o644))
+	must(t, hubtest.WriteHFCache(dir, repo, branch, only...))
 }
 
 func must(t *testing.T, err error) {
@@ -57,10 +39,15 @@ func TestOffline(t *testing.T) {
 		t.Fatalf("ResolveRevision = %q, %v", commit, err)
 	}
 	dest := t.TempDir()
+	var mu sync.Mutex
 	sources := map[string]string{}
 	snap, err := c.Download(ctx, r, "main", dest, DownloadOptions{
-		Exclude:  []string{"sub/"},
-		FileDone: func(f FileInfo, src string, _ time.Duration) { sources[f.Path] = src },
+		Exclude: []string{"sub/"},
+		FileDone: func(f FileInfo, src string, _ time.Duration) {
+			mu.Lock()
+			sources[f.Path] = src
+			mu.Unlock()
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +63,7 @@ func TestOffline(t *testing.T) {
 	}
 	// The listing recovers the digests from the blob names.
 	for _, f := range snap.Files {
-		if f.Path == "model.safetensors" && f.SHA256 != sha256Hex(repo.files[f.Path].data) {
+		if f.Path == "model.safetensors" && f.SHA256 != hubtest.SHA256Hex(repo.Files[f.Path].Data) {
 			t.Errorf("offline listing lost the sha256 of %s", f.Path)
 		}
 	}
@@ -97,7 +84,7 @@ func TestOffline(t *testing.T) {
 	}
 
 	// A damaged blob is an error offline, never copied.
-	blob := filepath.Join(CacheRepoDir(cache, r), "blobs", sha256Hex(repo.files["model.safetensors"].data))
+	blob := filepath.Join(CacheRepoDir(cache, r), "blobs", hubtest.SHA256Hex(repo.Files["model.safetensors"].Data))
 	must(t, os.WriteFile(blob, []byte("damaged"), 0o644))
 	dest = t.TempDir()
 	_, err = c.Download(ctx, r, "main", dest, DownloadOptions{Include: []string{"*.safetensors"}})
@@ -111,9 +98,9 @@ func TestOffline(t *testing.T) {
 }
 
 func TestOnlineReusesCache(t *testing.T) {
-	h := newFakeHub(t)
+	h := hubtest.New(t)
 	repo := modelRepo()
-	h.add(repo)
+	h.Add(repo)
 	cache := t.TempDir()
 	writeHFCache(t, cache, repo, "main", "model.safetensors")
 	c, _ := testClient(h, "")
@@ -123,9 +110,9 @@ func TestOnlineReusesCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTree(t, dest, repo, "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sub/dir/notes.txt")
-	for _, r := range h.reqs() {
-		if strings.Contains(r.path, "model.safetensors") || r.host == strings.TrimPrefix(h.cdn.URL, "http://") {
-			t.Errorf("fetched %s %s although the HF cache has it", r.method, r.path)
+	for _, r := range h.Requests() {
+		if strings.Contains(r.Path, "model.safetensors") || r.Host == strings.TrimPrefix(h.CDN.URL, "http://") {
+			t.Errorf("fetched %s %s although the HF cache has it", r.Method, r.Path)
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/lathe-ml/lathe/internal/hub/hubtest"
 	"time"
 )
 
@@ -28,18 +30,18 @@ func randBytes(n int, seed uint64) []byte {
 	return b
 }
 
-func modelRepo() *fakeRepo {
-	return &fakeRepo{
-		typ:    Model,
-		id:     "org/tiny",
-		commit: commitA,
-		refs:   map[string]string{"main": commitA, "v1.0": commitA, "refs/pr/1": commitA},
-		files: map[string]fakeFile{
-			"config.json":           {data: []byte(`{"model_type":"llama","hidden_size":8}`)},
-			"model.safetensors":     {data: randBytes(3<<20+123, 1), lfs: true},
-			"tokenizer.json":        {data: []byte(`{"version":"1.0","model":{"type":"BPE"}}`)},
-			"tokenizer_config.json": {data: []byte(`{"bos_token":"<s>"}`)},
-			"sub/dir/notes.txt":     {data: []byte("nested file\n")},
+func modelRepo() *hubtest.Repo {
+	return &hubtest.Repo{
+		Type:   "model",
+		ID:     "org/tiny",
+		Commit: commitA,
+		Refs:   map[string]string{"main": commitA, "v1.0": commitA, "refs/pr/1": commitA},
+		Files: map[string]hubtest.File{
+			"config.json":           {Data: []byte(`{"model_type":"llama","hidden_size":8}`)},
+			"model.safetensors":     {Data: randBytes(3<<20+123, 1), LFS: true},
+			"tokenizer.json":        {Data: []byte(`{"version":"1.0","model":{"type":"BPE"}}`)},
+			"tokenizer_config.json": {Data: []byte(`{"bos_token":"<s>"}`)},
+			"sub/dir/notes.txt":     {Data: []byte("nested file\n")},
 		},
 	}
 }
@@ -56,9 +58,9 @@ func (s *sleeps) sleep(ctx context.Context, d time.Duration) error {
 	return ctx.Err()
 }
 
-func testClient(h *fakeHub, token string) (*Client, *sleeps) {
+func testClient(h *hubtest.Server, token string) (*Client, *sleeps) {
 	s := &sleeps{}
-	return &Client{Endpoint: h.api.URL, Token: token, Parallel: 3, Sleep: s.sleep, BaseBackoff: time.Millisecond}, s
+	return &Client{Endpoint: h.API.URL, Token: token, Parallel: 3, Sleep: s.sleep, BaseBackoff: time.Millisecond}, s
 }
 
 func readTree(t *testing.T, dir string) map[string][]byte {
@@ -79,7 +81,7 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 	return out
 }
 
-func wantTree(t *testing.T, dir string, repo *fakeRepo, names ...string) {
+func wantTree(t *testing.T, dir string, repo *hubtest.Repo, names ...string) {
 	t.Helper()
 	got := readTree(t, dir)
 	if len(got) != len(names) {
@@ -91,8 +93,8 @@ func wantTree(t *testing.T, dir string, repo *fakeRepo, names ...string) {
 		t.Fatalf("destination holds %v, want %v", keys, names)
 	}
 	for _, n := range names {
-		if !bytes.Equal(got[n], repo.files[n].data) {
-			t.Errorf("%s: content differs (%d bytes, want %d)", n, len(got[n]), len(repo.files[n].data))
+		if !bytes.Equal(got[n], repo.Files[n].Data) {
+			t.Errorf("%s: content differs (%d bytes, want %d)", n, len(got[n]), len(repo.Files[n].Data))
 		}
 	}
 }
@@ -110,13 +112,13 @@ func TestDownloadRepo(t *testing.T) {
 		{name: "pinned commit", rev: commitA},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newFakeHub(t)
-			h.token = "hf_secret_token"
-			h.noBlobs = tc.noBlobs
+			h := hubtest.New(t)
+			h.Token = "hf_secret_token"
+			h.NoBlobs(tc.noBlobs)
 			repo := modelRepo()
-			repo.private = tc.private
-			h.add(repo)
-			c, _ := testClient(h, h.token)
+			repo.Private = tc.private
+			h.Add(repo)
+			c, _ := testClient(h, h.Token)
 			dest := t.TempDir()
 			var mu sync.Mutex
 			last := map[string]int64{}
@@ -143,26 +145,26 @@ func TestDownloadRepo(t *testing.T) {
 				t.Errorf("commit %q, want %q", snap.Commit, commitA)
 			}
 			wantTree(t, dest, repo, "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sub/dir/notes.txt")
-			if got := last["model.safetensors"]; got != int64(len(repo.files["model.safetensors"].data)) {
+			if got := last["model.safetensors"]; got != int64(len(repo.Files["model.safetensors"].Data)) {
 				t.Errorf("last progress for model.safetensors %d, want its size", got)
 			}
 			if len(sources) != 5 || sources["model.safetensors"] != "hub" {
 				t.Errorf("FileDone sources %v", sources)
 			}
 			sawCDN := false
-			for _, r := range h.reqs() {
-				onAPI := r.host == strings.TrimPrefix(h.api.URL, "http://")
+			for _, r := range h.Requests() {
+				onAPI := r.Host == strings.TrimPrefix(h.API.URL, "http://")
 				switch {
-				case onAPI && r.auth != "Bearer "+h.token:
-					t.Errorf("request %s %s to the Hub without the token", r.method, r.path)
-				case !onAPI && r.auth != "":
-					t.Errorf("token forwarded to the CDN host: %s %s", r.method, r.path)
+				case onAPI && r.Auth != "Bearer "+h.Token:
+					t.Errorf("request %s %s to the Hub without the token", r.Method, r.Path)
+				case !onAPI && r.Auth != "":
+					t.Errorf("token forwarded to the CDN host: %s %s", r.Method, r.Path)
 				}
 				if !onAPI {
 					sawCDN = true
 				}
-				if onAPI && strings.Contains(r.path, "/resolve/") && !strings.Contains(r.path, "/resolve/"+commitA+"/") {
-					t.Errorf("file fetched at %s, not at the resolved commit", r.path)
+				if onAPI && strings.Contains(r.Path, "/resolve/") && !strings.Contains(r.Path, "/resolve/"+commitA+"/") {
+					t.Errorf("file fetched at %s, not at the resolved commit", r.Path)
 				}
 			}
 			if !sawCDN {
@@ -173,9 +175,9 @@ func TestDownloadRepo(t *testing.T) {
 }
 
 func TestDownloadFilters(t *testing.T) {
-	h := newFakeHub(t)
+	h := hubtest.New(t)
 	repo := modelRepo()
-	h.add(repo)
+	h.Add(repo)
 	c, _ := testClient(h, "")
 	for _, tc := range []struct {
 		include, exclude []string
@@ -210,29 +212,29 @@ func TestResume(t *testing.T) {
 		{name: "regular file", file: "tokenizer.json", wantRange: "bytes=10-"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newFakeHub(t)
+			h := hubtest.New(t)
 			repo := modelRepo()
-			h.add(repo)
-			h.ignoreRange = tc.ignoreRange
+			h.Add(repo)
+			h.IgnoreRange(tc.ignoreRange)
 			drop := int64(1 << 20)
 			if tc.file == "tokenizer.json" {
 				drop = 10
 			}
-			h.dropAfter[tc.file] = drop
+			h.DropAfter(tc.file, drop)
 			c, _ := testClient(h, "")
 			dest := t.TempDir()
 			if _, err := c.Download(context.Background(), Repo{Model, "org/tiny"}, "main", dest, DownloadOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			wantTree(t, dest, repo, "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sub/dir/notes.txt")
-			serving := h.api.URL // the host that sends the bytes
-			if repo.files[tc.file].lfs {
-				serving = h.cdn.URL
+			serving := h.API.URL // the host that sends the bytes
+			if repo.Files[tc.file].LFS {
+				serving = h.CDN.URL
 			}
 			var ranges []string
-			for _, r := range h.reqs() {
-				if r.rng != "" && r.host == strings.TrimPrefix(serving, "http://") {
-					ranges = append(ranges, r.rng)
+			for _, r := range h.Requests() {
+				if r.Range != "" && r.Host == strings.TrimPrefix(serving, "http://") {
+					ranges = append(ranges, r.Range)
 				}
 			}
 			if len(ranges) != 1 || ranges[0] != tc.wantRange {
@@ -244,12 +246,12 @@ func TestResume(t *testing.T) {
 
 func TestResumeAcrossCalls(t *testing.T) {
 	// A partial file left by an interrupted run is continued by the next one.
-	h := newFakeHub(t)
+	h := hubtest.New(t)
 	repo := modelRepo()
-	h.add(repo)
+	h.Add(repo)
 	c, _ := testClient(h, "")
 	c.MaxAttempts = 1 // the first call gives up at the first drop
-	h.dropAfter["model.safetensors"] = 2 << 20
+	h.DropAfter("model.safetensors", 2<<20)
 	partial := t.TempDir()
 	dest := t.TempDir()
 	r := Repo{Model, "org/tiny"}
@@ -263,19 +265,19 @@ func TestResumeAcrossCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantTree(t, dest, repo, "model.safetensors")
-	rs := h.reqs()
-	if last := rs[len(rs)-1]; last.rng != "bytes=2097152-" {
-		t.Errorf("second call's download asked Range %q, want bytes=2097152-", last.rng)
+	rs := h.Requests()
+	if last := rs[len(rs)-1]; last.Range != "bytes=2097152-" {
+		t.Errorf("second call's download asked Range %q, want bytes=2097152-", last.Range)
 	}
 }
 
 func TestChecksumMismatch(t *testing.T) {
 	for _, file := range []string{"model.safetensors", "config.json"} {
 		t.Run(file, func(t *testing.T) {
-			h := newFakeHub(t)
+			h := hubtest.New(t)
 			repo := modelRepo()
-			h.add(repo)
-			h.corrupt[file] = true
+			h.Add(repo)
+			h.Corrupt(file)
 			c, _ := testClient(h, "")
 			dest, partial := t.TempDir(), t.TempDir()
 			_, err := c.Download(context.Background(), Repo{Model, "org/tiny"}, "main", dest, DownloadOptions{PartialDir: partial, Include: []string{file}})
@@ -283,9 +285,9 @@ func TestChecksumMismatch(t *testing.T) {
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a ChecksumError", err)
 			}
-			want := sha256Hex(repo.files[file].data)
+			want := hubtest.SHA256Hex(repo.Files[file].Data)
 			if file == "config.json" {
-				want = gitSHA1(repo.files[file].data)
+				want = hubtest.GitSHA1(repo.Files[file].Data)
 			}
 			msg := err.Error()
 			if ce.Want != want || !strings.Contains(msg, want) || !strings.Contains(msg, ce.Got) || ce.Got == want || !strings.Contains(msg, file) {
@@ -302,18 +304,18 @@ func TestChecksumMismatch(t *testing.T) {
 }
 
 func TestHTTPErrors(t *testing.T) {
-	h := newFakeHub(t)
-	h.token = "hf_right"
+	h := hubtest.New(t)
+	h.Token = "hf_right"
 	repo := modelRepo()
-	repo.private = true
-	h.add(repo)
+	repo.Private = true
+	h.Add(repo)
 	gated := modelRepo()
-	gated.id = "meta/gated"
-	gated.gated = true
-	h.add(gated)
+	gated.ID = "meta/gated"
+	gated.Gated = true
+	h.Add(gated)
 	public := modelRepo()
-	public.id = "org/public"
-	h.add(public)
+	public.ID = "org/public"
+	h.Add(public)
 	ctx := context.Background()
 	for _, tc := range []struct {
 		name     string
@@ -355,11 +357,10 @@ func TestHTTPErrors(t *testing.T) {
 }
 
 func TestRetryAfter(t *testing.T) {
-	h := newFakeHub(t)
+	h := hubtest.New(t)
 	repo := modelRepo()
-	h.add(repo)
-	h.tooMany["model.safetensors"] = 2
-	h.retryAfter = "7"
+	h.Add(repo)
+	h.TooMany("model.safetensors", 2, "7")
 	c, s := testClient(h, "")
 	dest := t.TempDir()
 	if _, err := c.Download(context.Background(), Repo{Model, "org/tiny"}, "main", dest, DownloadOptions{Include: []string{"model.safetensors"}}); err != nil {
@@ -371,8 +372,7 @@ func TestRetryAfter(t *testing.T) {
 	}
 
 	// A Retry-After beyond the allowed total wait fails at once, saying why.
-	h.tooMany["model.safetensors"] = 1
-	h.retryAfter = "3600"
+	h.TooMany("model.safetensors", 1, "3600")
 	c.MaxWait = time.Minute
 	_, err := c.Download(context.Background(), Repo{Model, "org/tiny"}, "main", t.TempDir(), DownloadOptions{Include: []string{"model.safetensors"}})
 	if err == nil || !strings.Contains(err.Error(), "429") || !strings.Contains(err.Error(), "giving up") {
@@ -381,9 +381,9 @@ func TestRetryAfter(t *testing.T) {
 }
 
 func TestCancel(t *testing.T) {
-	h := newFakeHub(t)
-	h.add(modelRepo())
-	h.tooMany["model.safetensors"] = 100
+	h := hubtest.New(t)
+	h.Add(modelRepo())
+	h.TooMany("model.safetensors", 100, "1")
 	c, _ := testClient(h, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	c.Sleep = func(context.Context, time.Duration) error { cancel(); return ctx.Err() }
@@ -394,40 +394,40 @@ func TestCancel(t *testing.T) {
 }
 
 func TestFileMetadata(t *testing.T) {
-	h := newFakeHub(t)
-	h.token = "tok"
+	h := hubtest.New(t)
+	h.Token = "tok"
 	repo := modelRepo()
-	h.add(repo)
+	h.Add(repo)
 	c, _ := testClient(h, "tok")
 	ctx := context.Background()
 	m, err := c.FileMetadata(ctx, Repo{Model, "org/tiny"}, "main", "model.safetensors")
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := repo.files["model.safetensors"].data
-	if m.Commit != commitA || m.ETag != sha256Hex(data) || m.Size != int64(len(data)) || !strings.HasPrefix(m.Location, h.cdn.URL) {
+	data := repo.Files["model.safetensors"].Data
+	if m.Commit != commitA || m.ETag != hubtest.SHA256Hex(data) || m.Size != int64(len(data)) || !strings.HasPrefix(m.Location, h.CDN.URL) {
 		t.Errorf("LFS metadata %+v", m)
 	}
 	m, err = c.FileMetadata(ctx, Repo{Model, "org/tiny"}, "main", "config.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	data = repo.files["config.json"].data
-	if m.Commit != commitA || m.ETag != gitSHA1(data) || m.Size != int64(len(data)) || m.Location != "" {
+	data = repo.Files["config.json"].Data
+	if m.Commit != commitA || m.ETag != hubtest.GitSHA1(data) || m.Size != int64(len(data)) || m.Location != "" {
 		t.Errorf("regular file metadata %+v", m)
 	}
-	for _, r := range h.reqs() {
-		if r.host != strings.TrimPrefix(h.api.URL, "http://") {
-			t.Errorf("HEAD followed a redirect to %s", r.host)
+	for _, r := range h.Requests() {
+		if r.Host != strings.TrimPrefix(h.API.URL, "http://") {
+			t.Errorf("HEAD followed a redirect to %s", r.Host)
 		}
 	}
 }
 
 func TestDatasetAndURLs(t *testing.T) {
-	h := newFakeHub(t)
-	ds := &fakeRepo{typ: Dataset, id: "org/data", commit: commitB, refs: map[string]string{"main": commitB},
-		files: map[string]fakeFile{"data/train.jsonl": {data: []byte("{\"text\":\"a\"}\n")}, "README.md": {data: []byte("# d\n")}}}
-	h.add(ds)
+	h := hubtest.New(t)
+	ds := &hubtest.Repo{Type: "dataset", ID: "org/data", Commit: commitB, Refs: map[string]string{"main": commitB},
+		Files: map[string]hubtest.File{"data/train.jsonl": {Data: []byte("{\"text\":\"a\"}\n")}, "README.md": {Data: []byte("# d\n")}}}
+	h.Add(ds)
 	c, _ := testClient(h, "")
 	dest := t.TempDir()
 	snap, err := c.Download(context.Background(), Repo{Dataset, "org/data"}, "", dest, DownloadOptions{Include: []string{"data/**"}})
@@ -438,7 +438,7 @@ func TestDatasetAndURLs(t *testing.T) {
 		t.Errorf("commit %s", snap.Commit)
 	}
 	wantTree(t, dest, ds, "data/train.jsonl")
-	if got, want := c.ResolveURL(Repo{Dataset, "org/data"}, "refs/pr/1", "data/a b.json"), h.api.URL+"/datasets/org/data/resolve/refs%2Fpr%2F1/data/a%20b.json"; got != want {
+	if got, want := c.ResolveURL(Repo{Dataset, "org/data"}, "refs/pr/1", "data/a b.json"), h.API.URL+"/datasets/org/data/resolve/refs%2Fpr%2F1/data/a%20b.json"; got != want {
 		t.Errorf("ResolveURL = %s, want %s", got, want)
 	}
 	if _, err := c.RepoInfo(context.Background(), Repo{Model, "../etc"}, "main"); err == nil {
@@ -447,16 +447,16 @@ func TestDatasetAndURLs(t *testing.T) {
 }
 
 func TestFetchURL(t *testing.T) {
-	h := newFakeHub(t)
+	h := hubtest.New(t)
 	repo := modelRepo()
-	h.add(repo)
-	h.token = "tok"
+	h.Add(repo)
+	h.Token = "tok"
 	c, _ := testClient(h, "tok")
-	data := repo.files["model.safetensors"].data
-	u := h.cdn.URL + "/repos/" + sha256Hex(data) + "?file=model.safetensors"
+	data := repo.Files["model.safetensors"].Data
+	u := h.CDN.URL + "/repos/" + hubtest.SHA256Hex(data) + "?file=model.safetensors"
 	dst := filepath.Join(t.TempDir(), "w.bin")
-	h.dropAfter["model.safetensors"] = 5000
-	if err := c.FetchURL(context.Background(), u, sha256Hex(data), dst, "", nil); err != nil {
+	h.DropAfter("model.safetensors", 5000)
+	if err := c.FetchURL(context.Background(), u, hubtest.SHA256Hex(data), dst, "", nil); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(dst); !bytes.Equal(b, data) {
@@ -465,14 +465,14 @@ func TestFetchURL(t *testing.T) {
 	bad := filepath.Join(t.TempDir(), "x.bin")
 	err := c.FetchURL(context.Background(), u, strings.Repeat("ab", 32), bad, "", nil)
 	var ce *ChecksumError
-	if !errors.As(err, &ce) || ce.Got != sha256Hex(data) {
+	if !errors.As(err, &ce) || ce.Got != hubtest.SHA256Hex(data) {
 		t.Errorf("got %v, want a sha256 mismatch", err)
 	}
 	if _, err := os.Stat(bad); !os.IsNotExist(err) {
 		t.Error("a file failing its sha256 was written")
 	}
-	for _, r := range h.reqs() {
-		if r.auth != "" {
+	for _, r := range h.Requests() {
+		if r.Auth != "" {
 			t.Error("token sent to a non-Hub host")
 		}
 	}

@@ -22,11 +22,15 @@ type DownloadOptions struct {
 	// directory resumes them. Empty means a temporary directory, removed
 	// when Download returns.
 	PartialDir string
+	// OnPlan is called once the revision is resolved and the files are
+	// chosen, before any is fetched (e.g. to learn the total size).
+	OnPlan func(*Snapshot)
 	// Progress is called as each file advances: bytes done of total (-1
 	// when unknown). It is called from several goroutines at once.
 	Progress func(path string, done, total int64)
 	// FileDone is called once per file when it is in place, with where it
-	// came from ("hub" or "hf-cache") and how long it took.
+	// came from ("hub" or "hf-cache") and how long it took. It is called
+	// from several goroutines at once.
 	FileDone func(f FileInfo, source string, elapsed time.Duration)
 }
 
@@ -124,6 +128,9 @@ func (c *Client) Download(ctx context.Context, repo Repo, rev, dest string, opts
 		}
 	}
 
+	if opts.OnPlan != nil {
+		opts.OnPlan(s)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sem := make(chan struct{}, c.parallel())
