@@ -1,0 +1,189 @@
+package cpu
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"testing"
+	"unsafe"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+// procs are the GOMAXPROCS settings under which kernels must agree bit for
+// bit.
+var procs = []int{1, 2, 16}
+
+// sameUnderProcs runs fn under each GOMAXPROCS in procs and fails unless
+// every run returns the same bytes.
+func sameUnderProcs(t *testing.T, name string, fn func() []byte) {
+	t.Helper()
+	old := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(old)
+	var first []byte
+	for _, p := range procs {
+		runtime.GOMAXPROCS(p)
+		got := fn()
+		if first == nil {
+			first = got
+			continue
+		}
+		if !bytes.Equal(first, got) {
+			t.Errorf("%s: GOMAXPROCS=%d differs from GOMAXPROCS=%d", name, p, procs[0])
+		}
+	}
+}
+
+func f32Bytes(xs ...[]float32) []byte {
+	var out []byte
+	for _, x := range xs {
+		if len(x) > 0 {
+			out = append(out, unsafe.Slice((*byte)(unsafe.Pointer(&x[0])), 4*len(x))...)
+		}
+	}
+	return out
+}
+
+func randF32(r *rand.Rand, n int, scale float32) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = scale * float32(r.NormFloat64())
+	}
+	return x
+}
+
+func to64(x []float32) []float64 {
+	y := make([]float64, len(x))
+	for i, v := range x {
+		y[i] = float64(v)
+	}
+	return y
+}
+
+// upload allocates an F32 buffer holding x.
+func upload(t testing.TB, be *Backend, x []float32) tensor.Buffer {
+	t.Helper()
+	b, err := be.Alloc(tensor.F32, len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := upF32(be, b, x); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func uploadI32(t testing.TB, be *Backend, x []int32) tensor.Buffer {
+	t.Helper()
+	b, err := be.Alloc(tensor.I32, len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := upI32(be, b, x); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func download(t testing.TB, be *Backend, b tensor.Buffer) []float32 {
+	t.Helper()
+	x := make([]float32, b.Len())
+	if err := downF32(be, x, b); err != nil {
+		t.Fatal(err)
+	}
+	return x
+}
+
+// closeTo reports the first element where got and want differ by more than
+// atol + rtol·|want|.
+func closeTo(got []float32, want []float64, atol, rtol float64) error {
+	if len(got) != len(want) {
+		return fmt.Errorf("length %d, want %d", len(got), len(want))
+	}
+	for i := range got {
+		g, w := float64(got[i]), want[i]
+		if math.IsNaN(g) || math.Abs(g-w) > atol+rtol*math.Abs(w) {
+			return fmt.Errorf("[%d] = %v, want %v (diff %.3g)", i, g, w, g-w)
+		}
+	}
+	return nil
+}
+
+// fdGrad returns the central finite-difference gradient of f at x.
+func fdGrad(f func([]float64) float64, x []float64, h float64) []float64 {
+	g := make([]float64, len(x))
+	for i := range x {
+		old := x[i]
+		x[i] = old + h
+		fp := f(x)
+		x[i] = old - h
+		fm := f(x)
+		x[i] = old
+		g[i] = (fp - fm) / (2 * h)
+	}
+	return g
+}
+
+func dot64(a []float64, b []float32) float64 {
+	var s float64
+	for i := range a {
+		s += a[i] * float64(b[i])
+	}
+	return s
+}
+
+// Typed transfers through the byte-level Upload/Download (the tensor
+// package's typed helpers take a tensor.Backend).
+func bytesOf[T float32 | int32 | uint16](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	var z T
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(z)))
+}
+
+func checkDT(b tensor.Buffer, n int, dts ...tensor.DType) error {
+	for _, d := range dts {
+		if b.DType() == d && b.Len() == n {
+			return nil
+		}
+	}
+	return fmt.Errorf("%v does not hold %d elements of %v", b, n, dts)
+}
+
+func upF32(be *Backend, b tensor.Buffer, x []float32) error {
+	if err := checkDT(b, len(x), tensor.F32); err != nil {
+		return err
+	}
+	return be.Upload(b, bytesOf(x))
+}
+
+func downF32(be *Backend, x []float32, b tensor.Buffer) error {
+	if err := checkDT(b, len(x), tensor.F32); err != nil {
+		return err
+	}
+	return be.Download(bytesOf(x), b)
+}
+
+func upI32(be *Backend, b tensor.Buffer, x []int32) error {
+	if err := checkDT(b, len(x), tensor.I32); err != nil {
+		return err
+	}
+	return be.Upload(b, bytesOf(x))
+}
+
+func upU16(be *Backend, b tensor.Buffer, x []uint16) error {
+	if err := checkDT(b, len(x), tensor.BF16, tensor.F16); err != nil {
+		return err
+	}
+	return be.Upload(b, bytesOf(x))
+}
+
+func downU16(be *Backend, x []uint16, b tensor.Buffer) error {
+	if err := checkDT(b, len(x), tensor.BF16, tensor.F16); err != nil {
+		return err
+	}
+	return be.Download(bytesOf(x), b)
+}

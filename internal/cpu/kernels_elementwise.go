@@ -1,0 +1,262 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+// kargs holds one argument block per parallel kernel. A kernel fills its
+// block, hands a pointer to par (an interface holding a pointer into the
+// Backend, so nothing escapes to the heap), and clears it afterwards so no
+// buffer is kept alive by a finished kernel.
+type kargs struct {
+	copy     copyK
+	fill     fillK
+	add      addK
+	axpy     axpyK
+	scale    axpyK
+	bias     biasK
+	biasGrad colSumK
+	swiglu   swigluK
+	embed    embedK
+	embedBwd embedBwdK
+	rms      rmsK
+	rmsBwd   rmsBwdK
+	rmsDW    colSumK
+	rope     ropeK
+	adamw    adamwK
+	norm     normK
+	conv     convK
+	nf4      nf4K
+}
+
+const (
+	grainElems = 1 << 14 // elementwise kernels: items per worker at least
+	colChunk   = 64      // column-chunked reductions: columns per item
+)
+
+type copyK struct{ dst, src []byte }
+
+func (k *copyK) run(lo, hi int) { copy(k.dst[lo:hi], k.src[lo:hi]) }
+
+// Copy sets dst = src (same dtype and length).
+func (be *Backend) Copy(dst, src tensor.Buffer) {
+	if dst.DType() != src.DType() || dst.Len() != src.Len() {
+		panic(fmt.Sprintf("cpu.Copy: %v from %v", dst, src))
+	}
+	d, err := hostBytes(dst)
+	if err != nil {
+		panic("cpu.Copy: dst: " + err.Error())
+	}
+	s, err := hostBytes(src)
+	if err != nil {
+		panic("cpu.Copy: src: " + err.Error())
+	}
+	be.k.copy = copyK{d, s}
+	be.par(len(d), 4*grainElems, &be.k.copy)
+	be.k.copy = copyK{}
+}
+
+type fillK struct {
+	x []float32
+	v float32
+	b []byte // non-nil: zero these bytes instead
+}
+
+func (k *fillK) run(lo, hi int) {
+	if k.b != nil {
+		clear(k.b[lo:hi])
+		return
+	}
+	x := k.x[lo:hi]
+	for i := range x {
+		x[i] = k.v
+	}
+}
+
+// Zero sets every element of b to zero (any dtype).
+func (be *Backend) Zero(b tensor.Buffer) {
+	d, err := hostBytes(b)
+	if err != nil {
+		panic("cpu.Zero: " + err.Error())
+	}
+	if len(d) == 0 {
+		return
+	}
+	be.k.fill = fillK{b: d}
+	be.par(len(d), 4*grainElems, &be.k.fill)
+	be.k.fill = fillK{}
+}
+
+// Fill sets every element of an F32 buffer to v.
+func (be *Backend) Fill(b tensor.Buffer, v float32) {
+	be.k.fill = fillK{x: f32("cpu.Fill", b, b.Len()), v: v}
+	be.par(b.Len(), grainElems, &be.k.fill)
+	be.k.fill = fillK{}
+}
+
+type addK struct{ out, a, b []float32 }
+
+func (k *addK) run(lo, hi int) {
+	out, a, b := k.out[lo:hi], k.a[lo:hi], k.b[lo:hi]
+	for i := range out {
+		out[i] = a[i] + b[i]
+	}
+}
+
+// Add sets out = a + b over n elements.
+func (be *Backend) Add(out, a, b tensor.Buffer, n int) {
+	be.k.add = addK{f32("cpu.Add out", out, n), f32("cpu.Add a", a, n), f32("cpu.Add b", b, n)}
+	be.par(n, grainElems, &be.k.add)
+	be.k.add = addK{}
+}
+
+// axpyK computes y += alpha·x, or y *= alpha when x is nil.
+type axpyK struct {
+	y, x  []float32
+	alpha float32
+}
+
+func (k *axpyK) run(lo, hi int) {
+	y, a := k.y[lo:hi], k.alpha
+	if k.x == nil {
+		for i := range y {
+			y[i] *= a
+		}
+		return
+	}
+	x := k.x[lo:hi]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
+// Axpy sets y += alpha·x over n elements.
+func (be *Backend) Axpy(y, x tensor.Buffer, alpha float32, n int) {
+	be.k.axpy = axpyK{f32("cpu.Axpy y", y, n), f32("cpu.Axpy x", x, n), alpha}
+	be.par(n, grainElems, &be.k.axpy)
+	be.k.axpy = axpyK{}
+}
+
+// Scale sets x *= alpha over n elements.
+func (be *Backend) Scale(x tensor.Buffer, alpha float32, n int) {
+	be.k.scale = axpyK{y: f32("cpu.Scale x", x, n), alpha: alpha}
+	be.par(n, grainElems, &be.k.scale)
+	be.k.scale = axpyK{}
+}
+
+type biasK struct {
+	x, bias []float32
+	cols    int
+}
+
+func (k *biasK) run(lo, hi int) {
+	for i := lo; i < hi; i++ {
+		row := k.x[i*k.cols : (i+1)*k.cols]
+		for j, b := range k.bias {
+			row[j] += b
+		}
+	}
+}
+
+// AddBias adds bias [cols] to every row of x [rows,cols].
+func (be *Backend) AddBias(x, bias tensor.Buffer, rows, cols int) {
+	be.k.bias = biasK{f32("cpu.AddBias x", x, rows*cols), f32("cpu.AddBias bias", bias, cols), cols}
+	be.par(rows, max(1, grainElems/max(cols, 1)), &be.k.bias)
+	be.k.bias = biasK{}
+}
+
+// colSumK accumulates dst[j] += Σ_i a[i,j]·b[i,j]·s[i] over all rows i in
+// order (b nil: factor 1; s nil: factor 1), one chunk of colChunk columns
+// per item, summing in float64. Each column is reduced by one goroutine in
+// row order, so the result does not depend on the split.
+type colSumK struct {
+	dst, a, b, s []float32
+	rows, cols   int
+}
+
+func (k *colSumK) run(lo, hi int) {
+	var acc [colChunk]float64
+	for c := lo; c < hi; c++ {
+		j0 := c * colChunk
+		j1 := min(j0+colChunk, k.cols)
+		w := j1 - j0
+		clear(acc[:w])
+		for i := 0; i < k.rows; i++ {
+			a := k.a[i*k.cols+j0 : i*k.cols+j1]
+			switch {
+			case k.b == nil:
+				for j, v := range a {
+					acc[j] += float64(v)
+				}
+			default:
+				b := k.b[i*k.cols+j0 : i*k.cols+j1]
+				s := float64(1)
+				if k.s != nil {
+					s = float64(k.s[i])
+				}
+				for j, v := range a {
+					acc[j] += float64(v) * float64(b[j]) * s
+				}
+			}
+		}
+		d := k.dst[j0:j1]
+		for j := range d {
+			d[j] += float32(acc[j])
+		}
+	}
+}
+
+func colChunks(cols int) int { return (cols + colChunk - 1) / colChunk }
+
+// BiasGrad accumulates dbias[j] += Σ_i dout[i,j] for dout [rows,cols].
+func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
+	be.k.biasGrad = colSumK{dst: f32("cpu.BiasGrad dbias", dbias, cols),
+		a: f32("cpu.BiasGrad dout", dout, rows*cols), rows: rows, cols: cols}
+	be.par(colChunks(cols), 1, &be.k.biasGrad)
+	be.k.biasGrad = colSumK{}
+}
+
+type swigluK struct {
+	out, gate, up, dout, dgate, dup []float32
+	backward                        bool
+}
+
+func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
+
+func (k *swigluK) run(lo, hi int) {
+	if !k.backward {
+		out, gate, up := k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi]
+		for i, g := range gate {
+			out[i] = g * sigmoid(g) * up[i]
+		}
+		return
+	}
+	gate, up, dout, dgate, dup := k.gate[lo:hi], k.up[lo:hi], k.dout[lo:hi], k.dgate[lo:hi], k.dup[lo:hi]
+	for i, g := range gate {
+		s := sigmoid(g)
+		u, d := up[i], dout[i]
+		dgate[i] = d * u * s * (1 + g*(1-s))
+		dup[i] = d * g * s
+	}
+}
+
+// SwiGLUForward sets out = silu(gate)·up over n elements.
+func (be *Backend) SwiGLUForward(out, gate, up tensor.Buffer, n int) {
+	be.k.swiglu = swigluK{out: f32("cpu.SwiGLUForward out", out, n),
+		gate: f32("cpu.SwiGLUForward gate", gate, n), up: f32("cpu.SwiGLUForward up", up, n)}
+	be.par(n, grainElems/8, &be.k.swiglu)
+	be.k.swiglu = swigluK{}
+}
+
+// SwiGLUBackward overwrites dgate and dup (either may alias gate or up).
+func (be *Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
+	be.k.swiglu = swigluK{backward: true,
+		dgate: f32("cpu.SwiGLUBackward dgate", dgate, n), dup: f32("cpu.SwiGLUBackward dup", dup, n),
+		dout: f32("cpu.SwiGLUBackward dout", dout, n), gate: f32("cpu.SwiGLUBackward gate", gate, n),
+		up: f32("cpu.SwiGLUBackward up", up, n)}
+	be.par(n, grainElems/8, &be.k.swiglu)
+	be.k.swiglu = swigluK{}
+}

@@ -1,0 +1,175 @@
+package tensor
+
+// Backend is a compute device: it owns memory and runs kernels on it. See the
+// package comment for the conventions every method follows. Unless stated,
+// buffers are F32 and shapes are row-major over the named dimensions.
+type Backend interface {
+	// Name identifies the backend ("cpu", "cuda:0", ...).
+	Name() string
+
+	// Alloc returns n zeroed elements of dt.
+	Alloc(dt DType, n int) (Buffer, error)
+	// Free releases an allocation made by Alloc (pass the Buffer Alloc
+	// returned, not a view). Using it afterwards is an error.
+	Free(b Buffer)
+	// Upload copies len(src) == dst.Bytes() bytes from the host into dst.
+	Upload(dst Buffer, src []byte) error
+	// Download copies src.Bytes() == len(dst) bytes from src to the host,
+	// after all previously issued kernels have finished.
+	Download(dst []byte, src Buffer) error
+	// Sync waits for all issued kernels and reports any deferred error.
+	Sync() error
+
+	// Copy sets dst = src; both have the same dtype and length.
+	Copy(dst, src Buffer)
+	// Zero sets every element of b to zero (any dtype).
+	Zero(b Buffer)
+	// Fill sets every element of an F32 buffer to v.
+	Fill(b Buffer, v float32)
+
+	// Gemm runs a (possibly batched, strided) matrix multiply; see Gemm.
+	Gemm(g Gemm)
+
+	// EmbeddingForward gathers rows: out[i,:] = table[ids[i],:].
+	// out [n,dim], table [vocab,dim], ids I32 [n].
+	EmbeddingForward(out, table, ids Buffer, n, dim int)
+	// EmbeddingBackward scatter-adds: dtable[ids[i],:] += dout[i,:], in
+	// token order for every row.
+	EmbeddingBackward(dtable, dout, ids Buffer, n, dim int)
+
+	// RMSNormForward: rstd[i] = 1/sqrt(mean_j x[i,j]² + eps),
+	// out[i,j] = x[i,j]·rstd[i]·w[j]. x, out [n,dim], w [dim], rstd [n].
+	RMSNormForward(out, rstd, x, w Buffer, n, dim int, eps float32)
+	// RMSNormBackward overwrites dx [n,dim] and accumulates dw [dim] given
+	// dout, the forward input x and the saved rstd.
+	RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, n, dim int)
+
+	// RoPEForward rotates the first rotDim dims of every head with the
+	// rotate-half (Hugging Face) layout: for i < rotDim/2, with
+	// a = pos[t]·invFreq[i], (x[i], x[i+rotDim/2]) turns by angle a. Dims at
+	// and after rotDim are copied unchanged. x, out [n,heads,headDim]
+	// (out may equal x), pos I32 [n], invFreq [rotDim/2] (see RoPEInvFreq).
+	RoPEForward(out, x, pos, invFreq Buffer, n, heads, headDim, rotDim int)
+	// RoPEBackward is the transpose of RoPEForward: dx = Rᵀ·dout (dx may
+	// equal dout).
+	RoPEBackward(dx, dout, pos, invFreq Buffer, n, heads, headDim, rotDim int)
+
+	// AttentionForward is causal scaled-dot-product attention with grouped
+	// KV heads and optional segment ids: q, out [B,T,Hq,D], k, v
+	// [B,T,Hkv,D], lse [B,Hq,T] (log-sum-exp, saved for backward), segIDs
+	// I32 [B*T] or the zero Buffer. A query attends to keys at positions <=
+	// its own with the same segment id.
+	AttentionForward(out, lse, q, k, v, segIDs Buffer, a Attn)
+	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
+	// inputs, output and lse.
+	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs Buffer, a Attn)
+
+	// SwiGLUForward: out = silu(gate)·up, elementwise over n.
+	SwiGLUForward(out, gate, up Buffer, n int)
+	// SwiGLUBackward overwrites dgate and dup.
+	SwiGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
+
+	// AddBias: x[i,:] += bias for x [rows,cols], bias [cols].
+	AddBias(x, bias Buffer, rows, cols int)
+	// BiasGrad accumulates the column sums: dbias[j] += Σ_i dout[i,j].
+	BiasGrad(dbias, dout Buffer, rows, cols int)
+
+	// Add: out = a + b over n elements (out may alias a or b).
+	Add(out, a, b Buffer, n int)
+	// Axpy: y += alpha·x over n elements.
+	Axpy(y, x Buffer, alpha float32, n int)
+	// Scale: x *= alpha over n elements.
+	Scale(x Buffer, alpha float32, n int)
+
+	// CrossEntropy is the fused LM head + softmax cross-entropy; see
+	// CrossEntropy's field docs. losses [N], x [N,C], w [V,C], targets I32
+	// [N] (entries < 0 are ignored), workspace [chunkRows*V]. If dx is not
+	// the zero Buffer, dx [N,C] is overwritten with dL/dx and dw [V,C]
+	// accumulates dL/dw for L = gradScale·Σ losses.
+	CrossEntropy(losses, dx, dw, x, w, targets, workspace Buffer, c CrossEntropy)
+
+	// AdamW updates param in place from grad, with moment buffers m and v
+	// (all [n]); see AdamW for the rule.
+	AdamW(param, grad, m, v Buffer, n int, h AdamW)
+
+	// GlobalNorm writes sqrt(Σ over all grads of g²) to out[0] (F32 [1]).
+	GlobalNorm(out Buffer, grads []Buffer)
+	// ClipByNorm scales every grad by min(1, maxNorm/(norm[0]+1e-6)), as
+	// torch.nn.utils.clip_grad_norm_ does. norm is GlobalNorm's output.
+	ClipByNorm(grads []Buffer, norm Buffer, maxNorm float32)
+
+	// Convert copies n elements from src to dst converting the dtype:
+	// F32 -> BF16 and F32 -> F16 round to nearest even (NaN stays NaN,
+	// overflow becomes Inf); BF16 -> F32 and F16 -> F32 are exact; equal
+	// dtypes copy.
+	Convert(dst, src Buffer, n int)
+
+	// QuantizeNF4 quantises x [q.N] into q; see NF4Tensor for the format.
+	QuantizeNF4(q NF4Tensor, x Buffer)
+	// DequantNF4 expands q into out [q.N] (F32).
+	DequantNF4(out Buffer, q NF4Tensor)
+}
+
+// Gemm describes C = Alpha·op(A)·op(B) + Beta·C for Batch independent
+// matrices. op(A) is M×K, op(B) is K×N, C is M×N; op(X) is Xᵀ when TransX.
+// Matrices are row-major with row strides LDA, LDB, LDC (as stored: A is
+// M×K or, transposed, K×M). Batch element b uses A at element offset
+// b·StrideA, and likewise B and C. Batch 0 means 1. Beta 0 overwrites C
+// without reading it.
+type Gemm struct {
+	TransA, TransB   bool
+	M, N, K          int
+	Alpha, Beta      float32
+	A, B, C          Buffer
+	LDA, LDB, LDC    int
+	StrideA, StrideB int
+	StrideC          int
+	Batch            int
+}
+
+// Attn holds attention's shapes: batch B, sequence T, query heads Hq, KV
+// heads Hkv (Hq % Hkv == 0), head dim D, and the score scale (usually
+// 1/sqrt(D)).
+type Attn struct {
+	B, T, Hq, Hkv, D int
+	Scale            float32
+}
+
+// CrossEntropy holds the fused LM-head cross-entropy's shapes: N rows of
+// hidden size C against a vocabulary of V; logits are computed ChunkRows
+// rows at a time into the workspace; the gradient is that of
+// GradScale·Σ losses (e.g. 1/number of unmasked targets).
+type CrossEntropy struct {
+	N, C, V   int
+	GradScale float32
+	ChunkRows int
+}
+
+// AdamW is one AdamW step (Loshchilov & Hutter, as torch.optim.AdamW):
+//
+//	param -= LR·WeightDecay·param
+//	m = Beta1·m + (1-Beta1)·g;  v = Beta2·v + (1-Beta2)·g²
+//	param -= LR · (m/(1-Beta1^Step)) / (sqrt(v/(1-Beta2^Step)) + Eps)
+//
+// Step counts from 1. LR and WeightDecay are per call, so each parameter
+// buffer may have its own.
+type AdamW struct {
+	LR, Beta1, Beta2, Eps, WeightDecay float32
+	Step                               int
+}
+
+// MatMul runs one contiguous GEMM with leading dimensions implied by the
+// shapes: C [m,n] = op(A)·op(B) (+ beta·C), where A is stored [m,k] or,
+// with transA, [k,m]; B is stored [k,n] or, with transB, [n,k].
+// NN: y = x·W; NT: y = x·Wᵀ (a linear layer with W [out,in]); TN: dW = dyᵀ·x.
+func MatMul(be Backend, c, a, b Buffer, m, n, k int, transA, transB bool, beta float32) {
+	lda, ldb := k, n
+	if transA {
+		lda = m
+	}
+	if transB {
+		ldb = k
+	}
+	be.Gemm(Gemm{TransA: transA, TransB: transB, M: m, N: n, K: k, Alpha: 1, Beta: beta,
+		A: a, B: b, C: c, LDA: lda, LDB: ldb, LDC: n, Batch: 1})
+}
