@@ -53,7 +53,7 @@ func TestAllocZeroedAndViews(t *testing.T) {
 	// Reinterpreting bytes: the F32 1.0 is 0x3f800000 little-endian.
 	u := all.View(0, 1).As(tensor.U8)
 	raw := make([]byte, 4)
-	if err := be.Download( raw, u); err != nil {
+	if err := be.Download(raw, u); err != nil {
 		t.Fatal(err)
 	}
 	if raw[3] != 0x3f || raw[2] != 0x80 {

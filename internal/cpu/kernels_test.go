@@ -137,8 +137,8 @@ func TestGemm(t *testing.T) {
 	cases := []tc{
 		{false, false, 1, 1, 1, 1, 0, 1},
 		{false, false, 5, 7, 3, 1, 0, 1},
-		{false, true, 17, 9, 33, 1, 1, 1},  // NT: linear forward
-		{true, false, 8, 21, 19, 1, 1, 1},  // TN: weight gradient, accumulating
+		{false, true, 17, 9, 33, 1, 1, 1}, // NT: linear forward
+		{true, false, 8, 21, 19, 1, 1, 1}, // TN: weight gradient, accumulating
 		{true, true, 4, 6, 5, 0.5, -2, 1},
 		{false, true, 6, 5, 8, 0.125, 0, 3}, // batched, e.g. per-head scores
 		{true, false, 3, 4, 7, 1, 0.5, 4},
@@ -190,4 +190,3 @@ func TestGemm(t *testing.T) {
 		}
 	}
 }
-
