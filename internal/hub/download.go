@@ -83,9 +83,11 @@ func (c *Client) fetch(ctx context.Context, t target) error {
 		if size >= 0 && have == size && size > 0 {
 			break // complete from an earlier attempt: verify below
 		}
-		var hdr http.Header
+		// identity: byte offsets for Range and the digests refer to the file
+		// itself, not to a compressed transfer of it.
+		hdr := http.Header{"Accept-Encoding": {"identity"}}
 		if have > 0 {
-			hdr = http.Header{"Range": {"bytes=" + strconv.FormatInt(have, 10) + "-"}}
+			hdr.Set("Range", "bytes="+strconv.FormatInt(have, 10)+"-")
 		}
 		report(have)
 		resp, err := c.do(ctx, http.MethodGet, t.url, hdr, t.repo, t.rev, t.file.Path)
