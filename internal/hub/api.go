@@ -219,7 +219,10 @@ func (c *Client) do(ctx context.Context, method, u string, hdr http.Header, repo
 				return nil, ctx.Err()
 			}
 			if werr := r.wait(ctx, 0, false, false, err); werr != nil {
-				return nil, fmt.Errorf("hub: %s %s: %w", method, redactString(u), werr)
+				if ctx.Err() != nil {
+					return nil, werr
+				}
+				return nil, fmt.Errorf("hub: %s %s: %w (no network? HF_HUB_OFFLINE=1 works from the local HF cache)", method, redactString(u), werr)
 			}
 			continue
 		}

@@ -237,7 +237,7 @@ func (e *HTTPError) Error() string {
 	switch {
 	case e.Repo.ID == "":
 		fmt.Fprintf(&b, "hub: %s: HTTP %d", e.URL, e.Status)
-	case e.Code == "GatedRepo" || (e.Status == http.StatusForbidden && e.hasTok):
+	case e.Code == "GatedRepo":
 		fmt.Fprintf(&b, "hub: access to %s is restricted (HTTP %d): it is a gated repository; accept the licence on the repo page %s with the account whose token is in HF_TOKEN", e.Repo, e.Status, e.site)
 	case e.Code == "RepoNotFound":
 		fmt.Fprintf(&b, "hub: %s not found (HTTP %d): check the name; if it is private or gated, set HF_TOKEN to a token with read access", e.Repo, e.Status)
@@ -266,7 +266,7 @@ func (e *HTTPError) Error() string {
 func (e *HTTPError) Is(target error) bool {
 	switch target {
 	case ErrGated:
-		return e.Code == "GatedRepo" || (e.Status == http.StatusForbidden && e.hasTok)
+		return e.Code == "GatedRepo"
 	case ErrUnauthorized:
 		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 	case ErrRepoNotFound:

@@ -495,3 +495,16 @@ func TestEnv(t *testing.T) {
 		t.Errorf("FromEnv = %+v", c)
 	}
 }
+
+func TestNoNetwork(t *testing.T) {
+	s := &sleeps{}
+	c := &Client{Endpoint: "http://127.0.0.1:1", Sleep: s.sleep, MaxAttempts: 3}
+	_, err := c.ResolveRevision(context.Background(), Repo{Model, "org/tiny"}, "main")
+	if err == nil || !strings.Contains(err.Error(), "HF_HUB_OFFLINE=1") || len(s.d) != 2 {
+		t.Errorf("got %v after waits %v, want a hint at offline mode after 2 waits", err, s.d)
+	}
+	// A pinned commit needs no network at all.
+	if got, err := c.ResolveRevision(context.Background(), Repo{Model, "org/tiny"}, commitA); err != nil || got != commitA {
+		t.Errorf("pinned commit: %q, %v", got, err)
+	}
+}
