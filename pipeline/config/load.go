@@ -1,12 +1,14 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
@@ -36,8 +38,10 @@ type Variable struct {
 	DeclRange hcl.Range
 	// TypeDefaults holds the defaults of optional() object attributes.
 	TypeDefaults *typeexpr.Defaults
-	// TypeGiven reports whether the block had a type argument.
+	// TypeGiven reports whether the block had a type argument, and
+	// TypeText is its source text, for messages.
 	TypeGiven   bool
+	TypeText    string
 	Validations []*Validation
 }
 
@@ -180,7 +184,7 @@ func Load(path string) (*Pipeline, hcl.Diagnostics) {
 		Locals:    map[string]*Local{},
 		Outputs:   map[string]*Output{},
 	}
-	var bodies []hcl.Body
+	var bodies []*hcl.File
 	for _, name := range names {
 		src, err := os.ReadFile(name)
 		if err != nil {
@@ -195,7 +199,7 @@ func Load(path string) (*Pipeline, hcl.Diagnostics) {
 		diags = append(diags, fdiags...)
 		if f != nil {
 			p.Files[name] = f
-			bodies = append(bodies, f.Body)
+			bodies = append(bodies, f)
 		}
 	}
 	if len(p.Files) == 0 {
@@ -205,14 +209,14 @@ func Load(path string) (*Pipeline, hcl.Diagnostics) {
 		// Syntax errors: the structure is not trustworthy enough to go on.
 		return p, diags
 	}
-	for _, body := range bodies {
-		diags = append(diags, p.decodeBody(body)...)
+	for _, f := range bodies {
+		diags = append(diags, p.decodeBody(f.Body, f.Bytes)...)
 	}
 	return p, diags
 }
 
 // decodeBody adds the blocks of one file's body to p.
-func (p *Pipeline) decodeBody(body hcl.Body) hcl.Diagnostics {
+func (p *Pipeline) decodeBody(body hcl.Body, src []byte) hcl.Diagnostics {
 	content, diags := body.Content(rootSchema)
 	stageSeen := map[string]*StageBlock{}
 	for _, s := range p.Stages {
@@ -221,7 +225,7 @@ func (p *Pipeline) decodeBody(body hcl.Body) hcl.Diagnostics {
 	for _, block := range content.Blocks {
 		switch block.Type {
 		case "variable":
-			v, vdiags := decodeVariable(block)
+			v, vdiags := decodeVariable(block, src)
 			diags = append(diags, vdiags...)
 			if v == nil {
 				continue
@@ -312,7 +316,7 @@ func checkIdent(what, name string, r hcl.Range) hcl.Diagnostics {
 	}}
 }
 
-func decodeVariable(block *hcl.Block) (*Variable, hcl.Diagnostics) {
+func decodeVariable(block *hcl.Block, src []byte) (*Variable, hcl.Diagnostics) {
 	v := &Variable{
 		Name:      block.Labels[0],
 		Type:      cty.DynamicPseudoType,
@@ -330,6 +334,9 @@ func decodeVariable(block *hcl.Block) (*Variable, hcl.Diagnostics) {
 		diags = append(diags, tdiags...)
 		if !tdiags.HasErrors() {
 			v.Type, v.TypeDefaults, v.TypeGiven = ty, defaults, true
+			if rng := a.Expr.Range(); rng.End.Byte <= len(src) {
+				v.TypeText = string(rng.SliceBytes(src))
+			}
 		}
 	}
 	if a, ok := content.Attributes["default"]; ok {
@@ -344,7 +351,7 @@ func decodeVariable(block *hcl.Block) (*Variable, hcl.Diagnostics) {
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Invalid default value for variable",
-					Detail:   fmt.Sprintf("The default value of variable %q does not match its type %s: %s.", v.Name, typeString(v.Type), convertErr(err)),
+					Detail:   fmt.Sprintf("The default value of variable %q does not match its type %s: %s.", v.Name, v.typeString(), convertErr(err)),
 					Subject:  a.Expr.Range().Ptr(),
 				})
 			} else {
@@ -433,11 +440,71 @@ func decodeOutput(block *hcl.Block) (*Output, hcl.Diagnostics) {
 
 // WriteDiagnostics renders diagnostics as text (file, line, snippet,
 // underline) wrapped at width, with ANSI colour only if color is true. p may
-// be nil, in which case no snippets are shown.
+// be nil, in which case no snippets are shown. Without colour the subject is
+// underlined with carets on the line below its start.
 func (p *Pipeline) WriteDiagnostics(w io.Writer, diags hcl.Diagnostics, width uint, color bool) error {
 	files := map[string]*hcl.File{}
 	if p != nil {
 		files = p.Files
 	}
-	return hcl.NewDiagnosticTextWriter(w, files, width, color).WriteDiagnostics(diags)
+	var buf bytes.Buffer
+	tw := hcl.NewDiagnosticTextWriter(&buf, files, width, color)
+	for _, d := range diags {
+		buf.Reset()
+		if err := tw.WriteDiagnostic(d); err != nil {
+			return fmt.Errorf("rendering diagnostics: %w", err)
+		}
+		out := buf.String()
+		if !color && d.Subject != nil {
+			if f := files[d.Subject.Filename]; f != nil && f.Bytes != nil {
+				out = addCarets(out, f.Bytes, *d.Subject)
+			}
+		}
+		if _, err := io.WriteString(w, out); err != nil {
+			return fmt.Errorf("writing diagnostics: %w", err)
+		}
+	}
+	return nil
+}
+
+// addCarets inserts, below the snippet line where subject starts, a line of
+// carets under the subject's part of that line.
+func addCarets(text string, src []byte, subject hcl.Range) string {
+	start, end := subject.Start.Byte, subject.End.Byte
+	if start < 0 || start > len(src) || end < start {
+		return text
+	}
+	lineStart := bytes.LastIndexByte(src[:start], '\n') + 1
+	lineEnd := len(src)
+	if i := bytes.IndexByte(src[start:], '\n'); i >= 0 {
+		lineEnd = start + i
+	}
+	end = min(end, lineEnd)
+	var caret strings.Builder
+	for _, r := range strings.TrimSuffix(string(src[lineStart:start]), "\r") {
+		if r == '\t' {
+			caret.WriteByte('\t')
+		} else {
+			caret.WriteByte(' ')
+		}
+	}
+	n := utf8.RuneCount(bytes.TrimRight(src[start:end], "\r"))
+	caret.WriteString(strings.Repeat("^", max(n, 1)))
+
+	lines := strings.SplitAfter(text, "\n")
+	prefix := fmt.Sprintf("%4d: ", subject.Start.Line)
+	inSnippet := false
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "  on "):
+			inSnippet = true
+		case inSnippet && l == "\n":
+			return text
+		case inSnippet && strings.HasPrefix(l, prefix):
+			pad := strings.Repeat(" ", len(prefix))
+			rest := append([]string{pad + caret.String() + "\n"}, lines[i+1:]...)
+			return strings.Join(append(lines[:i+1:i+1], rest...), "")
+		}
+	}
+	return text
 }

@@ -59,6 +59,10 @@ type blockState struct {
 	done      bool
 	instances []*Instance
 	keys      []string // instance keys, for_each only
+	keysKnown bool
+	// fallback are the outputs the kind declares for unknown arguments,
+	// used to check references when an instance failed to decode.
+	fallback map[string]stage.Output
 	// forEachStages reports whether for_each refers to stages (directly or
 	// through locals), so that each.value must be recomputed in Args.
 	forEachStages bool
@@ -554,7 +558,8 @@ func (r *resolver) targetBad(rf ref) bool {
 }
 
 // checkStageRef validates the instance key and output name of a reference
-// to an already evaluated stage. It reports whether the reference is good.
+// to an already evaluated stage. A stage that failed to decode is still
+// checked against the outputs its kind declares for any arguments.
 func (r *resolver) checkStageRef(rf *ref) {
 	if rf.bad || rf.target == nil || rf.target.stage == nil {
 		return
@@ -562,12 +567,14 @@ func (r *resolver) checkStageRef(rf *ref) {
 	s := rf.target.stage
 	st := r.res.blocks[s]
 	if st.failed || !st.done {
+		// The stage's value is unknown: whatever is reported below, errors
+		// from evaluating the reference are consequential.
 		rf.bad = true
-		return
 	}
 	tr := rf.tr
 	i := 2
-	inst := (*Instance)(nil)
+	addr := s.Addr()
+	var outs map[string]stage.Output
 	if s.ForEach != nil {
 		if i >= len(tr) {
 			return
@@ -576,21 +583,23 @@ func (r *resolver) checkStageRef(rf *ref) {
 		if !ok {
 			if ix, isIndex := tr[i].(hcl.TraverseIndex); isIndex {
 				*rf = r.refError(tr, "Invalid instance key",
-					fmt.Sprintf("The instances of %s are keyed by strings, not by %s.", s.Addr(), ix.Key.Type().FriendlyName()))
+					fmt.Sprintf("The instances of %s are keyed by strings, not by a %s.", s.Addr(), ix.Key.Type().FriendlyName()))
 			}
 			return
 		}
-		for _, in := range st.instances {
-			if in.Key.AsString() == key {
-				inst = in
-			}
+		if !st.keysKnown {
+			return
 		}
-		if inst == nil {
-			if _, isAttr := tr[i].(hcl.TraverseAttr); isAttr && len(st.instances) > 0 {
-				if _, isOutput := st.instances[0].Outputs[key]; isOutput {
+		found := false
+		for _, k := range st.keys {
+			found = found || k == key
+		}
+		if !found {
+			if _, isAttr := tr[i].(hcl.TraverseAttr); isAttr && len(st.keys) > 0 {
+				if _, isOutput := st.outputsFor(st.keys[0])[key]; isOutput {
 					*rf = r.refError(tr, "Missing instance key",
 						fmt.Sprintf("%s has for_each, so it stands for all its instances; refer to one of them, as in %s[%s].%s, or to all of them with a for expression.",
-							s.Addr(), s.Addr(), hclQuote(st.instances[0].Key.AsString()), key))
+							s.Addr(), s.Addr(), hclQuote(st.keys[0]), key))
 					return
 				}
 			}
@@ -598,34 +607,66 @@ func (r *resolver) checkStageRef(rf *ref) {
 				fmt.Sprintf("%s has no instance with the key %q; its keys are %s.%s", s.Addr(), key, quotedList(st.keys), didYouMean(key, st.keys, "")))
 			return
 		}
+		outs = st.outputsFor(key)
+		addr += "[" + hclQuote(key) + "]"
 		i++
 	} else {
 		if i < len(tr) {
 			if ix, isIndex := tr[i].(hcl.TraverseIndex); isIndex {
 				if _, isName := attrStep(tr, i); !isName {
 					*rf = r.refError(tr, "Invalid index",
-						fmt.Sprintf("%s has no for_each, so it has no instances to index; refer to its outputs as %s.<output>. Got an index of type %s.", s.Addr(), s.Addr(), ix.Key.Type().FriendlyName()))
+						fmt.Sprintf("%s has no for_each, so it has no instances to index; refer to its outputs as %s.<output>, not with a %s index.", s.Addr(), s.Addr(), ix.Key.Type().FriendlyName()))
 					return
 				}
 			}
 		}
-		if len(st.instances) == 1 {
-			inst = st.instances[0]
-		}
+		outs = st.outputsFor("")
 	}
 	out, ok := attrStep(tr, i)
-	if !ok || inst == nil {
+	if !ok || outs == nil {
 		return
 	}
-	if _, exists := inst.Outputs[out]; !exists {
-		names := make([]string, 0, len(inst.Outputs))
-		for n := range inst.Outputs {
+	if _, exists := outs[out]; !exists {
+		names := make([]string, 0, len(outs))
+		for n := range outs {
 			names = append(names, n)
 		}
 		sort.Strings(names)
+		hint := didYouMean(out, names, "")
+		if hint == "" {
+			hint = " Its outputs are " + quotedList(names) + "."
+		}
 		*rf = r.refError(tr, "Unsupported stage output",
-			fmt.Sprintf("%s (a %s stage) has no output named %q.%s Its outputs are %s.", inst.Addr, s.Kind, out, didYouMean(out, names, ""), quotedList(names)))
+			fmt.Sprintf("%s (kind %q) has no output named %q.%s", addr, s.Kind, out, hint))
 	}
+}
+
+// outputsFor returns the outputs of the instance with the given key ("" for
+// a stage without for_each), or the kind's fallback outputs if that instance
+// failed to decode, or nil if they are not known.
+func (st *blockState) outputsFor(key string) map[string]stage.Output {
+	for _, inst := range st.instances {
+		if inst.Key == cty.NilVal || inst.Key.AsString() == key {
+			return inst.Outputs
+		}
+	}
+	return st.fallback
+}
+
+// fallbackOutputs asks a kind for its outputs given wholly unknown
+// arguments, to check references to a stage whose arguments have errors.
+// Kinds whose outputs depend on their arguments report nothing.
+func fallbackOutputs(k *stage.Kind) (outs map[string]stage.Output) {
+	defer func() {
+		if recover() != nil {
+			outs = nil
+		}
+	}()
+	o, diags := k.Outputs(cty.UnknownVal(hcldec.ImpliedType(k.Schema)))
+	if diags.HasErrors() {
+		return nil
+	}
+	return o
 }
 
 // evalCtx returns the evaluation context for the static pass.
@@ -782,8 +823,13 @@ func (r *resolver) evalStage(n *node) {
 		for i, k := range keys {
 			insts = append(insts, inst{key: k, each: map[string]cty.Value{"key": cty.StringVal(k), "value": values[i]}})
 		}
-		st.keys = keys
+		st.keys, st.keysKnown = keys, true
 	}
+	defer func() {
+		if st.failed {
+			st.fallback = fallbackOutputs(st.kind)
+		}
+	}()
 	for _, in := range insts {
 		addr := s.Addr()
 		instance := &Instance{Addr: addr, Kind: st.kind, Block: s, Key: cty.NilVal, EachValue: cty.NilVal}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
@@ -135,7 +136,7 @@ func (p *Pipeline) assignVariables(in Inputs) (map[string]cty.Value, map[string]
 			d := &hcl.Diagnostic{
 				Severity: hcl.DiagError,
 				Summary:  "Invalid value for variable",
-				Detail:   fmt.Sprintf("The value of variable %q given by %s does not match its type %s: %s.", name, src.desc, typeString(v.Type), convertErr(err)),
+				Detail:   fmt.Sprintf("The value of variable %q given by %s does not match its type %s: %s.", name, src.desc, v.typeString(), convertErr(err)),
 				Subject:  src.rng,
 			}
 			diags = append(diags, d)
@@ -221,11 +222,19 @@ func (p *Pipeline) checkRule(ctx *hcl.EvalContext, v *Variable, rule *Validation
 // variable: the raw text for a string (or untyped, or primitive) variable,
 // an HCL expression otherwise.
 func (p *Pipeline) parseRawValue(v *Variable, raw, filename string) (cty.Value, *hcl.Range, hcl.Diagnostics) {
-	if !v.TypeGiven || v.Type.IsPrimitiveType() {
-		return cty.StringVal(raw), nil, nil
-	}
 	src := []byte(raw)
 	p.Files[filename] = &hcl.File{Bytes: src}
+	if !v.TypeGiven || v.Type.IsPrimitiveType() {
+		var rng *hcl.Range
+		if !strings.ContainsAny(raw, "\r\n") && utf8.ValidString(raw) {
+			rng = &hcl.Range{
+				Filename: filename,
+				Start:    hcl.InitialPos,
+				End:      hcl.Pos{Line: 1, Column: 1 + utf8.RuneCountInString(raw), Byte: len(raw)},
+			}
+		}
+		return cty.StringVal(raw), rng, nil
+	}
 	expr, diags := hclsyntax.ParseExpression(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return cty.DynamicVal, nil, diags
@@ -271,6 +280,14 @@ func (p *Pipeline) variableNames() []string {
 	}
 	sort.Strings(names)
 	return names
+}
+
+// typeString renders the variable's type as written in the pipeline.
+func (v *Variable) typeString() string {
+	if v.TypeText != "" {
+		return v.TypeText
+	}
+	return typeString(v.Type)
 }
 
 // typeString renders a type constraint as it would be written in HCL.

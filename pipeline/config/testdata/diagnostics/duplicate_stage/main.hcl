@@ -1,0 +1,7 @@
+stage "exec" "prep" {
+  command = ["true"]
+}
+
+stage "exec" "prep" {
+  command = ["false"]
+}

@@ -1,0 +1,3 @@
+stage "exec" "prep" {
+  outputs = ["result"]
+}

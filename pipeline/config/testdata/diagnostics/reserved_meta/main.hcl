@@ -1,0 +1,5 @@
+stage "exec" "prep" {
+  command    = ["true"]
+  depends_on = [exec.other]
+  count      = 2
+}

@@ -1,0 +1,4 @@
+stage "exec" "prep" {
+  command = ["sh", "-c", "true"
+  outputs = ["result"]
+}

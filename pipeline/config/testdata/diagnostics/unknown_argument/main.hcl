@@ -1,0 +1,4 @@
+stage "exec" "prep" {
+  comand  = ["true"]
+  outputs = ["result"]
+}

@@ -1,0 +1,7 @@
+stage "exce" "prep" {
+  command = ["true"]
+}
+
+stage "tokenize" "data" {
+  path = "x"
+}

@@ -1,0 +1,9 @@
+stage "exec" "prep" {
+  command = ["true"]
+  outputs = ["result"]
+}
+
+stage "exec" "use" {
+  command = ["true"]
+  inputs  = { data = exec.prep.reslt }
+}
