@@ -38,7 +38,7 @@ func TestAllocZeroedAndViews(t *testing.T) {
 	// One allocation holds two tensors; kernels work on the views.
 	all, _ := be.Alloc(tensor.F32, 8)
 	a, b := all.View(0, 4), all.View(4, 4)
-	if err := upF32(be, a, []float32{1, 2, 3, 4}); err != nil {
+	if err := tensor.UploadF32(be, a, []float32{1, 2, 3, 4}); err != nil {
 		t.Fatal(err)
 	}
 	be.Fill(b, 10)
@@ -64,25 +64,25 @@ func TestAllocZeroedAndViews(t *testing.T) {
 func TestTransferErrors(t *testing.T) {
 	be := New()
 	f, _ := be.Alloc(tensor.F32, 4)
-	if err := upF32(be, f, make([]float32, 3)); err == nil {
+	if err := tensor.UploadF32(be, f, make([]float32, 3)); err == nil {
 		t.Error("short upload succeeded")
 	}
-	if err := upI32(be, f, make([]int32, 4)); err == nil {
+	if err := tensor.UploadI32(be, f, make([]int32, 4)); err == nil {
 		t.Error("I32 upload into F32 succeeded")
 	}
 	if err := be.Upload(tensor.Buffer{}, nil); err == nil {
 		t.Error("upload into nil buffer succeeded")
 	}
 	be.Free(f)
-	if err := downF32(be, make([]float32, 4), f); err == nil {
+	if err := tensor.DownloadF32(be, make([]float32, 4), f); err == nil {
 		t.Error("download from freed buffer succeeded")
 	}
 	h, _ := be.Alloc(tensor.BF16, 3)
-	if err := upU16(be, h, []uint16{1, 2, 3}); err != nil {
+	if err := tensor.UploadU16(be, h, []uint16{1, 2, 3}); err != nil {
 		t.Fatal(err)
 	}
 	got := make([]uint16, 3)
-	if err := downU16(be, got, h); err != nil || got[2] != 3 {
+	if err := tensor.DownloadU16(be, got, h); err != nil || got[2] != 3 {
 		t.Errorf("u16 round trip: %v %v", got, err)
 	}
 }
@@ -101,7 +101,7 @@ func TestKernelPanicsOnBadArgs(t *testing.T) {
 		"adamw step": func() { be.AdamW(f, f, f, f, 4, tensor.AdamW{}) },
 	} {
 		if name == "bad id" {
-			_ = upI32(be, i, []int32{7, 0, 0, 0})
+			_ = tensor.UploadI32(be, i, []int32{7, 0, 0, 0})
 		}
 		func() {
 			defer func() {

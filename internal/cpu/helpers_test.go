@@ -69,7 +69,7 @@ func upload(t testing.TB, be *Backend, x []float32) tensor.Buffer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := upF32(be, b, x); err != nil {
+	if err := tensor.UploadF32(be, b, x); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -81,7 +81,7 @@ func uploadI32(t testing.TB, be *Backend, x []int32) tensor.Buffer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := upI32(be, b, x); err != nil {
+	if err := tensor.UploadI32(be, b, x); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -90,7 +90,7 @@ func uploadI32(t testing.TB, be *Backend, x []int32) tensor.Buffer {
 func download(t testing.TB, be *Backend, b tensor.Buffer) []float32 {
 	t.Helper()
 	x := make([]float32, b.Len())
-	if err := downF32(be, x, b); err != nil {
+	if err := tensor.DownloadF32(be, x, b); err != nil {
 		t.Fatal(err)
 	}
 	return x
@@ -132,58 +132,4 @@ func dot64(a []float64, b []float32) float64 {
 		s += a[i] * float64(b[i])
 	}
 	return s
-}
-
-// Typed transfers through the byte-level Upload/Download (the tensor
-// package's typed helpers take a tensor.Backend).
-func bytesOf[T float32 | int32 | uint16](s []T) []byte {
-	if len(s) == 0 {
-		return nil
-	}
-	var z T
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(z)))
-}
-
-func checkDT(b tensor.Buffer, n int, dts ...tensor.DType) error {
-	for _, d := range dts {
-		if b.DType() == d && b.Len() == n {
-			return nil
-		}
-	}
-	return fmt.Errorf("%v does not hold %d elements of %v", b, n, dts)
-}
-
-func upF32(be *Backend, b tensor.Buffer, x []float32) error {
-	if err := checkDT(b, len(x), tensor.F32); err != nil {
-		return err
-	}
-	return be.Upload(b, bytesOf(x))
-}
-
-func downF32(be *Backend, x []float32, b tensor.Buffer) error {
-	if err := checkDT(b, len(x), tensor.F32); err != nil {
-		return err
-	}
-	return be.Download(bytesOf(x), b)
-}
-
-func upI32(be *Backend, b tensor.Buffer, x []int32) error {
-	if err := checkDT(b, len(x), tensor.I32); err != nil {
-		return err
-	}
-	return be.Upload(b, bytesOf(x))
-}
-
-func upU16(be *Backend, b tensor.Buffer, x []uint16) error {
-	if err := checkDT(b, len(x), tensor.BF16, tensor.F16); err != nil {
-		return err
-	}
-	return be.Upload(b, bytesOf(x))
-}
-
-func downU16(be *Backend, x []uint16, b tensor.Buffer) error {
-	if err := checkDT(b, len(x), tensor.BF16, tensor.F16); err != nil {
-		return err
-	}
-	return be.Download(bytesOf(x), b)
 }

@@ -7,16 +7,8 @@ type Backend interface {
 	// Name identifies the backend ("cpu", "cuda:0", ...).
 	Name() string
 
-	// Alloc returns n zeroed elements of dt.
-	Alloc(dt DType, n int) (Buffer, error)
-	// Free releases an allocation made by Alloc (pass the Buffer Alloc
-	// returned, not a view). Using it afterwards is an error.
-	Free(b Buffer)
-	// Upload copies len(src) == dst.Bytes() bytes from the host into dst.
-	Upload(dst Buffer, src []byte) error
-	// Download copies src.Bytes() == len(dst) bytes from src to the host,
-	// after all previously issued kernels have finished.
-	Download(dst []byte, src Buffer) error
+	Allocator
+	Transferer
 	// Sync waits for all issued kernels and reports any deferred error.
 	Sync() error
 
@@ -108,6 +100,24 @@ type Backend interface {
 	QuantizeNF4(q NF4Tensor, x Buffer)
 	// DequantNF4 expands q into out [q.N] (F32).
 	DequantNF4(out Buffer, q NF4Tensor)
+}
+
+// Allocator is the memory half of a Backend.
+type Allocator interface {
+	// Alloc returns n zeroed elements of dt.
+	Alloc(dt DType, n int) (Buffer, error)
+	// Free releases an allocation made by Alloc (pass the Buffer Alloc
+	// returned, not a view). Using it afterwards is an error.
+	Free(b Buffer)
+}
+
+// Transferer moves bytes between the host and a Backend's memory.
+type Transferer interface {
+	// Upload copies len(src) == dst.Bytes() bytes from the host into dst.
+	Upload(dst Buffer, src []byte) error
+	// Download copies src.Bytes() == len(dst) bytes from src to the host,
+	// after all previously issued kernels have finished.
+	Download(dst []byte, src Buffer) error
 }
 
 // Gemm describes C = Alpha·op(A)·op(B) + Beta·C for Batch independent

@@ -41,7 +41,7 @@ func NF4Sizes(n int) (blocks, groups int) {
 }
 
 // AllocNF4 allocates the four buffers of an n-value NF4 tensor.
-func AllocNF4(be Backend, n int) (NF4Tensor, error) {
+func AllocNF4(be Allocator, n int) (NF4Tensor, error) {
 	if n <= 0 || n%NF4BlockSize != 0 {
 		return NF4Tensor{}, fmt.Errorf("tensor: nf4 size %d is not a positive multiple of %d", n, NF4BlockSize)
 	}
@@ -68,7 +68,7 @@ func AllocNF4(be Backend, n int) (NF4Tensor, error) {
 }
 
 // Free releases the buffers of a tensor made by AllocNF4.
-func (q NF4Tensor) Free(be Backend) {
+func (q NF4Tensor) Free(be Allocator) {
 	for _, b := range []Buffer{q.Codes, q.Absmax, q.Scale2, q.Offset} {
 		if !b.IsNil() {
 			be.Free(b)

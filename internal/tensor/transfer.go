@@ -28,7 +28,7 @@ func checkTransfer(op string, b Buffer, want []DType, n int) error {
 }
 
 // UploadF32 copies src into the F32 buffer dst (len(src) == dst.Len()).
-func UploadF32(be Backend, dst Buffer, src []float32) error {
+func UploadF32(be Transferer, dst Buffer, src []float32) error {
 	if err := checkTransfer("UploadF32", dst, []DType{F32}, len(src)); err != nil {
 		return err
 	}
@@ -36,7 +36,7 @@ func UploadF32(be Backend, dst Buffer, src []float32) error {
 }
 
 // DownloadF32 copies the F32 buffer src into dst (len(dst) == src.Len()).
-func DownloadF32(be Backend, dst []float32, src Buffer) error {
+func DownloadF32(be Transferer, dst []float32, src Buffer) error {
 	if err := checkTransfer("DownloadF32", src, []DType{F32}, len(dst)); err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func DownloadF32(be Backend, dst []float32, src Buffer) error {
 }
 
 // UploadI32 copies src into the I32 buffer dst.
-func UploadI32(be Backend, dst Buffer, src []int32) error {
+func UploadI32(be Transferer, dst Buffer, src []int32) error {
 	if err := checkTransfer("UploadI32", dst, []DType{I32}, len(src)); err != nil {
 		return err
 	}
@@ -52,7 +52,7 @@ func UploadI32(be Backend, dst Buffer, src []int32) error {
 }
 
 // DownloadI32 copies the I32 buffer src into dst.
-func DownloadI32(be Backend, dst []int32, src Buffer) error {
+func DownloadI32(be Transferer, dst []int32, src Buffer) error {
 	if err := checkTransfer("DownloadI32", src, []DType{I32}, len(dst)); err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func DownloadI32(be Backend, dst []int32, src Buffer) error {
 }
 
 // UploadU16 copies raw 16-bit values (BF16 or F16 bit patterns) into dst.
-func UploadU16(be Backend, dst Buffer, src []uint16) error {
+func UploadU16(be Transferer, dst Buffer, src []uint16) error {
 	if err := checkTransfer("UploadU16", dst, []DType{BF16, F16}, len(src)); err != nil {
 		return err
 	}
@@ -68,7 +68,7 @@ func UploadU16(be Backend, dst Buffer, src []uint16) error {
 }
 
 // DownloadU16 copies a BF16 or F16 buffer's bit patterns into dst.
-func DownloadU16(be Backend, dst []uint16, src Buffer) error {
+func DownloadU16(be Transferer, dst []uint16, src Buffer) error {
 	if err := checkTransfer("DownloadU16", src, []DType{BF16, F16}, len(dst)); err != nil {
 		return err
 	}
@@ -77,7 +77,7 @@ func DownloadU16(be Backend, dst []uint16, src Buffer) error {
 
 // UploadBytes copies raw bytes into a buffer of any dtype
 // (len(src) == dst.Bytes()).
-func UploadBytes(be Backend, dst Buffer, src []byte) error {
+func UploadBytes(be Transferer, dst Buffer, src []byte) error {
 	if dst.IsNil() || len(src) != dst.Bytes() {
 		return fmt.Errorf("tensor: UploadBytes: %d bytes into %v", len(src), dst)
 	}
@@ -85,7 +85,7 @@ func UploadBytes(be Backend, dst Buffer, src []byte) error {
 }
 
 // DownloadBytes copies a buffer's raw bytes into dst (len(dst) == src.Bytes()).
-func DownloadBytes(be Backend, dst []byte, src Buffer) error {
+func DownloadBytes(be Transferer, dst []byte, src Buffer) error {
 	if src.IsNil() || len(dst) != src.Bytes() {
 		return fmt.Errorf("tensor: DownloadBytes: %v into %d bytes", src, len(dst))
 	}
