@@ -1,0 +1,5 @@
+variable "name" { default = "from-a" }
+
+stage "model-source" "base" {
+  repo = var.name
+}

@@ -1,0 +1,3 @@
+stage "train" "t" {
+  model = model-source.base.model
+}
