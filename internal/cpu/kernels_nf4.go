@@ -101,9 +101,9 @@ func (k *nf4K) run(lo, hi int) {
 func nf4Views(what string, q tensor.NF4Tensor) (codes, absQ []uint8, scale2, offset []float32) {
 	q.Check(what)
 	blocks, groups := tensor.NF4Sizes(q.N)
-	codes = view[uint8](what+" codes", q.Codes.As(tensor.U8), tensor.U8, q.N/2)
-	absQ = view[uint8](what+" absmax", q.Absmax, tensor.U8, blocks)
-	return codes, absQ, f32(what+" scale2", q.Scale2, groups), f32(what+" offset", q.Offset, 1)
+	codes = view[uint8]("cpu nf4 codes", q.Codes.As(tensor.U8), tensor.U8, q.N/2)
+	absQ = view[uint8]("cpu nf4 absmax", q.Absmax, tensor.U8, blocks)
+	return codes, absQ, f32("cpu nf4 scale2", q.Scale2, groups), f32("cpu nf4 offset", q.Offset, 1)
 }
 
 // QuantizeNF4 quantises x [q.N] into q: per 64-value block the absmax;

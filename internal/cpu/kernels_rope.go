@@ -51,8 +51,8 @@ func (be *Backend) rope(name string, out, x, pos, invFreq tensor.Buffer, n, head
 		panic(fmt.Sprintf("%s: rotary dim %d of head dim %d must be even, positive and at most %d", name, rotDim, headDim, 2*maxRoPEHalf))
 	}
 	size := n * heads * headDim
-	be.k.rope = ropeK{f32(name+" out", out, size), f32(name+" x", x, size),
-		f32(name+" invFreq", invFreq, rotDim/2), i32(name+" pos", pos, n), heads, headDim, rotDim, sign}
+	be.k.rope = ropeK{f32("cpu.RoPE out", out, size), f32("cpu.RoPE x", x, size),
+		f32("cpu.RoPE invFreq", invFreq, rotDim/2), i32("cpu.RoPE pos", pos, n), heads, headDim, rotDim, sign}
 	be.par(n, max(1, grainElems/max(heads*headDim, 1)), &be.k.rope)
 	be.k.rope = ropeK{}
 }

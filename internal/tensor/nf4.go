@@ -82,8 +82,8 @@ func (q NF4Tensor) Check(what string) {
 		panic(fmt.Sprintf("%s: nf4 size %d is not a positive multiple of %d", what, q.N, NF4BlockSize))
 	}
 	blocks, groups := NF4Sizes(q.N)
-	Need(what+" codes", q.Codes, NF4, q.N)
-	Need(what+" absmax", q.Absmax, U8, blocks)
-	Need(what+" scale2", q.Scale2, F32, groups)
-	Need(what+" offset", q.Offset, F32, 1)
+	Need("nf4 codes", q.Codes, NF4, q.N)
+	Need("nf4 absmax", q.Absmax, U8, blocks)
+	Need("nf4 scale2", q.Scale2, F32, groups)
+	Need("nf4 offset", q.Offset, F32, 1)
 }
