@@ -1,0 +1,438 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+	"sync"
+)
+
+// This file holds causal scaled-dot-product attention with grouped KV heads
+// and segment ids, tiled the FlashAttention-2 way: queries and keys are
+// processed in attnBlock×attnBlock tiles with an online softmax, so no T×T
+// matrix is ever built, and the backward pass recomputes the probabilities
+// of each tile from the saved log-sum-exp.
+//
+// It does not do dropout, sliding windows, ALiBi or any other bias, or
+// non-causal attention.
+
+// attnBlock is the query and key tile size. 64×64 score tiles (×D) keep the
+// block products in Sgemm's efficient range while the working set of one
+// tile (scores, probabilities, accumulators) stays in L1/L2.
+const attnBlock = 64
+
+// blockGemm is the matrix product the attention and cross-entropy kernels
+// run their block products on. It is Sgemm; tests swap it to account for
+// Sgemm's own allocations.
+var blockGemm = Sgemm
+
+// reuseList is a mutex-guarded free list of scratch objects. Unlike a
+// sync.Pool it never drops its objects at a GC, so kernels that take their
+// scratch from it allocate nothing once warm.
+type reuseList[T any] struct {
+	mu   sync.Mutex
+	free []*T
+}
+
+func (l *reuseList[T]) get() *T {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if n := len(l.free); n > 0 {
+		x := l.free[n-1]
+		l.free = l.free[:n-1]
+		return x
+	}
+	return new(T)
+}
+
+func (l *reuseList[T]) put(x *T) {
+	l.mu.Lock()
+	l.free = append(l.free, x)
+	l.mu.Unlock()
+}
+
+// growF32 returns x resliced to n elements, reallocated only if too small.
+func growF32(x []float32, n int) []float32 {
+	if cap(x) >= n {
+		return x[:n]
+	}
+	return make([]float32, n)
+}
+
+// attnScratch is one worker's tile scratch.
+type attnScratch struct {
+	s    []float32 // attnBlock² scores, then probabilities
+	dp   []float32 // attnBlock² dP, then dS (backward)
+	acc  []float32 // attnBlock×D output accumulator (forward)
+	m, l []float32 // attnBlock running max and sum (forward)
+	rowD []float32 // T values of rowsum(dO∘O) for one (b, h) (backward)
+}
+
+var attnScratchList reuseList[attnScratch]
+
+func getAttnScratch(T, D int) *attnScratch {
+	s := attnScratchList.get()
+	s.s = growF32(s.s, attnBlock*attnBlock)
+	s.dp = growF32(s.dp, attnBlock*attnBlock)
+	s.acc = growF32(s.acc, attnBlock*D)
+	s.m = growF32(s.m, attnBlock)
+	s.l = growF32(s.l, attnBlock)
+	s.rowD = growF32(s.rowD, T)
+	return s
+}
+
+// attnArgs are one attention call's operands. An attnJob carries them to
+// the workers through a function value bound once per job object, so a call
+// allocates no closure.
+type attnArgs struct {
+	out, lse, q, k, v         []float32
+	dq, dk, dv, dout          []float32
+	seg                       []int32
+	B, T, Hq, Hkv, D, nBlocks int
+	scale                     float32
+}
+
+type attnJob struct {
+	attnArgs
+	fwd, bwd func(lo, hi int)
+}
+
+var attnJobList reuseList[attnJob]
+
+func getAttnJob(a attnArgs) *attnJob {
+	j := attnJobList.get()
+	if j.fwd == nil {
+		j.fwd = j.forwardRange
+		j.bwd = j.backwardRange
+	}
+	j.attnArgs = a
+	return j
+}
+
+func putAttnJob(j *attnJob) {
+	j.attnArgs = attnArgs{} // drop references to the caller's slices
+	attnJobList.put(j)
+}
+
+// checkAttnShapes panics with a precise message unless the operands fit
+// the shape.
+func checkAttnShapes(fn string, segIDs []int32, B, T, Hq, Hkv, D int, ops ...attnOperand) {
+	if B < 0 || T < 0 || Hq <= 0 || Hkv <= 0 || D <= 0 {
+		panic(fmt.Sprintf("cpu.%s: bad shape B=%d T=%d Hq=%d Hkv=%d D=%d", fn, B, T, Hq, Hkv, D))
+	}
+	if Hq%Hkv != 0 {
+		panic(fmt.Sprintf("cpu.%s: Hq=%d is not a multiple of Hkv=%d", fn, Hq, Hkv))
+	}
+	if segIDs != nil && len(segIDs) < B*T {
+		panic(fmt.Sprintf("cpu.%s: segIDs has %d entries, want B*T=%d", fn, len(segIDs), B*T))
+	}
+	for _, o := range ops {
+		if len(o.x) < o.n {
+			panic(fmt.Sprintf("cpu.%s: %s has %d elements, want %d", fn, o.name, len(o.x), o.n))
+		}
+	}
+}
+
+type attnOperand struct {
+	name string
+	x    []float32
+	n    int
+}
+
+// AttentionForward computes causal attention with grouped KV heads:
+// q [B,T,Hq,D], k and v [B,T,Hkv,D], out [B,T,Hq,D], lse [B,Hq,T] (the
+// log-sum-exp of each query's scaled scores, saved for backward); Hq % Hkv
+// == 0 and query head h uses KV head h/(Hq/Hkv). segIDs is nil or B*T ids:
+// a query attends only to keys at positions <= its own with the same id.
+// scale multiplies q·k (usually 1/sqrt(D)).
+//
+// Work is split over (batch, head, query block); each output is computed
+// by one worker in a fixed order, so results are bit-identical for any
+// GOMAXPROCS. Memory is linear in T. It allocates nothing once warm, apart
+// from what Sgemm allocates.
+func AttentionForward(out, lse, q, k, v []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32) {
+	nq, nkv := B*T*Hq*D, B*T*Hkv*D
+	checkAttnShapes("AttentionForward", segIDs, B, T, Hq, Hkv, D,
+		attnOperand{"out", out, nq}, attnOperand{"lse", lse, B * Hq * T},
+		attnOperand{"q", q, nq}, attnOperand{"k", k, nkv}, attnOperand{"v", v, nkv})
+	if B == 0 || T == 0 {
+		return
+	}
+	nb := (T + attnBlock - 1) / attnBlock
+	j := getAttnJob(attnArgs{out: out, lse: lse, q: q, k: k, v: v, seg: segIDs,
+		B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale})
+	parallelFor(B*Hq*nb, 1, j.fwd)
+	putAttnJob(j)
+}
+
+// forwardRange computes the work items lo..hi-1, item = (b·Hq + h)·nBlocks
+// + query block.
+func (a *attnJob) forwardRange(lo, hi int) {
+	sc := getAttnScratch(a.T, a.D)
+	for it := lo; it < hi; it++ {
+		qb := it % a.nBlocks
+		bh := it / a.nBlocks
+		a.forwardTile(sc, bh/a.Hq, bh%a.Hq, qb)
+	}
+	attnScratchList.put(sc)
+}
+
+// forwardTile computes out and lse for query block qb of head h in batch b.
+func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
+	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
+	g := h / (Hq / Hkv)
+	ldq, ldk := Hq*D, Hkv*D
+	i0 := qb * attnBlock
+	bq := min(attnBlock, T-i0)
+	qOff := ((b*T+i0)*Hq + h) * D
+
+	m, l, acc, s := sc.m[:bq], sc.l[:bq], sc.acc[:bq*D], sc.s
+	for r := range m {
+		m[r] = float32(math.Inf(-1))
+		l[r] = 0
+	}
+	clear(acc)
+	var seg []int32
+	if a.seg != nil {
+		seg = a.seg[b*T : (b+1)*T]
+	}
+
+	for kb := 0; kb <= qb; kb++ {
+		j0 := kb * attnBlock
+		bk := min(attnBlock, T-j0)
+		if seg != nil && !anyVisible(seg, i0, bq, j0, bk) {
+			continue
+		}
+		kOff := ((b*T+j0)*Hkv + g) * D
+		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+		if kb == qb || seg != nil {
+			maskTile(s, seg, i0, bq, j0, bk)
+		}
+		for r := 0; r < bq; r++ {
+			row := s[r*attnBlock : r*attnBlock+bk]
+			mx := float32(math.Inf(-1))
+			for _, x := range row {
+				mx = max(mx, x)
+			}
+			if math.IsInf(float64(mx), -1) {
+				clear(row) // no visible key for this query in this block
+				continue
+			}
+			mNew := max(m[r], mx)
+			var sum float32
+			for c, x := range row {
+				p := expf(x - mNew)
+				row[c] = p
+				sum += p
+			}
+			if mNew != m[r] {
+				alpha := expf(m[r] - mNew) // 0 when m[r] is -Inf
+				l[r] *= alpha
+				ar := acc[r*D : (r+1)*D]
+				for d := range ar {
+					ar[d] *= alpha
+				}
+				m[r] = mNew
+			}
+			l[r] += sum
+		}
+		blockGemm(false, false, bq, D, bk, 1, s, attnBlock, a.v[kOff:], ldk, 1, acc, D)
+	}
+
+	lseOff := (b*Hq+h)*T + i0
+	for r := 0; r < bq; r++ {
+		inv := 1 / l[r]
+		o := a.out[qOff+r*ldq : qOff+r*ldq+D]
+		ar := acc[r*D : (r+1)*D]
+		for d := range o {
+			o[d] = ar[d] * inv
+		}
+		a.lse[lseOff+r] = m[r] + float32(math.Log(float64(l[r])))
+	}
+}
+
+// anyVisible reports whether some query i0..i0+bq-1 may attend to some key
+// j0..j0+bk-1 (key position <= query position, same segment id).
+func anyVisible(seg []int32, i0, bq, j0, bk int) bool {
+	for r := 0; r < bq; r++ {
+		i := i0 + r
+		id := seg[i]
+		for j := j0; j < min(j0+bk, i+1); j++ {
+			if seg[j] == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// maskTile sets the scores of invisible (query, key) pairs to -Inf: keys
+// after the query, and with segment ids, keys of another segment.
+func maskTile(s []float32, seg []int32, i0, bq, j0, bk int) {
+	ninf := float32(math.Inf(-1))
+	for r := 0; r < bq; r++ {
+		i := i0 + r
+		row := s[r*attnBlock : r*attnBlock+bk]
+		// Causal: columns with j0+c > i.
+		for c := max(0, i-j0+1); c < bk; c++ {
+			row[c] = ninf
+		}
+		if seg == nil {
+			continue
+		}
+		id := seg[i]
+		keys := seg[j0 : j0+bk]
+		for c, kid := range keys {
+			if kid != id {
+				row[c] = ninf
+			}
+		}
+	}
+}
+
+// AttentionBackward computes the gradients of AttentionForward: dq, dk, dv
+// (shaped like q, k, v) are OVERWRITTEN, given dout (shaped like out) and
+// the forward's q, k, v, out and lse. The attention probabilities are
+// recomputed tile by tile from lse (FlashAttention-2), never stored whole.
+//
+// Work is split over (batch, KV head): one worker owns dk and dv of a KV
+// head and dq of its query heads, and accumulates them over query heads,
+// query blocks and key blocks in one fixed order, so the results are
+// bit-identical for any GOMAXPROCS. It allocates nothing once warm, apart
+// from what Sgemm allocates.
+func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32) {
+	nq, nkv := B*T*Hq*D, B*T*Hkv*D
+	checkAttnShapes("AttentionBackward", segIDs, B, T, Hq, Hkv, D,
+		attnOperand{"dq", dq, nq}, attnOperand{"dk", dk, nkv}, attnOperand{"dv", dv, nkv},
+		attnOperand{"dout", dout, nq}, attnOperand{"q", q, nq}, attnOperand{"k", k, nkv},
+		attnOperand{"v", v, nkv}, attnOperand{"out", out, nq}, attnOperand{"lse", lse, B * Hq * T})
+	if B == 0 || T == 0 {
+		return
+	}
+	nb := (T + attnBlock - 1) / attnBlock
+	j := getAttnJob(attnArgs{dq: dq, dk: dk, dv: dv, dout: dout, out: out, lse: lse,
+		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale})
+	parallelFor(B*Hkv, 1, j.bwd)
+	putAttnJob(j)
+}
+
+// backwardRange computes the gradients owned by (batch, KV head) items
+// lo..hi-1, item = b·Hkv + g.
+func (a *attnJob) backwardRange(lo, hi int) {
+	sc := getAttnScratch(a.T, a.D)
+	for it := lo; it < hi; it++ {
+		a.backwardGroup(sc, it/a.Hkv, it%a.Hkv)
+	}
+	attnScratchList.put(sc)
+}
+
+// backwardGroup computes dk, dv of KV head g in batch b and dq of the query
+// heads that share it.
+func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
+	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
+	group := Hq / Hkv
+	ldq, ldk := Hq*D, Hkv*D
+	for t := 0; t < T; t++ {
+		kr := ((b*T+t)*Hkv + g) * D
+		clear(a.dk[kr : kr+D])
+		clear(a.dv[kr : kr+D])
+		for h := g * group; h < (g+1)*group; h++ {
+			qr := ((b*T+t)*Hq + h) * D
+			clear(a.dq[qr : qr+D])
+		}
+	}
+	var seg []int32
+	if a.seg != nil {
+		seg = a.seg[b*T : (b+1)*T]
+	}
+	s, dp, rowD := sc.s, sc.dp, sc.rowD[:T]
+
+	for h := g * group; h < (g+1)*group; h++ {
+		// rowD[t] = Σ_d dO[t,d]·O[t,d], the softmax-Jacobian correction.
+		for t := 0; t < T; t++ {
+			r := ((b*T+t)*Hq + h) * D
+			o, do := a.out[r:r+D], a.dout[r:r+D]
+			var acc float32
+			for d := range o {
+				acc += o[d] * do[d]
+			}
+			rowD[t] = acc
+		}
+		lse := a.lse[(b*Hq+h)*T : (b*Hq+h+1)*T]
+		for qb := 0; qb < a.nBlocks; qb++ {
+			i0 := qb * attnBlock
+			bq := min(attnBlock, T-i0)
+			qOff := ((b*T+i0)*Hq + h) * D
+			for kb := 0; kb <= qb; kb++ {
+				j0 := kb * attnBlock
+				bk := min(attnBlock, T-j0)
+				if seg != nil && !anyVisible(seg, i0, bq, j0, bk) {
+					continue
+				}
+				kOff := ((b*T+j0)*Hkv + g) * D
+				// P = exp(scale·Q Kᵀ - lse), masked.
+				blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+				if kb == qb || seg != nil {
+					maskTile(s, seg, i0, bq, j0, bk)
+				}
+				for r := 0; r < bq; r++ {
+					row := s[r*attnBlock : r*attnBlock+bk]
+					ls := lse[i0+r]
+					for c, x := range row {
+						row[c] = expf(x - ls)
+					}
+				}
+				// dV += Pᵀ dO.
+				blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+				// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place.
+				blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
+				for r := 0; r < bq; r++ {
+					pr := s[r*attnBlock : r*attnBlock+bk]
+					dr := dp[r*attnBlock : r*attnBlock+bk]
+					di := rowD[i0+r]
+					for c := range dr {
+						dr[c] = pr[c] * (dr[c] - di)
+					}
+				}
+				// dQ += scale·dS K, dK += scale·dSᵀ Q.
+				blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+				blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+			}
+		}
+	}
+}
+
+// expf is a float32 e^x accurate to about 2 ulp on the range softmax uses
+// (x <= 0); it returns 0 below -87.3 (including -Inf) and +Inf above 88.7.
+// It is a pure function of x, so results do not depend on scheduling.
+func expf(x float32) float32 {
+	const (
+		log2e = 1.44269504088896341
+		ln2hi = 0.693145751953125
+		ln2lo = 1.42860682030941723212e-6
+	)
+	if x != x {
+		return x // NaN
+	}
+	if x < -87.33654 {
+		return 0
+	}
+	if x > 88.72283 {
+		return float32(math.Inf(1))
+	}
+	t := x * log2e
+	var n int32
+	if t >= 0 {
+		n = int32(t + 0.5)
+	} else {
+		n = int32(t - 0.5)
+	}
+	fn := float32(n)
+	r := x - fn*ln2hi - fn*ln2lo
+	// e^r on |r| <= ln2/2, Taylor to degree 7 (truncation < 1e-8).
+	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040)))))))
+	// Scale by 2^n in two steps so n = -127 or 128 do not overflow the
+	// exponent field.
+	n1 := n / 2
+	n2 := n - n1
+	return p * math.Float32frombits(uint32(n1+127)<<23) * math.Float32frombits(uint32(n2+127)<<23)
+}
