@@ -1,0 +1,152 @@
+package cpu
+
+import (
+	"fmt"
+	"math"
+)
+
+// This file holds the fused LM head + softmax cross-entropy. Logits are
+// computed chunkRows rows at a time into a caller-provided workspace, turned
+// into losses and (optionally) their gradient in place, and fed straight
+// into the dx and dw products, so the N×V logit matrix is never
+// materialised. It does not do label smoothing, z-loss or logit soft-capping.
+
+// xentJob carries one chunk's softmax pass to the workers through a
+// function value bound once per job object, so a call allocates no closure.
+type xentJob struct {
+	losses, logits []float32
+	targets        []int32
+	V              int
+	grad           bool
+	gradScale      float32
+	fn             func(lo, hi int)
+}
+
+var xentJobList reuseList[xentJob]
+
+// CrossEntropy computes losses[i] = -log softmax(x_i·wᵀ)[targets[i]] for
+// x [N,C] (final hidden states) and w [V,C] (LM head or tied embedding);
+// rows with targets[i] < 0 are ignored (loss 0, no gradient). If dx is not
+// nil, dx [N,C] is OVERWRITTEN with dL/dx and dw [V,C] is ACCUMULATED (+=)
+// with dL/dw, for L = gradScale·Σ losses.
+//
+// Per chunk of at most chunkRows rows: logits = x_chunk·wᵀ (Sgemm) into
+// workspace (len >= chunkRows·V), a stable log-softmax per row, then in
+// place dlogits = gradScale·(softmax - onehot), dx_chunk = dlogits·w and
+// dw += dlogitsᵀ·x_chunk. Chunks run in order and each product is Sgemm's
+// (deterministic for any thread count), so results are bit-identical for any
+// GOMAXPROCS; they do depend on chunkRows (it groups the dw sum). It
+// allocates nothing once warm, apart from what Sgemm allocates.
+func CrossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, gradScale float32, workspace []float32, chunkRows int) {
+	switch {
+	case N < 0 || C <= 0 || V <= 0:
+		panic(fmt.Sprintf("cpu.CrossEntropy: bad shape N=%d C=%d V=%d", N, C, V))
+	case chunkRows <= 0:
+		panic(fmt.Sprintf("cpu.CrossEntropy: chunkRows=%d, want > 0", chunkRows))
+	case len(losses) < N:
+		panic(fmt.Sprintf("cpu.CrossEntropy: losses has %d elements, want N=%d", len(losses), N))
+	case len(targets) < N:
+		panic(fmt.Sprintf("cpu.CrossEntropy: targets has %d elements, want N=%d", len(targets), N))
+	case len(x) < N*C:
+		panic(fmt.Sprintf("cpu.CrossEntropy: x has %d elements, want N*C=%d", len(x), N*C))
+	case len(w) < V*C:
+		panic(fmt.Sprintf("cpu.CrossEntropy: w has %d elements, want V*C=%d", len(w), V*C))
+	case len(workspace) < min(chunkRows, N)*V:
+		panic(fmt.Sprintf("cpu.CrossEntropy: workspace has %d elements, want min(chunkRows,N)*V=%d", len(workspace), min(chunkRows, N)*V))
+	case dx != nil && len(dx) < N*C:
+		panic(fmt.Sprintf("cpu.CrossEntropy: dx has %d elements, want N*C=%d", len(dx), N*C))
+	case dx != nil && len(dw) < V*C:
+		panic(fmt.Sprintf("cpu.CrossEntropy: dw has %d elements, want V*C=%d", len(dw), V*C))
+	}
+	for i, t := range targets[:N] {
+		if int(t) >= V {
+			panic(fmt.Sprintf("cpu.CrossEntropy: targets[%d]=%d is out of range for V=%d", i, t, V))
+		}
+	}
+	grad := dx != nil
+
+	job := xentJobList.get()
+	if job.fn == nil {
+		job.fn = job.rows
+	}
+	job.V, job.grad, job.gradScale = V, grad, gradScale
+
+	for r0 := 0; r0 < N; r0 += chunkRows {
+		rows := min(chunkRows, N-r0)
+		tg := targets[r0 : r0+rows]
+		active := false
+		for _, t := range tg {
+			if t >= 0 {
+				active = true
+				break
+			}
+		}
+		if !active {
+			// Every row ignored: zero loss and zero gradient, no products.
+			clear(losses[r0 : r0+rows])
+			if grad {
+				clear(dx[r0*C : (r0+rows)*C])
+			}
+			continue
+		}
+		xc := x[r0*C : (r0+rows)*C]
+		logits := workspace[:rows*V]
+		blockGemm(false, true, rows, V, C, 1, xc, C, w, C, 0, logits, V)
+
+		job.losses, job.logits, job.targets = losses[r0:r0+rows], logits, tg
+		// Rows are independent; ~V·20 flops each, so a few rows per task.
+		parallelFor(rows, max(1, 4096/V), job.fn)
+
+		if grad {
+			blockGemm(false, false, rows, C, V, 1, logits, V, w, C, 0, dx[r0*C:], C)
+			blockGemm(true, false, V, C, rows, 1, logits, V, xc, C, 1, dw, C)
+		}
+	}
+	job.losses, job.logits, job.targets = nil, nil, nil
+	xentJobList.put(job)
+}
+
+// rows turns logits rows lo..hi-1 of the current chunk into losses and, if
+// grad, into gradScale·(softmax - onehot) in place (zero rows when ignored).
+func (j *xentJob) rows(lo, hi int) {
+	V := j.V
+	for r := lo; r < hi; r++ {
+		row := j.logits[r*V : (r+1)*V]
+		t := j.targets[r]
+		if t < 0 {
+			j.losses[r] = 0
+			if j.grad {
+				clear(row)
+			}
+			continue
+		}
+		mx := float32(math.Inf(-1))
+		for _, z := range row {
+			mx = max(mx, z)
+		}
+		zt := row[t]
+		// Σ exp(z - max) in float64: V terms of up to 1 each.
+		var sum float64
+		if j.grad {
+			for c, z := range row {
+				e := expf(z - mx)
+				row[c] = e
+				sum += float64(e)
+			}
+		} else {
+			for _, z := range row {
+				sum += float64(expf(z - mx))
+			}
+		}
+		lse := float64(mx) + math.Log(sum)
+		j.losses[r] = float32(lse - float64(zt))
+		if !j.grad {
+			continue
+		}
+		k := float32(float64(j.gradScale) / sum)
+		for c := range row {
+			row[c] *= k
+		}
+		row[t] -= j.gradScale
+	}
+}
