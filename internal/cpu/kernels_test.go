@@ -190,3 +190,22 @@ func TestGemm(t *testing.T) {
 		}
 	}
 }
+func TestMatMulHelper(t *testing.T) {
+	// y [2,3] = x [2,4] · Wᵀ with W [3,4] (NT), then dW [3,4] = dyᵀ · x (TN).
+	be := New()
+	x := upload(t, be, []float32{1, 2, 3, 4, 5, 6, 7, 8})
+	w := upload(t, be, []float32{1, 0, 0, 0, 0, 1, 0, 0, 1, 1, 1, 1})
+	y := upload(t, be, make([]float32, 6))
+	tensor.MatMul(be, y, x, w, 2, 3, 4, false, true, 0)
+	if err := closeTo(download(t, be, y), []float64{1, 2, 10, 5, 6, 26}, 0, 0); err != nil {
+		t.Errorf("NT: %v", err)
+	}
+	dw := upload(t, be, make([]float32, 12))
+	tensor.MatMul(be, dw, y, x, 3, 4, 2, true, false, 0)
+	want := []float64{1*1 + 5*5, 1*2 + 5*6, 1*3 + 5*7, 1*4 + 5*8,
+		2*1 + 6*5, 2*2 + 6*6, 2*3 + 6*7, 2*4 + 6*8,
+		10*1 + 26*5, 10*2 + 26*6, 10*3 + 26*7, 10*4 + 26*8}
+	if err := closeTo(download(t, be, dw), want, 0, 0); err != nil {
+		t.Errorf("TN: %v", err)
+	}
+}

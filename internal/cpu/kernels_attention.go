@@ -1,0 +1,44 @@
+package cpu
+
+import (
+	"fmt"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+var _ tensor.Backend = (*Backend)(nil)
+
+func checkAttn(what string, a tensor.Attn) {
+	if a.B <= 0 || a.T <= 0 || a.Hq <= 0 || a.Hkv <= 0 || a.D <= 0 || a.Hq%a.Hkv != 0 {
+		panic(fmt.Sprintf("%s: bad shape %+v (need positive sizes, Hq %% Hkv == 0)", what, a))
+	}
+}
+
+func segView(b tensor.Buffer, n int) []int32 {
+	if b.IsNil() {
+		return nil
+	}
+	return i32("cpu.Attention segIDs", b, n)
+}
+
+// AttentionForward runs causal grouped-query attention (AttentionForward on
+// the buffers' host memory).
+func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a tensor.Attn) {
+	checkAttn("cpu.AttentionForward", a)
+	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
+	AttentionForward(f32("cpu.AttentionForward out", out, nq), f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
+		f32("cpu.AttentionForward q", q, nq), f32("cpu.AttentionForward k", k, nk), f32("cpu.AttentionForward v", v, nk),
+		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale)
+}
+
+// AttentionBackward overwrites dq, dk and dv (AttentionBackward on the
+// buffers' host memory).
+func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs tensor.Buffer, a tensor.Attn) {
+	checkAttn("cpu.AttentionBackward", a)
+	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
+	AttentionBackward(f32("cpu.AttentionBackward dq", dq, nq), f32("cpu.AttentionBackward dk", dk, nk),
+		f32("cpu.AttentionBackward dv", dv, nk), f32("cpu.AttentionBackward dout", dout, nq),
+		f32("cpu.AttentionBackward q", q, nq), f32("cpu.AttentionBackward k", k, nk), f32("cpu.AttentionBackward v", v, nk),
+		f32("cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
+		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale)
+}
