@@ -200,8 +200,22 @@ func resolvePath(dir, p string) string {
 	return filepath.Join(dir, p)
 }
 
+// maxFileSize bounds what file() and templatefile() read.
+const maxFileSize = 64 << 20
+
 func readTextFile(dir, p string) (string, error) {
-	b, err := os.ReadFile(resolvePath(dir, p))
+	path := resolvePath(dir, p)
+	info, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("reading %s: %w", p, err)
+	}
+	if !info.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", p)
+	}
+	if info.Size() > maxFileSize {
+		return "", fmt.Errorf("%s is larger than %d MiB", p, maxFileSize>>20)
+	}
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", p, err)
 	}

@@ -212,7 +212,7 @@ func Load(path string) (*Pipeline, hcl.Diagnostics) {
 	for _, f := range bodies {
 		diags = append(diags, p.decodeBody(f.Body, f.Bytes)...)
 	}
-	return p, diags
+	return p, tidyDiags(diags)
 }
 
 // decodeBody adds the blocks of one file's body to p.
