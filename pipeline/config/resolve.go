@@ -721,10 +721,12 @@ func unknownOutputs(inst *Instance) cty.Value {
 	return cty.ObjectVal(attrs)
 }
 
-// filter drops diagnostics inside references already reported.
+// filter drops diagnostics inside references already reported, and adds
+// did-you-mean suggestions to HCL's unsupported attribute errors.
 func (r *resolver) filter(diags hcl.Diagnostics) hcl.Diagnostics {
 	var out hcl.Diagnostics
 	for _, d := range diags {
+		suggestAttr(d)
 		drop := false
 		if d.Subject != nil {
 			for _, s := range r.suppress {
@@ -990,5 +992,54 @@ func (r *resolver) finish(order []*node) {
 		for _, inst := range st.instances {
 			inst.Deps = append([]*Instance(nil), deps...)
 		}
+	}
+}
+
+// suggestAttr adds a did-you-mean to HCL's "Unsupported attribute" error
+// (as in each.value.modle) by looking up the attributes of the object the
+// traversal reached.
+func suggestAttr(d *hcl.Diagnostic) {
+	if d.Summary != "Unsupported attribute" || d.Expression == nil || d.EvalContext == nil || d.Subject == nil {
+		return
+	}
+	var steps hcl.Traversal
+	var base cty.Value
+	abs := false
+	switch e := d.Expression.(type) {
+	case *hclsyntax.ScopeTraversalExpr:
+		steps, abs = e.Traversal, true
+	case *hclsyntax.RelativeTraversalExpr:
+		v, diags := e.Source.Value(d.EvalContext)
+		if diags.HasErrors() {
+			return
+		}
+		steps, base = e.Traversal, v
+	default:
+		return
+	}
+	for i, step := range steps {
+		attr, ok := step.(hcl.TraverseAttr)
+		if !ok || attr.SrcRange != *d.Subject {
+			continue
+		}
+		var v cty.Value
+		var diags hcl.Diagnostics
+		if abs {
+			v, diags = steps[:i].TraverseAbs(d.EvalContext)
+		} else {
+			v, diags = steps[:i].TraverseRel(base)
+		}
+		if diags.HasErrors() || !v.Type().IsObjectType() {
+			return
+		}
+		var names []string
+		for n := range v.Type().AttributeTypes() {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		if hint := didYouMean(attr.Name, names, ""); hint != "" {
+			d.Detail += hint
+		}
+		return
 	}
 }
