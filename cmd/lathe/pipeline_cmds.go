@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/lathe-ml/lathe/pipeline"
+	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/stages"
+)
+
+// pipelineFlags are the flags shared by every command that loads a pipeline.
+type pipelineFlags struct {
+	vars     stringList
+	varFiles stringList
+	cacheDir string
+}
+
+func (pf *pipelineFlags) register(fs *flag.FlagSet) {
+	fs.Var(&pf.vars, "var", "set a variable: -var 'name=value' (repeatable)")
+	fs.Var(&pf.varFiles, "var-file", "read variables from an HCL or JSON file (repeatable)")
+	fs.StringVar(&pf.cacheDir, "cache", "", "artifact store directory (default $LATHE_CACHE, else .lathe beside the pipeline)")
+}
+
+// load parses and validates the pipeline named by the positional arguments
+// (default: the current directory), printing diagnostics. It returns nil and
+// an exit code when the pipeline is not usable.
+func (pf *pipelineFlags) load(env *cliEnv, positional []string, withStore bool) (*pipeline.Workspace, int) {
+	path := "."
+	switch len(positional) {
+	case 0:
+	case 1:
+		path = positional[0]
+	default:
+		return nil, usageError(env, "expected one pipeline file or directory, got %d arguments: %s", len(positional), strings.Join(positional, " "))
+	}
+	if _, err := os.Stat(path); err != nil {
+		fmt.Fprintf(env.stderr, "lathe: %v\n", err)
+		return nil, exitFailed
+	}
+	ws, diags := pipeline.Load(path, stages.Registry(), config.Inputs{
+		Vars:     pf.vars,
+		VarFiles: pf.varFiles,
+		Env:      env.environ,
+	})
+	if len(diags) > 0 {
+		writeDiagnostics(env, ws, diags)
+	}
+	if diags.HasErrors() {
+		return nil, exitFailed
+	}
+	if withStore {
+		if err := ws.OpenStore(pf.cacheDir); err != nil {
+			fmt.Fprintf(env.stderr, "lathe: open store: %v\n", err)
+			return nil, exitFailed
+		}
+	}
+	return ws, exitOK
+}
+
+func writeDiagnostics(env *cliEnv, ws *pipeline.Workspace, diags hcl.Diagnostics) {
+	if ws != nil && ws.Pipeline != nil {
+		if err := ws.Pipeline.WriteDiagnostics(env.stderr, diags, 100, env.isTTY); err == nil {
+			return
+		}
+	}
+	for _, d := range diags {
+		fmt.Fprintf(env.stderr, "%s\n", d.Error())
+	}
+}
+
+// reportError prints an error from planning or running, rendering HCL
+// diagnostics with their source when there are any.
+func reportError(env *cliEnv, ws *pipeline.Workspace, err error) int {
+	var de *pipeline.DiagnosticsError
+	if errors.As(err, &de) {
+		writeDiagnostics(env, ws, de.Diags)
+		return exitFailed
+	}
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintln(env.stderr, "lathe: interrupted")
+		return exitCanceled
+	}
+	fmt.Fprintf(env.stderr, "lathe: %v\n", err)
+	return exitFailed
+}
+
+func cmdValidate(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "validate")
+	var pf pipelineFlags
+	pf.register(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagError(err)
+	}
+	ws, code := pf.load(env, pos, false)
+	if ws == nil {
+		return code
+	}
+	fmt.Fprintf(env.stdout, "The pipeline is valid: %d stages.\n", len(ws.Resolved.Instances))
+	return exitOK
+}
+
+type selectionFlags struct {
+	targets, from stringList
+	force         bool
+}
+
+func (sf *selectionFlags) register(fs *flag.FlagSet) {
+	fs.Var(&sf.targets, "target", "limit to this stage and what it depends on (repeatable; a block address selects all its instances)")
+	fs.Var(&sf.from, "from", "rerun this stage and everything downstream of it, ignoring cached results (repeatable)")
+	fs.BoolVar(&sf.force, "force", false, "rerun every selected stage, ignoring cached results")
+}
+
+func (sf *selectionFlags) selection() pipeline.Selection {
+	return pipeline.Selection{Targets: sf.targets, From: sf.from, Force: sf.force}
+}
+
+func cmdPlan(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "plan")
+	var pf pipelineFlags
+	var sf selectionFlags
+	pf.register(fs)
+	sf.register(fs)
+	explain := fs.String("explain", "", "show the cache key behind STAGE's decision, as a diff against its last result")
+	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagError(err)
+	}
+	ws, code := pf.load(env, pos, true)
+	if ws == nil {
+		return code
+	}
+	plan, err := ws.Plan(ctx, sf.selection())
+	if err != nil {
+		return reportError(env, ws, err)
+	}
+	if *explain != "" {
+		text, err := ws.Explain(plan, *explain)
+		if err != nil {
+			return reportError(env, ws, err)
+		}
+		fmt.Fprint(env.stdout, text)
+		return exitOK
+	}
+	if *asJSON {
+		return writeJSON(env, plan)
+	}
+	printPlan(env.stdout, plan)
+	return exitOK
+}
+
+func printPlan(w io.Writer, plan *pipeline.Plan) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for _, s := range plan.Steps {
+		if s.Action == pipeline.ActionSkip {
+			continue
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Addr, s.Action, s.Reason)
+	}
+	tw.Flush()
+	c := plan.Counts()
+	fmt.Fprintf(w, "\nPlan: %d to run, %d pending on upstream results, %d cached", c[pipeline.ActionRun], c[pipeline.ActionPending], c[pipeline.ActionCached])
+	if c[pipeline.ActionSkip] > 0 {
+		fmt.Fprintf(w, ", %d not targeted", c[pipeline.ActionSkip])
+	}
+	fmt.Fprintln(w, ".")
+}
+
+func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "run")
+	var pf pipelineFlags
+	var sf selectionFlags
+	pf.register(fs)
+	sf.register(fs)
+	jobs := fs.Int("j", 2, "how many stages may run at once")
+	keepGoing := fs.Bool("keep-going", false, "after a failure, keep running stages that do not depend on it")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagError(err)
+	}
+	if *jobs < 1 {
+		return usageError(env, "-j must be at least 1")
+	}
+	ws, code := pf.load(env, pos, true)
+	if ws == nil {
+		return code
+	}
+	view := newRunView(env)
+	res, err := ws.Run(ctx, pipeline.RunOptions{
+		Selection:   sf.selection(),
+		Jobs:        *jobs,
+		KeepGoing:   *keepGoing,
+		Observer:    view.observe,
+		CommandLine: append([]string{"lathe", "run"}, args...),
+	})
+	view.stop()
+	if err != nil {
+		return reportError(env, ws, err)
+	}
+	printSummary(env.stdout, res)
+	for _, s := range res.Failed() {
+		fmt.Fprintf(env.stderr, "\nError in %s:\n", s.Addr)
+		var de *pipeline.DiagnosticsError
+		if errors.As(s.Err, &de) {
+			writeDiagnostics(env, ws, de.Diags)
+		} else {
+			fmt.Fprintf(env.stderr, "  %v\n", s.Err)
+		}
+	}
+	if len(res.OutputDiags) > 0 {
+		writeDiagnostics(env, ws, res.OutputDiags)
+	}
+	if len(res.Outputs) > 0 {
+		fmt.Fprintln(env.stdout, "\nOutputs:")
+		for _, name := range sortedKeys(res.Outputs) {
+			fmt.Fprintf(env.stdout, "  %s = %s\n", name, formatValue(res.Outputs[name]))
+		}
+	}
+	switch res.Status {
+	case "succeeded":
+		if res.OutputDiags.HasErrors() {
+			return exitFailed
+		}
+		return exitOK
+	case "canceled":
+		fmt.Fprintln(env.stderr, "lathe: interrupted; committed results are kept, rerun to continue")
+		return exitCanceled
+	default:
+		return exitFailed
+	}
+}
+
+func printSummary(w io.Writer, res *pipeline.RunResult) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STAGE\tKIND\tSTATUS\tCACHED\tDURATION")
+	counts := map[pipeline.Status]int{}
+	for _, s := range res.Stages {
+		counts[s.Status]++
+		if s.Status == pipeline.StatusSkipped && s.Note == "not targeted" {
+			continue
+		}
+		cached, dur := "no", "-"
+		switch s.Status {
+		case pipeline.StatusCached:
+			cached = "yes"
+		case pipeline.StatusRan, pipeline.StatusFailed, pipeline.StatusCanceled:
+			dur = s.Duration.Round(time.Millisecond).String()
+		}
+		status := string(s.Status)
+		if s.Note != "" {
+			status += " (" + s.Note + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Addr, s.Kind, status, cached, dur)
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nRun %s %s: %d ran, %d cached, %d failed, %d skipped.\n", res.RunID, res.Status,
+		counts[pipeline.StatusRan], counts[pipeline.StatusCached], counts[pipeline.StatusFailed], counts[pipeline.StatusSkipped]+counts[pipeline.StatusCanceled])
+}
+
+// formatValue prints an output value: artifacts by digest and path, other
+// values as JSON.
+func formatValue(v cty.Value) string {
+	if s, ok := pipeline.FormatArtifacts(v); ok {
+		return s
+	}
+	b, err := ctyjson.Marshal(v, v.Type())
+	if err != nil {
+		return v.GoString()
+	}
+	return string(b)
+}
+
+func cmdGraph(ctx context.Context, env *cliEnv, args []string) int {
+	fs := newFlagSet(env, "graph")
+	var pf pipelineFlags
+	pf.register(fs)
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return flagError(err)
+	}
+	ws, code := pf.load(env, pos, false)
+	if ws == nil {
+		return code
+	}
+	ws.WriteDOT(env.stdout)
+	return exitOK
+}

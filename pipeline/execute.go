@@ -1,0 +1,454 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	ctyjson "github.com/zclconf/go-cty/cty/json"
+
+	"github.com/lathe-ml/lathe/pipeline/cache"
+	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/runs"
+	"github.com/lathe-ml/lathe/pipeline/stage"
+)
+
+// DiagnosticsError carries HCL diagnostics that arose while running (an
+// argument that evaluates to a bad value once upstream results are known).
+type DiagnosticsError struct {
+	Diags hcl.Diagnostics
+}
+
+func (e *DiagnosticsError) Error() string { return e.Diags.Error() }
+
+// Status is the outcome of one stage instance in a run.
+type Status string
+
+const (
+	StatusCached   Status = "cached"   // result reused from the store
+	StatusRan      Status = "ran"      // ran and committed
+	StatusFailed   Status = "failed"   // ran and failed
+	StatusCanceled Status = "canceled" // interrupted
+	StatusSkipped  Status = "skipped"  // not run: not targeted, or upstream failed
+)
+
+// StageResult is one line of a run's summary.
+type StageResult struct {
+	Addr     string
+	Kind     string
+	Status   Status
+	Key      string
+	Duration time.Duration
+	Err      error
+	Note     string // why skipped
+}
+
+// RunOptions configures Run.
+type RunOptions struct {
+	Selection
+	// Jobs bounds how many stages run at once (default 1).
+	Jobs int
+	// KeepGoing lets independent branches continue after a failure; without
+	// it no new stage starts once one has failed (running ones finish).
+	KeepGoing bool
+	// Observer, if set, receives every event as it is recorded.
+	Observer func(runs.Event)
+	// CommandLine is recorded in the run's metadata.
+	CommandLine []string
+}
+
+// RunResult is what Run returns.
+type RunResult struct {
+	RunID   string
+	Status  string // succeeded | failed | canceled
+	Stages  []StageResult
+	Outputs map[string]cty.Value
+	// OutputDiags holds errors evaluating output blocks.
+	OutputDiags hcl.Diagnostics
+}
+
+// Failed returns the results of stages that failed.
+func (r *RunResult) Failed() []StageResult {
+	var out []StageResult
+	for _, s := range r.Stages {
+		if s.Status == StatusFailed {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Run executes the pipeline: cached stages are reused, the others run as
+// soon as their upstream stages are done, at most opt.Jobs at a time. Each
+// stage's result is committed to the store the moment it succeeds, so an
+// interrupted run keeps everything that finished. The run is recorded under
+// the store's runs/ directory.
+func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error) {
+	sel, err := ws.resolveSelection(opt.Selection)
+	if err != nil {
+		return nil, err
+	}
+	if opt.Jobs < 1 {
+		opt.Jobs = 1
+	}
+	rec, err := runs.Create(ws.Store.Root(), runs.Meta{Pipeline: ws.Pipeline.Dir, Args: opt.CommandLine, Started: time.Now().UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("create run record: %w", err)
+	}
+	defer rec.Close()
+	if plan, err := ws.Plan(ctx, opt.Selection); err == nil {
+		_ = rec.WritePlan(plan)
+	}
+
+	e := &executor{
+		ws:       ws,
+		opt:      opt,
+		sel:      sel,
+		rec:      rec,
+		sem:      make(chan struct{}, opt.Jobs),
+		done:     map[*config.Instance]chan struct{}{},
+		results:  map[*config.Instance]*StageResult{},
+		outputs:  map[string]map[string]cty.Value{},
+		stopping: make(chan struct{}),
+	}
+	e.emit(runs.Event{Type: "run-started", Message: strings.Join(opt.CommandLine, " ")})
+	start := time.Now()
+	for _, inst := range ws.Resolved.Instances {
+		e.done[inst] = make(chan struct{})
+	}
+	var wg sync.WaitGroup
+	for _, inst := range ws.Resolved.Instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(e.done[inst])
+			r := e.instance(ctx, inst)
+			e.mu.Lock()
+			e.results[inst] = r
+			e.mu.Unlock()
+			if r.Status == StatusFailed && !opt.KeepGoing {
+				e.stopOnce.Do(func() { close(e.stopping) })
+			}
+		}()
+	}
+	wg.Wait()
+
+	res := &RunResult{RunID: rec.ID(), Status: "succeeded"}
+	for _, inst := range ws.Resolved.Instances {
+		r := e.results[inst]
+		res.Stages = append(res.Stages, *r)
+		switch r.Status {
+		case StatusFailed:
+			res.Status = "failed"
+		case StatusCanceled:
+			if res.Status != "failed" {
+				res.Status = "canceled"
+			}
+		}
+	}
+	if ctx.Err() != nil && res.Status == "succeeded" {
+		res.Status = "canceled"
+	}
+	if res.Status == "succeeded" && len(opt.Targets) == 0 {
+		res.Outputs, res.OutputDiags = ws.Resolved.OutputValues(e.outputs)
+	}
+	e.emit(runs.Event{Type: "run-finished", Status: res.Status, Duration: time.Since(start)})
+	return res, nil
+}
+
+type executor struct {
+	ws  *Workspace
+	opt RunOptions
+	sel *selection
+	rec *runs.Run
+	sem chan struct{}
+
+	done     map[*config.Instance]chan struct{}
+	mu       sync.Mutex
+	results  map[*config.Instance]*StageResult
+	outputs  map[string]map[string]cty.Value
+	stopOnce sync.Once
+	stopping chan struct{}
+}
+
+func (e *executor) emit(ev runs.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	if err := e.rec.Append(ev); err != nil && e.opt.Observer != nil {
+		e.opt.Observer(runs.Event{Time: ev.Time, Type: "log", Message: "warning: cannot record event: " + err.Error()})
+	}
+	if e.opt.Observer != nil {
+		e.opt.Observer(ev)
+	}
+}
+
+func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageResult {
+	r := &StageResult{Addr: inst.Addr, Kind: inst.Kind.Name}
+	if !e.sel.selected[inst] {
+		r.Status, r.Note = StatusSkipped, "not targeted"
+		return r
+	}
+	for _, d := range inst.Deps {
+		select {
+		case <-e.done[d]:
+		case <-ctx.Done():
+			r.Status, r.Note = StatusCanceled, "interrupted before it started"
+			return r
+		}
+	}
+	e.mu.Lock()
+	upstream := map[string]map[string]cty.Value{}
+	var failedDeps []string
+	for _, d := range inst.Deps {
+		dr := e.results[d]
+		if dr.Status != StatusCached && dr.Status != StatusRan {
+			failedDeps = append(failedDeps, d.Addr)
+			continue
+		}
+		upstream[d.Addr] = e.outputs[d.Addr]
+	}
+	e.mu.Unlock()
+	if len(failedDeps) > 0 {
+		r.Status, r.Note = StatusSkipped, "upstream "+strings.Join(failedDeps, ", ")+" did not succeed"
+		return r
+	}
+	if ctx.Err() != nil {
+		r.Status, r.Note = StatusCanceled, "interrupted before it started"
+		return r
+	}
+
+	args, key, err := e.ws.instanceKey(inst, upstream)
+	if err != nil {
+		return e.fail(r, err)
+	}
+	r.Key = key.Sum
+	forced := e.sel.forced[inst]
+	if !forced {
+		if hit, err := e.reuse(inst, key, r); hit || err != nil {
+			if err != nil {
+				return e.fail(r, err)
+			}
+			return r
+		}
+	}
+	select {
+	case <-e.stopping:
+		r.Status, r.Note = StatusSkipped, "the run stopped after a failure"
+		return r
+	default:
+	}
+	// Wait for a slot, then for the key's lock: another process may be
+	// computing the same result, in which case we reuse it.
+	select {
+	case e.sem <- struct{}{}:
+	case <-ctx.Done():
+		r.Status, r.Note = StatusCanceled, "interrupted before it started"
+		return r
+	}
+	defer func() { <-e.sem }()
+	unlock, err := e.ws.Store.Lock(ctx, key.Sum)
+	if err != nil {
+		if ctx.Err() != nil {
+			r.Status, r.Note = StatusCanceled, "interrupted while waiting for another run of the same stage"
+			return r
+		}
+		return e.fail(r, err)
+	}
+	defer unlock()
+	if !forced {
+		if hit, err := e.reuse(inst, key, r); hit || err != nil {
+			if err != nil {
+				return e.fail(r, err)
+			}
+			return r
+		}
+	}
+	return e.execute(ctx, inst, key, args, r)
+}
+
+// reuse looks the key up and, on a hit, records the instance as cached.
+func (e *executor) reuse(inst *config.Instance, key cache.Key, r *StageResult) (bool, error) {
+	rec, err := e.ws.Store.Lookup(key.Sum)
+	if err != nil || rec == nil {
+		return false, err
+	}
+	outs, err := e.ws.outputsFromRecord(inst, rec)
+	if err != nil {
+		return false, err
+	}
+	e.mu.Lock()
+	e.outputs[inst.Addr] = outs
+	e.mu.Unlock()
+	_ = e.ws.state.record(inst.Addr, key.Sum)
+	r.Status = StatusCached
+	e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: key.Sum})
+	return true, nil
+}
+
+func (e *executor) fail(r *StageResult, err error) *StageResult {
+	r.Status, r.Err = StatusFailed, err
+	e.emit(runs.Event{Type: "stage-failed", Stage: r.Addr, Key: r.Key, Message: err.Error(), Duration: r.Duration})
+	return r
+}
+
+func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache.Key, args cty.Value, r *StageResult) *StageResult {
+	store := e.ws.Store
+	staging, err := store.NewStaging()
+	if err != nil {
+		return e.fail(r, err)
+	}
+	scratch, err := store.NewStaging()
+	if err != nil {
+		_ = staging.Discard()
+		return e.fail(r, err)
+	}
+	defer scratch.Discard()
+	ckpt, err := store.CheckpointDir(key.Sum)
+	if err != nil {
+		_ = staging.Discard()
+		return e.fail(r, err)
+	}
+	rep := &reporter{e: e, addr: inst.Addr}
+	req := &stage.Request{
+		Address:       inst.Addr,
+		Args:          args,
+		BaseDir:       e.ws.Pipeline.Dir,
+		StagingDir:    staging.Dir,
+		ScratchDir:    scratch.Dir,
+		CheckpointDir: ckpt,
+		Reporter:      rep,
+	}
+	e.emit(runs.Event{Type: "stage-started", Stage: inst.Addr, Key: key.Sum})
+	start := time.Now()
+	result, err := runKind(ctx, inst.Kind, req)
+	r.Duration = time.Since(start)
+	if err != nil {
+		_ = staging.Discard()
+		if ctx.Err() != nil {
+			r.Status, r.Err = StatusCanceled, ctx.Err()
+			e.emit(runs.Event{Type: "stage-canceled", Stage: inst.Addr, Key: key.Sum, Duration: r.Duration})
+			return r
+		}
+		return e.fail(r, err)
+	}
+	values, artifactNames, err := checkOutputs(inst, result, staging.Dir)
+	if err != nil {
+		_ = staging.Discard()
+		return e.fail(r, err)
+	}
+	committed, err := store.Commit(staging, artifactNames, cache.Record{
+		Key:      key.Sum,
+		KeyText:  key.Text,
+		Kind:     inst.Kind.Name,
+		Address:  inst.Addr,
+		Values:   values,
+		Created:  time.Now().UTC(),
+		Duration: r.Duration,
+	})
+	if err != nil {
+		return e.fail(r, fmt.Errorf("commit result: %w", err))
+	}
+	_ = store.RemoveCheckpoint(key.Sum)
+	outs, err := e.ws.outputsFromRecord(inst, committed)
+	if err != nil {
+		return e.fail(r, err)
+	}
+	e.mu.Lock()
+	e.outputs[inst.Addr] = outs
+	e.mu.Unlock()
+	_ = e.ws.state.record(inst.Addr, key.Sum)
+	r.Status = StatusRan
+	e.emit(runs.Event{Type: "stage-finished", Stage: inst.Addr, Key: key.Sum, Duration: r.Duration})
+	return r
+}
+
+// runKind calls the kind's Run, turning a panic into an error so one broken
+// stage cannot take the whole run (and its other committed work) down.
+func runKind(ctx context.Context, k *stage.Kind, req *stage.Request) (res *stage.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("stage kind %s panicked: %v", k.Name, p)
+		}
+	}()
+	res, err = k.Run(ctx, req)
+	if err == nil && res == nil {
+		res = &stage.Result{}
+	}
+	return res, err
+}
+
+// checkOutputs verifies a finished stage produced every declared output and
+// encodes the value outputs.
+func checkOutputs(inst *config.Instance, res *stage.Result, stagingDir string) (map[string]json.RawMessage, []string, error) {
+	values := map[string]json.RawMessage{}
+	var artifacts []string
+	names := make([]string, 0, len(inst.Outputs))
+	for n := range inst.Outputs {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		o := inst.Outputs[name]
+		if o.IsArtifact() {
+			fi, err := os.Stat(stagingDir + "/" + name)
+			if err != nil || !fi.IsDir() {
+				return nil, nil, fmt.Errorf("stage kind %s did not write its %q output", inst.Kind.Name, name)
+			}
+			artifacts = append(artifacts, name)
+			continue
+		}
+		v, ok := res.Values[name]
+		if !ok {
+			return nil, nil, fmt.Errorf("stage kind %s returned no value for output %q", inst.Kind.Name, name)
+		}
+		v, err := convert.Convert(v, o.Type)
+		if err != nil {
+			return nil, nil, fmt.Errorf("output %q: %w", name, err)
+		}
+		b, err := ctyjson.Marshal(v, o.Type)
+		if err != nil {
+			return nil, nil, fmt.Errorf("output %q: %w", name, err)
+		}
+		values[name] = b
+	}
+	return values, artifacts, nil
+}
+
+// reporter records a running stage's progress, logs and metrics as events.
+// Progress events are thinned to a few per second.
+type reporter struct {
+	e    *executor
+	addr string
+
+	mu           sync.Mutex
+	lastProgress time.Time
+}
+
+func (r *reporter) Progress(done, total int64, unit string) {
+	r.mu.Lock()
+	now := time.Now()
+	if done != total && now.Sub(r.lastProgress) < 200*time.Millisecond {
+		r.mu.Unlock()
+		return
+	}
+	r.lastProgress = now
+	r.mu.Unlock()
+	r.e.emit(runs.Event{Type: "progress", Stage: r.addr, Done: done, Total: total, Unit: unit})
+}
+
+func (r *reporter) Logf(format string, args ...any) {
+	r.e.emit(runs.Event{Type: "log", Stage: r.addr, Message: fmt.Sprintf(format, args...)})
+}
+
+func (r *reporter) Metrics(step int64, values map[string]float64) {
+	r.e.emit(runs.Event{Type: "metrics", Stage: r.addr, Step: step, Metrics: values})
+}

@@ -1,0 +1,18 @@
+// Package stages assembles the registry of every stage kind lathe ships.
+// Each kind lives in its own package below this one; this package only lists
+// them. The pipeline engine receives the registry and never imports a kind.
+package stages
+
+import (
+	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/stages/download"
+	"github.com/lathe-ml/lathe/stages/exec"
+)
+
+// Registry returns a registry holding every built-in stage kind.
+func Registry() *stage.Registry {
+	return stage.NewRegistry(
+		download.Kind(),
+		exec.Kind(),
+	)
+}
