@@ -12,7 +12,7 @@ import (
 
 type fakeKeyContext struct{}
 
-func (fakeKeyContext) BaseDir() string                  { return "/nowhere" }
+func (fakeKeyContext) BaseDir() string                   { return "/nowhere" }
 func (fakeKeyContext) HashPath(p string) (string, error) { return "sha256:" + p, nil }
 
 func TestStageKeyText(t *testing.T) {
