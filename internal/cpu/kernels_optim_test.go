@@ -152,6 +152,33 @@ func TestDeterminismAcrossProcs(t *testing.T) {
 			return f32Bytes(download(t, be, dx), download(t, be, dw))
 		},
 	}
+	elementwise := func(name string, fn func(o tensor.Buffer)) {
+		cases[name] = func() []byte {
+			o := upload(t, be, make([]float32, n*dim))
+			fn(o)
+			return f32Bytes(download(t, be, o))
+		}
+	}
+	elementwise("Add", func(o tensor.Buffer) { be.Add(o, xb, gb, n*dim) })
+	elementwise("Axpy", func(o tensor.Buffer) { be.Copy(o, xb); be.Axpy(o, gb, 0.3, n*dim) })
+	elementwise("Scale", func(o tensor.Buffer) { be.Copy(o, xb); be.Scale(o, 0.3, n*dim) })
+	elementwise("AddBias", func(o tensor.Buffer) { be.Copy(o, xb); be.AddBias(o, wb, n, dim) })
+	elementwise("EmbeddingForward", func(o tensor.Buffer) {
+		be.EmbeddingForward(o.View(0, n*dim), xb.View(0, vocab*dim), ib, n, dim)
+	})
+	elementwise("Convert bf16/f16", func(o tensor.Buffer) {
+		h, _ := be.Alloc(tensor.BF16, n*dim)
+		be.Convert(h, xb, n*dim)
+		be.Convert(o, h, n*dim)
+		f, _ := be.Alloc(tensor.F16, n*dim)
+		be.Convert(f, o, n*dim)
+		be.Convert(o, f, n*dim)
+	})
+	elementwise("DequantNF4", func(o tensor.Buffer) {
+		q, _ := tensor.AllocNF4(be, n*dim)
+		be.QuantizeNF4(q, xb)
+		be.DequantNF4(o, q)
+	})
 	for name, fn := range cases {
 		sameUnderProcs(t, name, fn)
 	}

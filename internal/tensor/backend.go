@@ -32,8 +32,9 @@ type Backend interface {
 	// RMSNormForward: rstd[i] = 1/sqrt(mean_j x[i,j]² + eps),
 	// out[i,j] = x[i,j]·rstd[i]·w[j]. x, out [n,dim], w [dim], rstd [n].
 	RMSNormForward(out, rstd, x, w Buffer, n, dim int, eps float32)
-	// RMSNormBackward overwrites dx [n,dim] and accumulates dw [dim] given
-	// dout, the forward input x and the saved rstd.
+	// RMSNormBackward overwrites dx [n,dim] (dx may equal dout) and
+	// accumulates dw [dim] given dout, the forward input x and the saved
+	// rstd.
 	RMSNormBackward(dx, dw, dout, x, w, rstd Buffer, n, dim int)
 
 	// RoPEForward rotates the first rotDim dims of every head with the
@@ -58,7 +59,7 @@ type Backend interface {
 
 	// SwiGLUForward: out = silu(gate)·up, elementwise over n.
 	SwiGLUForward(out, gate, up Buffer, n int)
-	// SwiGLUBackward overwrites dgate and dup.
+	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up).
 	SwiGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
 
 	// AddBias: x[i,:] += bias for x [rows,cols], bias [cols].
@@ -88,6 +89,8 @@ type Backend interface {
 	GlobalNorm(out Buffer, grads []Buffer)
 	// ClipByNorm scales every grad by min(1, maxNorm/(norm[0]+1e-6)), as
 	// torch.nn.utils.clip_grad_norm_ does. norm is GlobalNorm's output.
+	// A NaN norm leaves the grads unchanged: callers check the norm and
+	// stop on divergence.
 	ClipByNorm(grads []Buffer, norm Buffer, maxNorm float32)
 
 	// Convert copies n elements from src to dst converting the dtype:
