@@ -18,17 +18,17 @@ type bpe struct {
 	merges    map[uint64]mergeInfo
 	mergeList [][2]string // in rank order, for saving
 
-	unk            int // -1 when none
-	unkToken       string
-	fuseUnk        bool
-	byteFallback   bool
-	ignoreMerges   bool
-	contPrefix     string
-	eowSuffix      string
-	dropout        float64
-	byteTokens     [256]int // ids of <0xXX> tokens (-1 if missing)
-	cache          *wordCache
-	charIDs        map[rune]int // single-char tokens, fast path
+	unk          int // -1 when none
+	unkToken     string
+	fuseUnk      bool
+	byteFallback bool
+	ignoreMerges bool
+	contPrefix   string
+	eowSuffix    string
+	dropout      float64
+	byteTokens   [256]int // ids of <0xXX> tokens (-1 if missing)
+	cache        *wordCache
+	charIDs      map[rune]int // single-char tokens, fast path
 }
 
 type mergeInfo struct {

@@ -21,14 +21,14 @@ import (
 type instKind uint8
 
 const (
-	iChar   instKind = iota // one rune matching cls
-	iStar                   // cls repeated min..max times (greedy or lazy), single-rune body
-	iSplit                  // try x, then y
-	iLook                   // lookahead sub-program; neg inverts
-	iBegin                  // ^ / \A: position 0 (line start for ^ after '\n')
-	iEnd                    // $ / \z
-	iMatch                  // success
-	iJump                   // goto x
+	iChar  instKind = iota // one rune matching cls
+	iStar                  // cls repeated min..max times (greedy or lazy), single-rune body
+	iSplit                 // try x, then y
+	iLook                  // lookahead sub-program; neg inverts
+	iBegin                 // ^ / \A: position 0 (line start for ^ after '\n')
+	iEnd                   // $ / \z
+	iMatch                 // success
+	iJump                  // goto x
 )
 
 type inst struct {
@@ -139,7 +139,7 @@ func (p *reParser) errf(format string, a ...any) error {
 }
 
 func (p *reParser) more() bool { return p.pos < len(p.src) }
-func (p *reParser) peek() rune  { return p.src[p.pos] }
+func (p *reParser) peek() rune { return p.src[p.pos] }
 
 func (p *reParser) parseAlt(fold bool, depth int) (*reNode, error) {
 	if depth > 200 {
