@@ -204,26 +204,23 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 		}
 		kOff := ((b*T+j0)*Hkv + g) * D
 		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
-		if kb == qb || seg != nil {
+		if seg != nil {
 			maskTile(s, seg, i0, bq, j0, bk)
 		}
 		for r := 0; r < bq; r++ {
 			row := s[r*attnBlock : r*attnBlock+bk]
-			mx := float32(math.Inf(-1))
-			for _, x := range row {
-				mx = max(mx, x)
+			if kb == qb {
+				// Diagonal tile: keys after the query are invisible.
+				clear(row[r+1:])
+				row = row[:r+1]
 			}
+			mx := rowMax(row)
 			if math.IsInf(float64(mx), -1) {
 				clear(row) // no visible key for this query in this block
 				continue
 			}
 			mNew := max(m[r], mx)
-			var sum float32
-			for c, x := range row {
-				p := expf(x - mNew)
-				row[c] = p
-				sum += p
-			}
+			sum := float32(expSubRow(row, mNew))
 			if mNew != m[r] {
 				alpha := expf(m[r] - mNew) // 0 when m[r] is -Inf
 				l[r] *= alpha
@@ -371,15 +368,16 @@ func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 				kOff := ((b*T+j0)*Hkv + g) * D
 				// P = exp(scale·Q Kᵀ - lse), masked.
 				blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
-				if kb == qb || seg != nil {
+				if seg != nil {
 					maskTile(s, seg, i0, bq, j0, bk)
 				}
 				for r := 0; r < bq; r++ {
 					row := s[r*attnBlock : r*attnBlock+bk]
-					ls := lse[i0+r]
-					for c, x := range row {
-						row[c] = expf(x - ls)
+					if kb == qb {
+						clear(row[r+1:]) // keys after the query
+						row = row[:r+1]
 					}
+					expSubRow(row, lse[i0+r])
 				}
 				// dV += Pᵀ dO.
 				blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
@@ -401,38 +399,96 @@ func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 	}
 }
 
-// expf is a float32 e^x accurate to about 2 ulp on the range softmax uses
-// (x <= 0); it returns 0 below -87.3 (including -Inf) and +Inf above 88.7.
-// It is a pure function of x, so results do not depend on scheduling.
+// expf is a float32 e^x accurate to about 1 ulp (Cephes' expf polynomial
+// after a Cody-Waite reduction by ln 2); it returns 0 below -87.3 (including
+// -Inf) and +Inf above 88.72. It is a pure function of x, so results do not
+// depend on scheduling. expSubRow inlines the same arithmetic.
 func expf(x float32) float32 {
-	const (
-		log2e = 1.44269504088896341
-		ln2hi = 0.693145751953125
-		ln2lo = 1.42860682030941723212e-6
-	)
-	if x != x {
+	switch {
+	case x != x:
 		return x // NaN
-	}
-	if x < -87.33654 {
+	case x < expfMin:
 		return 0
+	case x <= expfMax:
+		return expfCore(x)
+	case x <= 88.72283:
+		// 2^round(x/ln2) would overflow the exponent field; rare enough
+		// for float64.
+		return float32(math.Exp(float64(x)))
 	}
-	if x > 88.72283 {
-		return float32(math.Inf(1))
+	return float32(math.Inf(1))
+}
+
+// expfCore is e^x for expfMin <= x <= expfMax, where 2^round(x/ln2) is a
+// normal float32.
+const (
+	expfMin   = -87.33654
+	expfMax   = 88.0
+	expfLog2e = 1.44269504088896341
+	expfLn2Hi = 0.693359375
+	expfLn2Lo = -2.12194440e-4
+	expfMagic = 12582912.0 // 1.5·2^23: adding it rounds to an integer
+	expfC0    = 5.0000001201e-1
+	expfC1    = 1.6666665459e-1
+	expfC2    = 4.1665795894e-2
+	expfC3    = 8.3334519073e-3
+	expfC4    = 1.3981999507e-3
+	expfC5    = 1.9875691500e-4
+)
+
+func expfCore(x float32) float32 {
+	kf := x*expfLog2e + expfMagic
+	n := int32(math.Float32bits(kf)) - 0x4B400000
+	fn := kf - expfMagic
+	r := x - fn*expfLn2Hi - fn*expfLn2Lo
+	p := ((((expfC5*r+expfC4)*r+expfC3)*r+expfC2)*r+expfC1)*r + expfC0
+	p = p*(r*r) + r + 1
+	return p * math.Float32frombits(uint32(n+127)<<23)
+}
+
+// rowMax returns the largest element of row (-Inf for an empty row).
+func rowMax(row []float32) float32 {
+	mx := float32(math.Inf(-1))
+	for _, x := range row {
+		if x > mx {
+			mx = x
+		}
 	}
-	t := x * log2e
-	var n int32
-	if t >= 0 {
-		n = int32(t + 0.5)
-	} else {
-		n = int32(t - 0.5)
+	return mx
+}
+
+// expSubRow replaces every x in row by expf(x - sub) and returns their sum.
+// It is expfCore inlined into the loop (the hot spot of both kernels);
+// partial sums of 256 terms are added in float64, so the sum stays accurate
+// for vocabulary-sized rows.
+func expSubRow(row []float32, sub float32) float64 {
+	var total float64
+	for len(row) > 0 {
+		blk := row[:min(len(row), 256)]
+		row = row[len(blk):]
+		var s0, s1 float32
+		for i, x := range blk {
+			x -= sub
+			var e float32
+			if x >= expfMin && x <= expfMax {
+				kf := x*expfLog2e + expfMagic
+				n := int32(math.Float32bits(kf)) - 0x4B400000
+				fn := kf - expfMagic
+				r := x - fn*expfLn2Hi - fn*expfLn2Lo
+				p := ((((expfC5*r+expfC4)*r+expfC3)*r+expfC2)*r+expfC1)*r + expfC0
+				p = p*(r*r) + r + 1
+				e = p * math.Float32frombits(uint32(n+127)<<23)
+			} else {
+				e = expf(x) // 0, the top of the range, +Inf or NaN
+			}
+			blk[i] = e
+			if i&1 == 0 {
+				s0 += e
+			} else {
+				s1 += e
+			}
+		}
+		total += float64(s0) + float64(s1)
 	}
-	fn := float32(n)
-	r := x - fn*ln2hi - fn*ln2lo
-	// e^r on |r| <= ln2/2, Taylor to degree 7 (truncation < 1e-8).
-	p := 1 + r*(1+r*(1.0/2+r*(1.0/6+r*(1.0/24+r*(1.0/120+r*(1.0/720+r*(1.0/5040)))))))
-	// Scale by 2^n in two steps so n = -127 or 128 do not overflow the
-	// exponent field.
-	n1 := n / 2
-	n2 := n - n1
-	return p * math.Float32frombits(uint32(n1+127)<<23) * math.Float32frombits(uint32(n2+127)<<23)
+	return total
 }

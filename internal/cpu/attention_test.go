@@ -359,7 +359,7 @@ func TestAttentionPanicsOnBadArgs(t *testing.T) {
 
 func TestExpf(t *testing.T) {
 	var worst float64
-	for x := float32(-87); x <= 88; x += 0.0137 {
+	for x := float32(-87.3); x <= 88.72; x += 0.0137 {
 		got, want := float64(expf(x)), math.Exp(float64(x))
 		if rel := math.Abs(got-want) / want; rel > worst {
 			worst = rel
@@ -377,6 +377,24 @@ func TestExpf(t *testing.T) {
 	}
 	if got := expf(float32(math.NaN())); got == got {
 		t.Errorf("expf(NaN) = %v, want NaN", got)
+	}
+	// expSubRow is expf inlined: same bits, and the sum of the row.
+	var row, want []float32
+	for x := float32(-120); x <= 100; x += 0.173 {
+		row = append(row, x)
+	}
+	row = append(row, float32(math.Inf(-1)))
+	var sum float64
+	for _, x := range row {
+		e := expf(x - 3)
+		want = append(want, e)
+		sum += float64(e)
+	}
+	if got := expSubRow(row, 3); math.Abs(got-sum) > 1e-6*sum {
+		t.Errorf("expSubRow sum = %v, want %v", got, sum)
+	}
+	if !bitsEqual(row, want) {
+		t.Errorf("expSubRow differs from expf")
 	}
 }
 

@@ -120,24 +120,10 @@ func (j *xentJob) rows(lo, hi int) {
 			}
 			continue
 		}
-		mx := float32(math.Inf(-1))
-		for _, z := range row {
-			mx = max(mx, z)
-		}
+		mx := rowMax(row)
 		zt := row[t]
-		// Σ exp(z - max) in float64: V terms of up to 1 each.
-		var sum float64
-		if j.grad {
-			for c, z := range row {
-				e := expf(z - mx)
-				row[c] = e
-				sum += float64(e)
-			}
-		} else {
-			for _, z := range row {
-				sum += float64(expf(z - mx))
-			}
-		}
+		// The chunk's logits are consumed: exp(z - max) overwrites them.
+		sum := expSubRow(row, mx)
 		lse := float64(mx) + math.Log(sum)
 		j.losses[r] = float32(lse - float64(zt))
 		if !j.grad {
