@@ -332,6 +332,17 @@ func (s *Store) cleanStaging(dryRun bool) (int, error) {
 			continue
 		}
 		lockPath := s.dir("staging", name+".lock")
+		if _, err := os.Lstat(lockPath); errors.Is(err, os.ErrNotExist) {
+			// NewStaging creates the lock before the directory, so a
+			// directory without one is left over.
+			n++
+			if !dryRun {
+				if err := removeTree(s.dir("staging", name)); err != nil {
+					return n, err
+				}
+			}
+			continue
+		}
 		l, err := tryLock(lockPath, unix.LOCK_EX)
 		if err != nil {
 			return n, err
