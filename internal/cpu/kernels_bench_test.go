@@ -3,7 +3,6 @@ package cpu
 import (
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"testing"
 	"time"
 
@@ -31,7 +30,6 @@ func benchRatio(b *testing.B, kernel, serial func()) {
 	}
 	per := b.Elapsed() / time.Duration(b.N)
 	b.ReportMetric(float64(ref)/float64(per), "x-serial")
-	b.ReportMetric(float64(runtime.GOMAXPROCS(0)), "procs")
 }
 
 func BenchmarkRMSNormForwardBackward(b *testing.B) {
