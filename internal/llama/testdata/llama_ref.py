@@ -685,7 +685,21 @@ def cmd_selftest(a):
         worst = max(worst, (p.detach() - want).abs().max().item())
     check("AdamW step == hand-written rule", worst < 1e-12, f"max|diff|={worst:.1e}")
 
-    # 8. safetensors writer/reader round trip (all dtypes the reference writes).
+    # 8. Packing: one row holding two segments (segment_ids, position_ids
+    #    restarting at 0) gives the logits of the two sequences run alone.
+    for v in ("llama-gqa", "qwen3-qknorm", "llama3-rope"):
+        cfg, params, ids, tg = fresh(v)
+        a, b = ids[0, :5], ids[1, :7]
+        packed = torch.cat((a, b))[None]
+        pos = torch.cat((torch.arange(5), torch.arange(7)))[None]
+        seg = torch.tensor([[0] * 5 + [1] * 7])
+        with torch.no_grad():
+            lp = forward(cfg, params, packed, pos, seg)[0]
+            la, lb = forward(cfg, params, a[None])[0], forward(cfg, params, b[None])[0]
+        diff = max((lp[:5] - la).abs().max().item(), (lp[5:] - lb).abs().max().item())
+        check(f"packed segments == separate sequences [{v}]", diff < 1e-12, f"max|diff|={diff:.1e}")
+
+    # 9. safetensors writer/reader round trip (all dtypes the reference writes).
     with tempfile.TemporaryDirectory() as d:
         ts = {"a": torch.randn(3, 4), "b": torch.randn(5, dtype=torch.float64), "c": torch.tensor(7),
               "d": torch.randn(2, 2).to(torch.bfloat16), "e": torch.randn(3).to(torch.float16),
