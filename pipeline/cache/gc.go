@@ -69,7 +69,8 @@ func (s *Store) recordInfo(key string) (RecordInfo, error) {
 // GCOptions selects what GC removes. A record is removed when it is not in
 // Keep and either it was last used more than OlderThan ago (when OlderThan
 // > 0) or the store is above MaxSize bytes of artifacts (when MaxSize > 0;
-// least recently used first, until the store fits).
+// least recently used first, until the store fits). Records whose key is
+// locked at the time (a stage using it is in flight) are kept too.
 type GCOptions struct {
 	OlderThan time.Duration
 	MaxSize   int64
@@ -185,9 +186,12 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (GCReport, error) {
 			}
 		}
 	}
+	// A record whose key is locked right now is being used or replaced by
+	// a stage in flight: keep it like the Keep set.
+	keep := func(key string) bool { return opt.Keep[key] || isLocked(s.dir("locks", key+".lock")) }
 	if opt.OlderThan > 0 {
 		for _, r := range recs {
-			if !opt.Keep[r.key] && now.Sub(r.used) > opt.OlderThan {
+			if !keep(r.key) && now.Sub(r.used) > opt.OlderThan {
 				drop(r)
 			}
 		}
@@ -197,7 +201,7 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (GCReport, error) {
 			if total <= opt.MaxSize {
 				break
 			}
-			if !opt.Keep[r.key] && !removed[r.key] {
+			if !removed[r.key] && !keep(r.key) {
 				drop(r)
 			}
 		}

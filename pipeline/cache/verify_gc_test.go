@@ -302,3 +302,26 @@ func TestList(t *testing.T) {
 		t.Fatalf("list %+v", list)
 	}
 }
+
+func TestGCKeepsLockedKeys(t *testing.T) {
+	s := openStore(t)
+	busy := commit(t, s, testKey("busy"), map[string]map[string]string{"out": {"f": "in use"}})
+	idle := commit(t, s, testKey("idle"), map[string]map[string]string{"out": {"f": "unused"}})
+	age(t, s, busy.Key, 100*time.Hour)
+	age(t, s, idle.Key, 100*time.Hour)
+	unlock, err := s.Lock(context.Background(), busy.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	rep, err := s.GC(context.Background(), GCOptions{OlderThan: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.RemovedRecords) != 1 || rep.RemovedRecords[0] != idle.Key {
+		t.Fatalf("removed %v, want only the idle record", rep.RemovedRecords)
+	}
+	if rec, _ := s.Lookup(busy.Key); rec == nil {
+		t.Fatal("record of a locked key removed")
+	}
+}

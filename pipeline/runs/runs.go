@@ -353,12 +353,17 @@ var errStop = errors.New("stop")
 
 // Follow calls fn for every event already in the log and then for each
 // new one as it is appended, until a run-finished event has been delivered
-// (returns nil), fn fails (returns its error) or ctx is done (returns
+// (returns nil), the writing process is gone without finishing the run
+// (returns nil once everything it wrote was delivered; Summary then says
+// "interrupted"), fn fails (returns its error) or ctx is done (returns
 // ctx.Err()). It polls the log every 50ms.
 func (r *Run) Follow(ctx context.Context, fn func(Event) error) error {
 	p := filepath.Join(r.dir, "events.jsonl")
 	var off int64
 	for {
+		// Decided before reading, so that events written just before the
+		// writer exited are still delivered.
+		writerGone := !r.live()
 		f, err := os.Open(p)
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("follow run %s: %w", r.id, err)
@@ -384,6 +389,9 @@ func (r *Run) Follow(ctx context.Context, fn func(Event) error) error {
 			if err != nil {
 				return err
 			}
+		}
+		if writerGone {
+			return nil
 		}
 		t := time.NewTimer(50 * time.Millisecond)
 		select {

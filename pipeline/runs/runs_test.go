@@ -256,6 +256,16 @@ func TestFollow(t *testing.T) {
 	}
 	r.Close()
 
+	// A run whose writer went away without run-finished ends Follow after
+	// the replay instead of hanging.
+	dead := mustCreate(t, root, time.Now())
+	dead.Append(Event{Type: "stage-started", Stage: "a"})
+	dead.Close()
+	var n int
+	if err := dead.Follow(context.Background(), func(Event) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("Follow of an interrupted run: %d events, %v", n, err)
+	}
+
 	// Cancellation, and an error from fn, end Follow.
 	live := mustCreate(t, root, time.Now())
 	defer live.Close()
