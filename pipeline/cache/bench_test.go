@@ -81,10 +81,7 @@ func BenchmarkHashPath(b *testing.B) {
 	size := makeBenchTree(b, tree, benchTreeMB())
 	old := time.Now().Add(-time.Hour)
 	filepath.Walk(tree, func(p string, _ os.FileInfo, _ error) error { return os.Chtimes(p, old, old) })
-	s, err := Open(filepath.Join(dir, "store"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openStore(b)
 	start := time.Now()
 	if _, err := s.HashPath(tree); err != nil {
 		b.Fatal(err)
@@ -106,10 +103,7 @@ func BenchmarkHashPath(b *testing.B) {
 // benchStore fills a store with n records of one small artifact each.
 func benchStore(b *testing.B, n int) (*Store, []string) {
 	b.Helper()
-	s, err := Open(filepath.Join(b.TempDir(), "store"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := openStore(b)
 	keys := make([]string, n)
 	for i := range keys {
 		k := NewKey([]string{"bench", strconv.Itoa(i)})
@@ -166,10 +160,7 @@ func BenchmarkCommit(b *testing.B) {
 		files, size int
 	}{{"small", 20, 4 << 10}, {"large", 2, 32 << 20}} {
 		b.Run(bc.name, func(b *testing.B) {
-			s, err := Open(filepath.Join(b.TempDir(), "store"))
-			if err != nil {
-				b.Fatal(err)
-			}
+			s := openStore(b)
 			data := make([]byte, bc.size)
 			rand.NewChaCha8([32]byte{2}).Read(data)
 			b.SetBytes(int64(bc.files * bc.size))

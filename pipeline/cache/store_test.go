@@ -78,6 +78,8 @@ func openStore(t testing.TB) *Store {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Artifacts are read-only; without root, TempDir's cleanup needs this.
+	t.Cleanup(func() { makeWritable(s.Root()) })
 	return s
 }
 
