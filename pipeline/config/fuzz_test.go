@@ -28,6 +28,9 @@ func FuzzLoad(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	for _, seed := range edgeSeeds {
+		f.Add([]byte(seed))
+	}
 	reg := testRegistry()
 	f.Fuzz(func(t *testing.T, src []byte) {
 		dir := t.TempDir()
@@ -78,4 +81,74 @@ func fakeResults(r *Resolved) map[string]map[string]cty.Value {
 		results[inst.Addr] = m
 	}
 	return results
+}
+
+// edgeSeeds reach corners that the testdata pipelines do not.
+var edgeSeeds = []string{
+	`variable "o" {
+  type    = object({ a = optional(number, 1), b = optional(list(object({ c = optional(string, "x") }))) })
+  default = { b = [{}, null] }
+}
+variable "n" { default = null }
+variable "m" {
+  type    = map(any)
+  default = {}
+}
+locals { x = [for k, v in var.o : k] }
+stage "exec" "e" {
+  for_each = var.m
+  command  = [each.key]
+}
+output "x" { value = local.x }`,
+	`variable "o" {
+  type    = object({ a = optional(number, 1) })
+  default = "str"
+}`,
+	`variable "x" { type = list(string) }`,
+	`stage "exec" "a" {
+  for_each = {}
+  command  = []
+}
+stage "exec" "b" {
+  for_each = null
+  command  = []
+}
+stage "exec" "c" {
+  for_each = [null]
+  command  = []
+}
+stage "exec" "d" {
+  for_each = { a = null }
+  command  = [each.value]
+}
+stage "exec" "e" {
+  for_each = exec.d
+  command  = [each.key]
+  outputs  = [each.key]
+}
+output "o" { value = exec.e["a"].a }`,
+	`locals { t = templatefile("main.hcl", {}) }
+locals { f = file("main.hcl") }
+stage "exec" "e" {
+  command = [local.f, templatefile("main.hcl", { x = 1 })]
+  outputs = split(",", "a,b")
+}
+output "o" { value = exec.e.a }`,
+	`stage "exec" "e" {
+  command = ["x"]
+  outputs = [exec.e.out]
+}`,
+	`stage "exec" "e" {
+  command = ["x"]
+  outputs = ["out"]
+}
+stage "exec" "f" {
+  command = [exec.e[0], exec.e["x"], exec.e.out, exec]
+}`,
+	`variable "x" {
+  validation {
+    condition     = var.y
+    error_message = var.x
+  }
+}`,
 }

@@ -918,11 +918,11 @@ func forEachKeys(val cty.Value) ([]string, []cty.Value, string) {
 			if !v.IsKnown() {
 				return nil, nil, "The for_each value holds elements that are only known when the pipeline runs. The elements of a set or list for_each are the instance keys, so they must be known in advance."
 			}
-			if v.Type() != cty.String {
-				return nil, nil, fmt.Sprintf("The for_each value is a %s holding a %s; a set or list for_each must hold strings (use a map to give other values their own keys).", collectionKind(ty), v.Type().FriendlyName())
-			}
 			if v.IsNull() {
 				return nil, nil, "The for_each value holds a null element; the elements are the instance keys and must not be null."
+			}
+			if v.Type() != cty.String {
+				return nil, nil, fmt.Sprintf("The for_each value is a %s holding a %s; a set or list for_each must hold strings (use a map to give other values their own keys).", collectionKind(ty), v.Type().FriendlyName())
 			}
 			k := v.AsString()
 			if seen[k] {
