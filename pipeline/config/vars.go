@@ -146,7 +146,16 @@ func (p *Pipeline) assignVariables(in Inputs) (map[string]cty.Value, map[string]
 		values[name] = conv
 	}
 
-	// Validation rules, once every value is known.
+	// Validation rules: their references first, whatever the values.
+	badRule := map[*Validation]bool{}
+	for _, name := range p.variableNames() {
+		for _, rule := range p.Variables[name].Validations {
+			rdiags := p.checkRuleRefs(rule)
+			diags = append(diags, rdiags...)
+			badRule[rule] = rdiags.HasErrors()
+		}
+	}
+	// Then the rules themselves, once every value is known.
 	ctx := &hcl.EvalContext{
 		Variables: map[string]cty.Value{"var": cty.ObjectVal(values)},
 		Functions: functions(p.Dir),
@@ -157,6 +166,9 @@ func (p *Pipeline) assignVariables(in Inputs) (map[string]cty.Value, map[string]
 		}
 		v := p.Variables[name]
 		for _, rule := range v.Validations {
+			if badRule[rule] {
+				continue
+			}
 			rdiags := p.checkRule(ctx, v, rule, given[name])
 			diags = append(diags, rdiags...)
 			if rdiags.HasErrors() {
@@ -169,21 +181,40 @@ func (p *Pipeline) assignVariables(in Inputs) (map[string]cty.Value, map[string]
 	return values, bad, diags
 }
 
-func (p *Pipeline) checkRule(ctx *hcl.EvalContext, v *Variable, rule *Validation, src varSource) hcl.Diagnostics {
+// checkRuleRefs reports references in a validation rule to anything but
+// declared variables.
+func (p *Pipeline) checkRuleRefs(rule *Validation) hcl.Diagnostics {
 	var diags hcl.Diagnostics
-	for _, tr := range rule.Condition.Variables() {
-		if tr.RootName() != "var" {
-			diags = append(diags, &hcl.Diagnostic{
-				Severity: hcl.DiagError,
-				Summary:  "Invalid reference in variable validation",
-				Detail:   fmt.Sprintf("A validation condition may refer only to input variables, not to %q.", tr.RootName()),
-				Subject:  tr.SourceRange().Ptr(),
-			})
+	exprs := []hcl.Expression{rule.Condition, rule.ErrorMessage}
+	for _, expr := range exprs {
+		for _, tr := range expr.Variables() {
+			if tr.RootName() != "var" {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Invalid reference in variable validation",
+					Detail:   fmt.Sprintf("A validation rule may refer only to input variables, not to %q.", tr.RootName()),
+					Subject:  tr.SourceRange().Ptr(),
+				})
+				continue
+			}
+			name, ok := attrStep(tr, 1)
+			if !ok {
+				continue
+			}
+			if _, declared := p.Variables[name]; !declared {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Reference to undeclared input variable",
+					Detail:   fmt.Sprintf("An input variable with the name %q has not been declared.%s", name, didYouMean(name, p.variableNames(), "var.")),
+					Subject:  tr.SourceRange().Ptr(),
+				})
+			}
 		}
 	}
-	if diags.HasErrors() {
-		return diags
-	}
+	return diags
+}
+
+func (p *Pipeline) checkRule(ctx *hcl.EvalContext, v *Variable, rule *Validation, src varSource) hcl.Diagnostics {
 	cond, cdiags := rule.Condition.Value(ctx)
 	if cdiags.HasErrors() {
 		return cdiags
