@@ -156,13 +156,19 @@ func growBuf(x []float32, n int) []float32 {
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
+// bPackBudget bounds, in floats, a packed op(B) block that spans all of K:
+// when k·n fits, B is packed once and each worker runs all K blocks of its
+// rows in one go (two parallel phases per call); otherwise the classic loop
+// order packs one kc×nc panel at a time.
+var bPackBudget = 1 << 21 // a variable so tests can force both loop orders
+
 // gemm runs the blocked product with micro-kernel kern; arguments are
 // validated and k > 0, alpha != 0.
 func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	mr, nr := kern.mr, kern.nr
 
 	// K blocks depend on k and the kernel only, so the summation order of
-	// every element is the same for any thread count.
+	// every element is the same for any thread count and loop order.
 	kBlocks := ceilDiv(k, kern.kc)
 	kc := ceilDiv(k, kBlocks)
 
@@ -175,8 +181,12 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	mc := min(kern.mc, ceilDiv(mTiles, workers)*mr)
 	mBlocks := ceilDiv(m, mc)
 	nc := min(kern.nc, ceilDiv(n, nr)*nr)
+	kSpan := kc // K covered by one packed B block
+	if nAll := ceilDiv(n, nr) * nr; k*nAll <= bPackBudget {
+		nc, kSpan = nAll, k
+	}
 
-	g := getBuffers(workers, kc*nc, kc*mc, mr*nr)
+	g := getBuffers(workers, kSpan*nc, kc*mc, mr*nr)
 	defer putBuffers(g)
 
 	for jc := 0; jc < n; jc += nc {
@@ -189,17 +199,18 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 			nSplit = min(ceilDiv(workers, mBlocks), nPanels)
 		}
 		units := mBlocks * nSplit
-		for pc := 0; pc < k; pc += kc {
-			kb := min(kc, k-pc)
-			betaBlk := beta
-			if pc > 0 {
-				betaBlk = 1
-			}
-			bp := g.b[:nPanels*kb*nr]
-			packWorkers := min(workers, max(1, nPanels*kb*nr/(1<<14)))
+		for ps := 0; ps < k; ps += kSpan {
+			ks := min(kSpan, k-ps)
+			// Packed B for K rows ps..ps+ks: one run of panels per kc block,
+			// the block starting at row pc held at (pc-ps)·nPanels·nr.
+			bp := g.b[:nPanels*ks*nr]
+			packWorkers := min(workers, max(1, nPanels*ks*nr/(1<<14)))
 			runWorkers(packWorkers, func(w int) {
 				lo, hi := w*nPanels/packWorkers, (w+1)*nPanels/packWorkers
-				packB(bp, b, ldb, transB, pc, kb, jc, nb, nr, lo, hi)
+				for pc := ps; pc < ps+ks; pc += kc {
+					kb := min(kc, k-pc)
+					packB(bp[(pc-ps)*nPanels*nr:], b, ldb, transB, pc, kb, jc, nb, nr, lo, hi)
+				}
 			})
 			var next atomic.Int64
 			runWorkers(min(workers, units), func(w int) {
@@ -212,9 +223,16 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 					ib, js := u/nSplit, u%nSplit
 					i0 := ib * mc
 					mb := min(mc, m-i0)
-					packA(ap, a, lda, transA, i0, mb, pc, kb, mr)
 					jlo, jhi := js*nPanels/nSplit, (js+1)*nPanels/nSplit
-					macroKernel(kern, kb, ap, bp, i0, mb, jc, nb, jlo, jhi, alpha, betaBlk, c, ldc, m, n, tile)
+					for pc := ps; pc < ps+ks; pc += kc {
+						kb := min(kc, k-pc)
+						betaBlk := beta
+						if pc > 0 {
+							betaBlk = 1
+						}
+						packA(ap, a, lda, transA, i0, mb, pc, kb, mr)
+						macroKernel(kern, kb, ap, bp[(pc-ps)*nPanels*nr:], i0, mb, jc, nb, jlo, jhi, alpha, betaBlk, c, ldc, m, n, tile)
+					}
 				}
 			})
 		}

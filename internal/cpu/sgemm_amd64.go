@@ -16,7 +16,7 @@ func sgemmKernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 func sgemmKernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
 var kernelAVX512 = &gemmKernel{
-	name: "avx512", mr: 12, nr: 32, kc: 384, mc: 144, nc: 3072,
+	name: "avx512", mr: 12, nr: 32, kc: 256, mc: 192, nc: 3072,
 	fn: func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
 		sgemmKernelAVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
 	},

@@ -146,15 +146,29 @@ func TestSgemmKernelsAgainstReference(t *testing.T) {
 }
 
 // TestSgemmLargeBlocks covers several M, N and K blocks at once on the
-// default kernel.
+// default kernel, with B packed whole and panel by panel.
 func TestSgemmLargeBlocks(t *testing.T) {
 	k := kernels[0]
-	for i, tc := range []gemmCase{
-		{m: 2*k.mc + 5, n: k.nc + 3*k.nr + 1, k: 2*k.kc + 3, alpha: 1, beta: 0},
-		{tA: true, tB: true, m: k.mc + 1, n: 2*k.nr - 1, k: k.kc + 1, alpha: 2, beta: 0.5, pad: 1},
-	} {
-		runCase(t, tc, uint64(100+i))
+	for _, budget := range []int{bPackBudget, 0} {
+		t.Run(fmt.Sprintf("budget=%d", budget), func(t *testing.T) {
+			setPackBudget(t, budget)
+			for i, tc := range []gemmCase{
+				{m: 3*k.mr + 5, n: k.nc + 3*k.nr + 1, k: 2*k.kc + 3, alpha: 1, beta: 0},
+				{tA: true, tB: true, m: k.mc + 1, n: 2*k.nr - 1, k: k.kc + 1, alpha: 2, beta: 0.5, pad: 1},
+				{tB: true, m: 3, n: 5*k.nr + 2, k: 3*k.kc - 1, alpha: 1, beta: 1},
+			} {
+				runCase(t, tc, uint64(100+i))
+			}
+		})
 	}
+}
+
+// setPackBudget sets bPackBudget until the test ends (0 forces the
+// panel-by-panel loop order).
+func setPackBudget(t testing.TB, budget int) {
+	prev := bPackBudget
+	bPackBudget = budget
+	t.Cleanup(func() { bPackBudget = prev })
 }
 
 func TestSgemmDegenerate(t *testing.T) {
@@ -191,9 +205,15 @@ func TestSgemmPanicsOnShortOperands(t *testing.T) {
 		name string
 		call func()
 	}{
-		{"short A", func() { Sgemm(false, false, 2, 2, 2, 1, make([]float32, 3), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2) }},
-		{"short C", func() { Sgemm(false, false, 2, 2, 2, 1, make([]float32, 4), 2, make([]float32, 4), 2, 0, make([]float32, 3), 2) }},
-		{"small ldb", func() { Sgemm(false, true, 2, 2, 3, 1, make([]float32, 6), 3, make([]float32, 6), 2, 0, make([]float32, 4), 2) }},
+		{"short A", func() {
+			Sgemm(false, false, 2, 2, 2, 1, make([]float32, 3), 2, make([]float32, 4), 2, 0, make([]float32, 4), 2)
+		}},
+		{"short C", func() {
+			Sgemm(false, false, 2, 2, 2, 1, make([]float32, 4), 2, make([]float32, 4), 2, 0, make([]float32, 3), 2)
+		}},
+		{"small ldb", func() {
+			Sgemm(false, true, 2, 2, 3, 1, make([]float32, 6), 3, make([]float32, 6), 2, 0, make([]float32, 4), 2)
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			defer func() {
@@ -207,8 +227,8 @@ func TestSgemmPanicsOnShortOperands(t *testing.T) {
 }
 
 // TestSgemmDeterministicAcrossThreads checks bit-identical results for
-// GOMAXPROCS 1, 2 and 8 with every kernel, on shapes that split over M and
-// (for small M) over N.
+// GOMAXPROCS 1, 2 and 8, and for both loop orders, with every kernel, on
+// shapes that split over M and (for small M) over N.
 func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 	shapes := []gemmCase{
 		{m: 301, n: 203, k: 517, alpha: 1, beta: 0},
@@ -223,18 +243,21 @@ func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 			for i, tc := range shapes {
 				a, lda, b, ldb, c0, ldc := tc.operands(uint64(200 + i))
 				var ref []float32
-				for _, procs := range []int{1, 2, 8} {
-					runtime.GOMAXPROCS(procs)
-					c := append([]float32(nil), c0...)
-					Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
-					if ref == nil {
-						ref = c
-						checkAgainstReference(t, tc, a, lda, b, ldb, c0, c, ldc)
-						continue
-					}
-					for j := range c {
-						if math.Float32bits(c[j]) != math.Float32bits(ref[j]) {
-							t.Fatalf("%v: GOMAXPROCS=%d differs from 1 at %d: %g vs %g", tc, procs, j, c[j], ref[j])
+				for _, budget := range []int{bPackBudget, 0} {
+					setPackBudget(t, budget)
+					for _, procs := range []int{1, 2, 8} {
+						runtime.GOMAXPROCS(procs)
+						c := append([]float32(nil), c0...)
+						Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc)
+						if ref == nil {
+							ref = c
+							checkAgainstReference(t, tc, a, lda, b, ldb, c0, c, ldc)
+							continue
+						}
+						for j := range c {
+							if math.Float32bits(c[j]) != math.Float32bits(ref[j]) {
+								t.Fatalf("%v: GOMAXPROCS=%d budget=%d differs from the first run at %d: %g vs %g", tc, procs, budget, j, c[j], ref[j])
+							}
 						}
 					}
 				}
