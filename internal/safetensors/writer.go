@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,7 +51,11 @@ func (t Tensor) check() error {
 		if d < 0 {
 			return fmt.Errorf("safetensors: tensor %q: %w: negative dimension in %v", t.Name, ErrShape, t.Shape)
 		}
-		n *= uint64(d)
+		hi, lo := bits.Mul64(n, uint64(d))
+		if hi != 0 {
+			return fmt.Errorf("safetensors: tensor %q: %w: %v overflows", t.Name, ErrShape, t.Shape)
+		}
+		n = lo
 	}
 	want, ok := byteSize(t.DType, n)
 	if !ok {
