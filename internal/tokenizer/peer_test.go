@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // The cross-checks run the reference implementation (HF tokenizers.js,
@@ -178,6 +180,65 @@ func TestCrossCheckReal(t *testing.T) {
 				}
 				if bad > 0 {
 					t.Errorf("add=%v: %d of %d texts differ", add, bad, len(texts))
+				}
+				for i := range texts {
+					if d := tk.Decode(ref.IDs[i], false); d != ref.Decoded[i] {
+						t.Errorf("add=%v text %d: Decode = %q, js decode = %q", add, i, truncate(d, 80), truncate(ref.Decoded[i], 80))
+						break
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestRoundTripReal checks decode(encode(x)) == x where the tokenizer is
+// lossless: always for the byte-level ones, and for Llama 2 on text without
+// added tokens (each piece around a special token gets its own "▁").
+func TestRoundTripReal(t *testing.T) {
+	texts := corpusTexts(t)
+	for _, name := range realTokenizers {
+		t.Run(name, func(t *testing.T) {
+			tk := loadReal(t, name)
+			for i, text := range texts {
+				ids := tk.Encode(text, false)
+				if name == "llama2" && len(tk.added.findMatches(tk.added.raw, text)) > 0 {
+					continue
+				}
+				want := text
+				if tk.norm != nil {
+					want = tk.norm.normalize(text) // e.g. Qwen's NFC is lossy by design
+				}
+				if name == "llama2" {
+					want = text // its normalizer only adds "▁", which decoding removes
+				}
+				if got := tk.Decode(ids, false); got != want {
+					t.Errorf("text %d: decode(encode(x)) = %q, want %q", i, truncate(got, 100), truncate(text, 100))
+				}
+			}
+		})
+	}
+}
+
+// TestCrossCheckFixtures runs the small hand-written fixtures (Metaspace,
+// Digits, lstrip, NFKC, byte fallback) through tokenizers.js too.
+func TestCrossCheckFixtures(t *testing.T) {
+	texts := append(corpusTexts(t), "hello <mask>!", "Hello World", "hello 123", "xyz", "１２", "ab</s>ab", "<mask> x  <mask>")
+	for _, name := range []string{"tiny_spm.json", "tiny_metaspace.json"} {
+		t.Run(name, func(t *testing.T) {
+			tk := loadFixture(t, name)
+			ref := jsEncode(t, filepath.Join("testdata", name), "", texts, true)
+			for i, text := range texts {
+				// Known tokenizers.js divergence: its Metaspace applies
+				// prepend_scheme "first" per section between added tokens,
+				// not by original offset as HF (Rust) does, so pieces split
+				// off by Digits get a "▁" there. lathe follows HF; see
+				// TestFixtureEncodeDecode ("hello 123").
+				if name == "tiny_metaspace.json" && strings.ContainsAny(norm.NFKC.String(text), "0123456789") {
+					continue
+				}
+				if got := tk.Encode(text, true); !equalIDs(got, ref.IDs[i]) {
+					t.Errorf("text %d %q:\n lathe: %v\n js:    %v", i, truncate(text, 60), got, ref.IDs[i])
 				}
 			}
 		})
