@@ -300,11 +300,22 @@ func (s *Store) GC(ctx context.Context, opt GCOptions) (GCReport, error) {
 			}
 		}
 	}
+	// Lock files of keys that still have a record or a checkpoint stay:
+	// recreating them would cost the next no-op run a file creation per
+	// stage.
 	if ents, err := os.ReadDir(s.dir("locks")); err == nil {
 		for _, e := range ents {
-			if e.Name() != "store.lock" && strings.HasSuffix(e.Name(), ".lock") {
-				_, _ = removeIfUnlocked(s.dir("locks", e.Name()))
+			key, ok := strings.CutSuffix(e.Name(), ".lock")
+			if !ok || !validKey(key) {
+				continue
 			}
+			if _, err := os.Lstat(s.recordPath(key)); err == nil {
+				continue
+			}
+			if _, err := os.Lstat(s.dir("checkpoints", key)); err == nil {
+				continue
+			}
+			_, _ = removeIfUnlocked(s.dir("locks", e.Name()))
 		}
 	}
 	if opt.OlderThan > 0 {

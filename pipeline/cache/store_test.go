@@ -350,3 +350,20 @@ func TestDiffKeyText(t *testing.T) {
 		}
 	}
 }
+
+func TestDiffKeyTextGolden(t *testing.T) {
+	read := func(name string) string {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	old, new, want := read("key-old.txt"), read("key-new.txt"), read("key-diff.golden")
+	if got := DiffKeyText(old, new); got != want {
+		t.Fatalf("diff:\n%s\nwant:\n%s", got, want)
+	}
+	if got := DiffKeyText(new, new); got != "" {
+		t.Fatalf("diff of equal texts: %q", got)
+	}
+}

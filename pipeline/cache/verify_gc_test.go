@@ -224,10 +224,15 @@ func TestGCStagingAndLocks(t *testing.T) {
 	}
 	writeTree(t, dead.Dir, map[string]string{"out/f": "abandoned"})
 	dead.lock.release() // as if its process had died
-	// An unheld key lock file and a held one.
+	// An unheld key lock file, a held one, and an unheld one whose key
+	// has a record.
 	key1, key2 := testKey("l1").Sum, testKey("l2").Sum
 	u1, _ := s.Lock(context.Background(), key1)
 	u1()
+	withRec := testKey("l3")
+	u3, _ := s.Lock(context.Background(), withRec.Sum)
+	commit(t, s, withRec, map[string]map[string]string{"out": {"f": "r"}})
+	u3()
 	u2, _ := s.Lock(context.Background(), key2)
 	defer u2()
 
@@ -253,6 +258,9 @@ func TestGCStagingAndLocks(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dir("locks", key2+".lock")); err != nil {
 		t.Error("held lock file removed")
+	}
+	if _, err := os.Stat(s.dir("locks", withRec.Sum+".lock")); err != nil {
+		t.Error("lock file of a stored key removed")
 	}
 	// The live staging dir still commits.
 	if _, err := s.Commit(live, []string{"out"}, Record{Key: testKey("live").Sum}); err != nil {

@@ -409,7 +409,10 @@ type StageCounts struct {
 	Cached   int `json:"cached"`
 	Failed   int `json:"failed"`
 	Canceled int `json:"canceled"`
-	Running  int `json:"running"` // started, no outcome yet
+	Running  int `json:"running"` // started, no outcome yet, writer alive
+	// Interrupted counts stages started without an outcome in a run whose
+	// writer is gone.
+	Interrupted int `json:"interrupted,omitempty"`
 }
 
 func (c *StageCounts) add(ev Event) {
@@ -458,6 +461,7 @@ func (s Summary) StagesText() string {
 	add(s.Stages.Failed, "failed")
 	add(s.Stages.Canceled, "canceled")
 	add(s.Stages.Running, "running")
+	add(s.Stages.Interrupted, "interrupted")
 	if len(parts) == 0 {
 		return "-"
 	}
@@ -496,9 +500,10 @@ func (r *Run) Summary() (Summary, error) {
 	}
 	s := rr.summaryLocked()
 	if s.Status == "" {
-		s.Status = StatusInterrupted
-		if r.live() {
-			s.Status = StatusRunning
+		s.Status = StatusRunning
+		if !r.live() {
+			s.Status = StatusInterrupted
+			s.Stages.Interrupted, s.Stages.Running = s.Stages.Running, 0
 		}
 	}
 	return s, nil

@@ -97,7 +97,7 @@ func TestTruncatedLastLine(t *testing.T) {
 		t.Fatalf("events %v %v", evs, err)
 	}
 	s, err := o.Summary()
-	if err != nil || s.Status != StatusInterrupted || s.Stages.Running != 1 {
+	if err != nil || s.Status != StatusInterrupted || s.Stages.Interrupted != 1 {
 		t.Fatalf("summary %+v %v", s, err)
 	}
 	// Appending later (resume) drops the torn line and keeps the log valid.
@@ -278,5 +278,31 @@ func TestFollow(t *testing.T) {
 	boom := errors.New("boom")
 	if err := live.Follow(context.Background(), func(Event) error { return boom }); !errors.Is(err, boom) {
 		t.Fatalf("Follow with failing fn: %v", err)
+	}
+}
+
+func TestCrashedLogFixture(t *testing.T) {
+	// testdata/crashed-events.jsonl ends in half a line, as left by a
+	// process killed mid-write.
+	root := t.TempDir()
+	dir := filepath.Join(root, "runs", "20261128T112233Z-dead")
+	os.MkdirAll(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "meta.json"), []byte(`{"pipeline":"p","started":"2026-11-28T11:22:33Z"}`), 0o644)
+	data, err := os.ReadFile(filepath.Join("testdata", "crashed-events.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "events.jsonl"), data, 0o644)
+	r, err := Open(root, "20261128")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := r.Events()
+	if err != nil || len(evs) != 2 || evs[1].Stage != "exec.prep" {
+		t.Fatalf("events %+v %v", evs, err)
+	}
+	list, err := List(root)
+	if err != nil || len(list) != 1 || list[0].Status != StatusInterrupted || list[0].StagesText() != "1 interrupted" {
+		t.Fatalf("list %+v %v", list, err)
 	}
 }
