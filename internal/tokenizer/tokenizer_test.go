@@ -257,9 +257,9 @@ func TestConfig(t *testing.T) {
 		t.Errorf("chat template wrong: %q", c.ChatTemplate)
 	}
 	for file, wantPath := range map[string]string{
-		"bad_chat_template.json":  "chat_template[0].template:",
-		"bad_added_decoder.json":  "added_tokens_decoder.7.content:",
-		"../does-not-exist.json":  "",
+		"bad_chat_template.json": "chat_template[0].template:",
+		"bad_added_decoder.json": "added_tokens_decoder.7.content:",
+		"../does-not-exist.json": "",
 		"../tiny_metaspace.json": "",
 	} {
 		_, err := LoadConfig(filepath.Join("testdata/config", file))
