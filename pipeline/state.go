@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -19,6 +20,9 @@ import (
 // explanations, never results.
 type stateIndex struct {
 	path string
+
+	mu     sync.Mutex
+	loaded map[string]stateEntry // as last read or written by this process
 }
 
 type stateEntry struct {
@@ -47,18 +51,30 @@ func (s *stateIndex) load() (map[string]stateEntry, error) {
 	return m, nil
 }
 
-// last returns the key last recorded for addr, or "".
+// last returns the key last recorded for addr, or "". The index is read
+// from disk once per process; later changes by other processes are seen at
+// the next record.
 func (s *stateIndex) last(addr string) string {
-	m, err := s.load()
-	if err != nil {
-		return ""
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loaded == nil {
+		m, err := s.load()
+		if err != nil {
+			return ""
+		}
+		s.loaded = m
 	}
-	return m[addr].Key
+	return s.loaded[addr].Key
 }
 
 // record stores key as the latest for addr. Concurrent writers (two runs of
 // the same pipeline) serialise on a lock file; the file is replaced by rename.
 func (s *stateIndex) record(addr, key string) error {
+	if s.last(addr) == key {
+		return nil // nothing new: no need to touch the file
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if err := os.MkdirAll(filepath.Dir(s.path), 0o755); err != nil {
 		return err
 	}
@@ -75,6 +91,7 @@ func (s *stateIndex) record(addr, key string) error {
 	if err != nil {
 		return err
 	}
+	s.loaded = m
 	if m[addr].Key == key {
 		return nil
 	}
