@@ -174,6 +174,11 @@ func decodeRecord(f *os.File, key string) (*Record, error) {
 	if rec.Key != key {
 		return nil, fmt.Errorf("corrupt record: holds key %q", rec.Key)
 	}
+	if rec.KeyText != "" {
+		if sum := sha256.Sum256([]byte(rec.KeyText)); hex.EncodeToString(sum[:]) != key {
+			return nil, errors.New("corrupt record: key text does not hash to the key")
+		}
+	}
 	for name, a := range rec.Artifacts {
 		if _, err := digestHex(a.Digest); err != nil {
 			return nil, fmt.Errorf("corrupt record: artifact %s: %w", name, err)

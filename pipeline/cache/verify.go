@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Problem kinds reported by Verify.
@@ -56,6 +58,13 @@ func (p Problem) String() string {
 // refers to artifacts that exist. It reports each defect precisely and
 // changes nothing; see Remove.
 func (s *Store) Verify(ctx context.Context) ([]Problem, error) {
+	// Shared with commits, exclusive with gc and Remove, so that nothing
+	// disappears while it is being checked.
+	storeLock, err := lockWait(ctx, s.dir("locks", "store.lock"), unix.LOCK_SH)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	defer storeLock.release()
 	var problems []Problem
 	keys, err := s.recordKeys()
 	if err != nil {
@@ -149,6 +158,11 @@ func (s *Store) explainMismatch(h string, lines []byte) string {
 // with every record that uses them. The stages that produced them will
 // rerun.
 func (s *Store) Remove(problems []Problem) error {
+	storeLock, err := lockWait(context.Background(), s.dir("locks", "store.lock"), unix.LOCK_EX)
+	if err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	defer storeLock.release()
 	var errs []error
 	for _, p := range problems {
 		switch p.Kind {

@@ -103,6 +103,16 @@ func TestVerifyCorruptRecord(t *testing.T) {
 	if len(probs) != 1 || probs[0].Kind != ProblemCorruptRecord || !strings.Contains(probs[0].String(), r.Key) {
 		t.Fatalf("problems %v", probs)
 	}
+	// A record whose key text was edited no longer matches its key.
+	rec2 := commit(t, s, testKey("edited"), map[string]map[string]string{"out": {"f": "y"}})
+	data, _ := os.ReadFile(s.recordPath(rec2.Key))
+	os.WriteFile(s.recordPath(rec2.Key), []byte(strings.Replace(string(data), "test edited", "test edit3d", 1)), 0o644)
+	if _, err := s.Lookup(rec2.Key); err == nil || !strings.Contains(err.Error(), "key text") {
+		t.Fatalf("lookup of edited record: %v", err)
+	}
+	if probs, _ := s.Verify(context.Background()); len(probs) != 2 {
+		t.Fatalf("problems %v", probs)
+	}
 }
 
 // age sets the last-used time of a record.
