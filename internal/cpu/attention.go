@@ -3,6 +3,7 @@ package cpu
 import (
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 )
 
@@ -93,7 +94,7 @@ type attnArgs struct {
 
 type attnJob struct {
 	attnArgs
-	fwd, bwd func(lo, hi int)
+	fwd, bwd, bwdKV, bwdQ func(lo, hi int)
 }
 
 var attnJobList reuseList[attnJob]
@@ -103,6 +104,8 @@ func getAttnJob(a attnArgs) *attnJob {
 	if j.fwd == nil {
 		j.fwd = j.forwardRange
 		j.bwd = j.backwardRange
+		j.bwdKV = j.backwardKVRange
+		j.bwdQ = j.backwardQRange
 	}
 	j.attnArgs = a
 	return j
@@ -291,11 +294,15 @@ func maskTile(s []float32, seg []int32, i0, bq, j0, bk int) {
 // the forward's q, k, v, out and lse. The attention probabilities are
 // recomputed tile by tile from lse (FlashAttention-2), never stored whole.
 //
-// Work is split over (batch, KV head): one worker owns dk and dv of a KV
-// head and dq of its query heads, and accumulates them over query heads,
-// query blocks and key blocks in one fixed order, so the results are
-// bit-identical for any GOMAXPROCS. It allocates nothing once warm, apart
-// from what Sgemm allocates.
+// With enough (batch, KV head) pairs to keep the workers busy, one worker
+// owns dk and dv of a KV head and dq of its query heads and computes them in
+// one pass. With fewer, it runs two passes with finer work items: dk, dv
+// per (batch, KV head, key block), then dq per (batch, head, query block),
+// recomputing the tiles (about 40% more arithmetic). Both strategies make
+// the same block products and accumulate every output element in the same
+// fixed order (dk, dv over query heads, then query blocks; dq over key
+// blocks), so the results are bit-identical for any GOMAXPROCS. It
+// allocates nothing once warm, apart from what Sgemm allocates.
 func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32) {
 	nq, nkv := B*T*Hq*D, B*T*Hkv*D
 	checkAttnShapes("AttentionBackward", segIDs, B, T, Hq, Hkv, D,
@@ -308,11 +315,33 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []i
 	nb := (T + attnBlock - 1) / attnBlock
 	j := getAttnJob(attnArgs{dq: dq, dk: dk, dv: dv, dout: dout, out: out, lse: lse,
 		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale})
-	parallelFor(B*Hkv, 1, j.bwd)
+	if attnSplitBackward(B*Hkv, nb) {
+		parallelFor(B*Hkv*nb, 1, j.bwdKV)
+		parallelFor(B*Hq*nb, 1, j.bwdQ)
+	} else {
+		parallelFor(B*Hkv, 1, j.bwd)
+	}
 	putAttnJob(j)
 }
 
-// backwardRange computes the gradients owned by (batch, KV head) items
+// attnBackwardMode forces a backward strategy in tests: 0 picks by
+// GOMAXPROCS, 1 the one-pass, 2 the two-pass.
+var attnBackwardMode = 0
+
+// attnSplitBackward reports whether the backward runs as two passes: when
+// there are fewer than two (batch, KV head) items per worker and more than
+// one key block to split them by.
+func attnSplitBackward(groups, nBlocks int) bool {
+	switch attnBackwardMode {
+	case 1:
+		return false
+	case 2:
+		return true
+	}
+	return nBlocks > 1 && groups < 2*runtime.GOMAXPROCS(0)
+}
+
+// backwardRange runs the one-pass backward of (batch, KV head) items
 // lo..hi-1, item = b·Hkv + g.
 func (a *attnJob) backwardRange(lo, hi int) {
 	sc := getAttnScratch(a.T, a.D)
@@ -327,7 +356,6 @@ func (a *attnJob) backwardRange(lo, hi int) {
 func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
 	group := Hq / Hkv
-	ldq, ldk := Hq*D, Hkv*D
 	for t := 0; t < T; t++ {
 		kr := ((b*T+t)*Hkv + g) * D
 		clear(a.dk[kr : kr+D])
@@ -337,65 +365,134 @@ func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 			clear(a.dq[qr : qr+D])
 		}
 	}
+	for h := g * group; h < (g+1)*group; h++ {
+		a.fillRowD(sc.rowD, b, h, 0, T)
+		for qb := 0; qb < a.nBlocks; qb++ {
+			for kb := 0; kb <= qb; kb++ {
+				a.backwardTile(sc, b, h, g, qb, kb, true, true)
+			}
+		}
+	}
+}
+
+// backwardKVRange runs the dk, dv pass of the two-pass backward over items
+// lo..hi-1, item = (b·Hkv + g)·nBlocks + key block.
+func (a *attnJob) backwardKVRange(lo, hi int) {
+	sc := getAttnScratch(a.T, a.D)
+	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
+	group := Hq / Hkv
+	for it := lo; it < hi; it++ {
+		kb := it % a.nBlocks
+		b, g := it/a.nBlocks/Hkv, it/a.nBlocks%Hkv
+		j0 := kb * attnBlock
+		for t := j0; t < min(j0+attnBlock, T); t++ {
+			kr := ((b*T+t)*Hkv + g) * D
+			clear(a.dk[kr : kr+D])
+			clear(a.dv[kr : kr+D])
+		}
+		for h := g * group; h < (g+1)*group; h++ {
+			a.fillRowD(sc.rowD, b, h, j0, T)
+			for qb := kb; qb < a.nBlocks; qb++ {
+				a.backwardTile(sc, b, h, g, qb, kb, false, true)
+			}
+		}
+	}
+	attnScratchList.put(sc)
+}
+
+// backwardQRange runs the dq pass of the two-pass backward over items
+// lo..hi-1, item = (b·Hq + h)·nBlocks + query block.
+func (a *attnJob) backwardQRange(lo, hi int) {
+	sc := getAttnScratch(a.T, a.D)
+	T, Hq, D := a.T, a.Hq, a.D
+	for it := lo; it < hi; it++ {
+		qb := it % a.nBlocks
+		b, h := it/a.nBlocks/Hq, it/a.nBlocks%Hq
+		g := h / (Hq / a.Hkv)
+		i0 := qb * attnBlock
+		i1 := min(i0+attnBlock, T)
+		for t := i0; t < i1; t++ {
+			qr := ((b*T+t)*Hq + h) * D
+			clear(a.dq[qr : qr+D])
+		}
+		a.fillRowD(sc.rowD, b, h, i0, i1)
+		for kb := 0; kb <= qb; kb++ {
+			a.backwardTile(sc, b, h, g, qb, kb, true, false)
+		}
+	}
+	attnScratchList.put(sc)
+}
+
+// fillRowD sets rowD[t] = Σ_d dO[t,d]·O[t,d] (the softmax-Jacobian
+// correction) of head h in batch b for t0 <= t < t1.
+func (a *attnJob) fillRowD(rowD []float32, b, h, t0, t1 int) {
+	T, Hq, D := a.T, a.Hq, a.D
+	for t := t0; t < t1; t++ {
+		r := ((b*T+t)*Hq + h) * D
+		o, do := a.out[r:r+D], a.dout[r:r+D]
+		var acc float32
+		for d := range o {
+			acc += o[d] * do[d]
+		}
+		rowD[t] = acc
+	}
+}
+
+// backwardTile recomputes the probabilities of query block qb of head h
+// against key block kb of KV head g (batch b) and accumulates the tile's
+// contributions to dq (if wantQ) and to dk, dv (if wantKV). sc.rowD must
+// hold the rows of the query block.
+func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, wantKV bool) {
+	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
+	ldq, ldk := Hq*D, Hkv*D
+	i0, j0 := qb*attnBlock, kb*attnBlock
+	bq, bk := min(attnBlock, T-i0), min(attnBlock, T-j0)
 	var seg []int32
 	if a.seg != nil {
 		seg = a.seg[b*T : (b+1)*T]
+		if !anyVisible(seg, i0, bq, j0, bk) {
+			return
+		}
 	}
-	s, dp, rowD := sc.s, sc.dp, sc.rowD[:T]
+	qOff := ((b*T+i0)*Hq + h) * D
+	kOff := ((b*T+j0)*Hkv + g) * D
+	lse := a.lse[(b*Hq+h)*T+i0 : (b*Hq+h)*T+i0+bq]
+	s, dp := sc.s, sc.dp
 
-	for h := g * group; h < (g+1)*group; h++ {
-		// rowD[t] = Σ_d dO[t,d]·O[t,d], the softmax-Jacobian correction.
-		for t := 0; t < T; t++ {
-			r := ((b*T+t)*Hq + h) * D
-			o, do := a.out[r:r+D], a.dout[r:r+D]
-			var acc float32
-			for d := range o {
-				acc += o[d] * do[d]
-			}
-			rowD[t] = acc
+	// P = exp(scale·Q Kᵀ - lse), masked.
+	blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+	if seg != nil {
+		maskTile(s, seg, i0, bq, j0, bk)
+	}
+	for r := 0; r < bq; r++ {
+		row := s[r*attnBlock : r*attnBlock+bk]
+		if kb == qb {
+			clear(row[r+1:]) // keys after the query
+			row = row[:r+1]
 		}
-		lse := a.lse[(b*Hq+h)*T : (b*Hq+h+1)*T]
-		for qb := 0; qb < a.nBlocks; qb++ {
-			i0 := qb * attnBlock
-			bq := min(attnBlock, T-i0)
-			qOff := ((b*T+i0)*Hq + h) * D
-			for kb := 0; kb <= qb; kb++ {
-				j0 := kb * attnBlock
-				bk := min(attnBlock, T-j0)
-				if seg != nil && !anyVisible(seg, i0, bq, j0, bk) {
-					continue
-				}
-				kOff := ((b*T+j0)*Hkv + g) * D
-				// P = exp(scale·Q Kᵀ - lse), masked.
-				blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
-				if seg != nil {
-					maskTile(s, seg, i0, bq, j0, bk)
-				}
-				for r := 0; r < bq; r++ {
-					row := s[r*attnBlock : r*attnBlock+bk]
-					if kb == qb {
-						clear(row[r+1:]) // keys after the query
-						row = row[:r+1]
-					}
-					expSubRow(row, lse[i0+r])
-				}
-				// dV += Pᵀ dO.
-				blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
-				// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place.
-				blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
-				for r := 0; r < bq; r++ {
-					pr := s[r*attnBlock : r*attnBlock+bk]
-					dr := dp[r*attnBlock : r*attnBlock+bk]
-					di := rowD[i0+r]
-					for c := range dr {
-						dr[c] = pr[c] * (dr[c] - di)
-					}
-				}
-				// dQ += scale·dS K, dK += scale·dSᵀ Q.
-				blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
-				blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
-			}
+		expSubRow(row, lse[r])
+	}
+	if wantKV {
+		// dV += Pᵀ dO.
+		blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+	}
+	// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place.
+	blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
+	for r := 0; r < bq; r++ {
+		pr := s[r*attnBlock : r*attnBlock+bk]
+		dr := dp[r*attnBlock : r*attnBlock+bk]
+		di := sc.rowD[i0+r]
+		for c := range dr {
+			dr[c] = pr[c] * (dr[c] - di)
 		}
+	}
+	if wantQ {
+		// dQ += scale·dS K.
+		blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+	}
+	if wantKV {
+		// dK += scale·dSᵀ Q.
+		blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
 	}
 }
 

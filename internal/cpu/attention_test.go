@@ -174,12 +174,20 @@ func TestAttentionAgainstReference(t *testing.T) {
 	for i, c := range attnCases {
 		t.Run(c.String(), func(t *testing.T) {
 			d := attnTestData(c, uint64(i+1))
+			defer func() { attnBackwardMode = 0 }()
+			attnBackwardMode = 1
 			got := runAttention(c, d)
 			out, dq, dk, dv := refAttention(c, d)
 			attnClose(t, "out", got.out, out, 2e-5)
 			attnClose(t, "dq", got.dq, dq, 1e-4)
 			attnClose(t, "dk", got.dk, dk, 1e-4)
 			attnClose(t, "dv", got.dv, dv, 1e-4)
+			// The two-pass backward must give the very same bits.
+			attnBackwardMode = 2
+			split := runAttention(c, d)
+			if !bitsEqual(split.dq, got.dq) || !bitsEqual(split.dk, got.dk) || !bitsEqual(split.dv, got.dv) {
+				t.Errorf("two-pass backward differs from one-pass")
+			}
 			// lse against the reference log-sum-exp of one query per row.
 			for _, pos := range []int{0, c.T / 3, c.T - 1} {
 				var s float64
@@ -244,6 +252,7 @@ func TestAttentionFiniteDifference(t *testing.T) {
 func TestAttentionDeterministicAcrossProcs(t *testing.T) {
 	old := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(old)
+	// Under GOMAXPROCS 1, 2, 16 these take both backward strategies.
 	for i, c := range []attnCase{attnCases[1], attnCases[5], {B: 3, T: 150, Hq: 4, Hkv: 2, D: 16}} {
 		d := attnTestData(c, uint64(100+i))
 		var first attnResult
@@ -320,9 +329,15 @@ func TestAttentionDoesNotAllocate(t *testing.T) {
 			AttentionForward(r.out, r.lse, d.q, d.k, d.v, d.seg, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
 		}},
 		{"backward", func() {
+			attnBackwardMode = 1
+			AttentionBackward(r.dq, r.dk, r.dv, d.dout, d.q, d.k, d.v, r.out, r.lse, d.seg, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
+		}},
+		{"backward two-pass", func() {
+			attnBackwardMode = 2
 			AttentionBackward(r.dq, r.dk, r.dv, d.dout, d.q, d.k, d.v, r.out, r.lse, d.seg, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
 		}},
 	} {
+		defer func() { attnBackwardMode = 0 }()
 		total, own := ownAllocsPerRun(t, 5, k.fn)
 		if own != 0 {
 			t.Errorf("%s: %v allocations per call outside Sgemm", k.name, own)
