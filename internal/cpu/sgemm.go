@@ -87,6 +87,16 @@ type gemmKernel struct {
 	// for the mr×nr tile, summing p = 0..k-1 in order; beta = 0 does not
 	// read c.
 	fn func(k int, a, b, c []float32, ldc int, alpha, beta float32)
+	// edges optionally lists kernels for partial tiles, smallest first;
+	// each computes a rows×cols corner of the tile from the same packed
+	// panels with the same per-element arithmetic as fn.
+	edges []edgeKernel
+}
+
+// edgeKernel computes the top-left rows×cols of an mr×nr tile.
+type edgeKernel struct {
+	rows, cols int
+	fn         func(k int, a, b, c []float32, ldc int, alpha, beta float32)
 }
 
 // kernels lists the usable micro-kernels, best first; activeKernel is the one
@@ -257,14 +267,30 @@ func macroKernel(kern *gemmKernel, kb int, ap, bp []float32, i0, mb, jc, nb, jlo
 				fn(kb, apan, bpan, c[i*ldc+j:], ldc, alpha, beta)
 				continue
 			}
-			// Edge tile: run the same kernel on a scratch copy, so edge
-			// elements get exactly the arithmetic of interior ones.
+			// Edge tile: the smallest kernel that covers it, straight into C
+			// when it fits exactly, else on a scratch copy. Every kernel
+			// does the same per-element arithmetic as fn.
+			efn := fn
+			for _, e := range kern.edges {
+				if e.rows >= rows && e.cols >= cols {
+					if e.rows == rows && e.cols == cols {
+						e.fn(kb, apan, bpan, c[i*ldc+j:], ldc, alpha, beta)
+						efn = nil
+					} else {
+						efn = e.fn
+					}
+					break
+				}
+			}
+			if efn == nil {
+				continue
+			}
 			if beta != 0 {
 				for r := 0; r < rows; r++ {
 					copy(tile[r*nr:r*nr+cols], c[(i+r)*ldc+j:(i+r)*ldc+j+cols])
 				}
 			}
-			fn(kb, apan, bpan, tile, nr, alpha, beta)
+			efn(kb, apan, bpan, tile, nr, alpha, beta)
 			for r := 0; r < rows; r++ {
 				copy(c[(i+r)*ldc+j:(i+r)*ldc+j+cols], tile[r*nr:r*nr+cols])
 			}
@@ -281,10 +307,13 @@ func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
 		row0 := i0 + ip*mr
 		if trans {
 			// op(A)[i][p] = a[p*lda+i]: each k step is a contiguous run.
+			if rows == mr {
+				copyRows(d, a[p0*lda+row0:], kb, mr, lda)
+				continue
+			}
 			for p := 0; p < kb; p++ {
-				src := a[(p0+p)*lda+row0:]
 				dp := d[p*mr : p*mr+mr]
-				copy(dp[:rows], src[:rows])
+				copy(dp[:rows], a[(p0+p)*lda+row0:][:rows])
 				clear(dp[rows:])
 			}
 			continue
@@ -322,6 +351,10 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 		cols := min(nr, nb-jp*nr)
 		d := dst[jp*kb*nr : (jp+1)*kb*nr]
 		col0 := j0 + jp*nr
+		if !trans && cols == nr {
+			copyRows(d, b[p0*ldb+col0:], kb, nr, ldb)
+			continue
+		}
 		if !trans {
 			for p := 0; p < kb; p++ {
 				dp := d[p*nr : p*nr+nr]
@@ -353,5 +386,12 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 				clear(d[p*nr+cols : p*nr+nr])
 			}
 		}
+	}
+}
+
+// copyRowsGo is the portable copyRows.
+func copyRowsGo(dst, src []float32, rows, width, srcStride int) {
+	for i := 0; i < rows; i++ {
+		copy(dst[i*width:(i+1)*width], src[i*srcStride:i*srcStride+width])
 	}
 }

@@ -15,18 +15,48 @@ func sgemmKernelAVX512(k int, a, b, c *float32, ldc int, alpha, beta float32)
 //go:noescape
 func sgemmKernelAVX2(k int, a, b, c *float32, ldc int, alpha, beta float32)
 
+// Edge kernels of the AVX-512 path: r×c sub-tiles read from the 12×32
+// packed layout, so partial tiles do not pay for the full 12×32 FMAs.
+//
+//go:noescape
+func sgemmKernelAVX512x4x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func sgemmKernelAVX512x4x32(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func sgemmKernelAVX512x8x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func sgemmKernelAVX512x8x32(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+//go:noescape
+func sgemmKernelAVX512x12x16(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+type asmKernel func(k int, a, b, c *float32, ldc int, alpha, beta float32)
+
+func wrapAsm(f asmKernel) func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+	return func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
+		f(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	}
+}
+
 var kernelAVX512 = &gemmKernel{
 	name: "avx512", mr: 12, nr: 32, kc: 256, mc: 192, nc: 3072,
-	fn: func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
-		sgemmKernelAVX512(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
+	fn: wrapAsm(sgemmKernelAVX512),
+	// Smallest first: macroKernel takes the first that covers a tile.
+	edges: []edgeKernel{
+		{4, 16, wrapAsm(sgemmKernelAVX512x4x16)},
+		{4, 32, wrapAsm(sgemmKernelAVX512x4x32)},
+		{8, 16, wrapAsm(sgemmKernelAVX512x8x16)},
+		{12, 16, wrapAsm(sgemmKernelAVX512x12x16)},
+		{8, 32, wrapAsm(sgemmKernelAVX512x8x32)},
 	},
 }
 
 var kernelAVX2 = &gemmKernel{
 	name: "avx2", mr: 6, nr: 16, kc: 256, mc: 96, nc: 2048,
-	fn: func(k int, a, b, c []float32, ldc int, alpha, beta float32) {
-		sgemmKernelAVX2(k, &a[0], &b[0], &c[0], ldc, alpha, beta)
-	},
+	fn: wrapAsm(sgemmKernelAVX2),
 }
 
 // availableKernels lists the micro-kernels this CPU can run, best first.
@@ -39,4 +69,41 @@ func availableKernels() []*gemmKernel {
 		ks = append(ks, kernelAVX2)
 	}
 	return append(ks, kernelGo)
+}
+
+// copyRows32, copyRows16 and copyRows12 copy rows runs of 32, 16 or 12
+// floats from src (stride srcStride floats) to consecutive runs in dst.
+// They need AVX.
+//
+//go:noescape
+func copyRows32(dst, src *float32, rows, srcStride int)
+
+//go:noescape
+func copyRows16(dst, src *float32, rows, srcStride int)
+
+//go:noescape
+func copyRows12(dst, src *float32, rows, srcStride int)
+
+// copyRows copies rows runs of width floats, the i-th from
+// src[i*srcStride:], to dst[i*width:].
+func copyRows(dst, src []float32, rows, width, srcStride int) {
+	if rows <= 0 {
+		return
+	}
+	_ = dst[rows*width-1]
+	_ = src[(rows-1)*srcStride+width-1]
+	if cpu.X86.HasAVX {
+		switch width {
+		case 32:
+			copyRows32(&dst[0], &src[0], rows, srcStride)
+			return
+		case 16:
+			copyRows16(&dst[0], &src[0], rows, srcStride)
+			return
+		case 12:
+			copyRows12(&dst[0], &src[0], rows, srcStride)
+			return
+		}
+	}
+	copyRowsGo(dst, src, rows, width, srcStride)
 }

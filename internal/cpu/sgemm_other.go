@@ -7,3 +7,9 @@ package cpu
 func availableKernels() []*gemmKernel {
 	return []*gemmKernel{kernelGo}
 }
+
+// copyRows copies rows runs of width floats, the i-th from
+// src[i*srcStride:], to dst[i*width:].
+func copyRows(dst, src []float32, rows, width, srcStride int) {
+	copyRowsGo(dst, src, rows, width, srcStride)
+}

@@ -120,7 +120,8 @@ func TestSgemmKernelsAgainstReference(t *testing.T) {
 	sizes := [][3]int{
 		{1, 1, 1}, {1, 7, 17}, {7, 1, 33}, {17, 33, 7}, {33, 17, 100},
 		{12, 32, 5}, {13, 33, 1}, {100, 100, 100}, {257, 31, 19}, {5, 257, 300},
-		{50, 70, 777}, // k spans several kc blocks
+		{50, 70, 777},                                      // k spans several kc blocks
+		{8, 16, 9}, {4, 48, 20}, {20, 48, 3}, {16, 64, 40}, // exact edge-kernel fits
 	}
 	scalars := [][2]float32{{1, 0}, {1, 1}, {0.5, -2}, {-1.5, 0}}
 	for _, kern := range kernels {
