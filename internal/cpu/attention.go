@@ -51,8 +51,8 @@ func (l *reuseList[T]) put(x *T) {
 	l.mu.Unlock()
 }
 
-// growF32 returns x resliced to n elements, reallocated only if too small.
-func growF32(x []float32, n int) []float32 {
+// growScratch returns x resliced to n elements, reallocated only if too small.
+func growScratch(x []float32, n int) []float32 {
 	if cap(x) >= n {
 		return x[:n]
 	}
@@ -72,12 +72,12 @@ var attnScratchList reuseList[attnScratch]
 
 func getAttnScratch(T, D int) *attnScratch {
 	s := attnScratchList.get()
-	s.s = growF32(s.s, attnBlock*attnBlock)
-	s.dp = growF32(s.dp, attnBlock*attnBlock)
-	s.acc = growF32(s.acc, attnBlock*D)
-	s.m = growF32(s.m, attnBlock)
-	s.l = growF32(s.l, attnBlock)
-	s.rowD = growF32(s.rowD, T)
+	s.s = growScratch(s.s, attnBlock*attnBlock)
+	s.dp = growScratch(s.dp, attnBlock*attnBlock)
+	s.acc = growScratch(s.acc, attnBlock*D)
+	s.m = growScratch(s.m, attnBlock)
+	s.l = growScratch(s.l, attnBlock)
+	s.rowD = growScratch(s.rowD, T)
 	return s
 }
 
