@@ -1,6 +1,7 @@
 package data
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -254,56 +255,89 @@ func TestAllDroppedSummary(t *testing.T) {
 	}
 }
 
-// TestStreamingBoundedMemory reads a generated multi-MB JSONL file and checks
-// that the heap does not grow with the file.
+// TestStreamingBoundedMemory reads generated multi-MB JSONL, JSON-array and
+// CSV files and checks that the heap does not grow with the file.
 func TestStreamingBoundedMemory(t *testing.T) {
 	if testing.Short() {
-		t.Skip("generates a large file")
-	}
-	p := filepath.Join(t.TempDir(), "big.jsonl")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
+		t.Skip("generates large files")
 	}
 	pad := strings.Repeat("lorem ipsum ", 40)
-	const rows = 40000
-	for i := range rows {
-		fmt.Fprintf(f, "{\"instruction\": \"question %d %s\", \"output\": \"answer %d\"}\n", i, pad, i)
-	}
-	f.Close()
-	fi, _ := os.Stat(p)
-	if fi.Size() < 16<<20 {
-		t.Fatalf("file only %d bytes", fi.Size())
-	}
-	r, err := Open(Spec{Path: p, Format: FormatAlpaca})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	runtime.GC()
-	var ms runtime.MemStats
-	var peak uint64
-	n := 0
-	for {
-		_, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		n++
-		if n%5000 == 0 {
+	const rows = 30000
+	for _, ext := range []string{"jsonl", "json", "csv"} {
+		t.Run(ext, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "big."+ext)
+			f, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := bufio.NewWriter(f)
+			switch ext {
+			case "json":
+				w.WriteString("[\n")
+			case "csv":
+				w.WriteString("instruction,output\n")
+			}
+			for i := range rows {
+				switch ext {
+				case "csv":
+					fmt.Fprintf(w, "\"question %d %s\",answer %d\n", i, pad, i)
+				default:
+					sep := ""
+					if ext == "json" && i < rows-1 {
+						sep = ","
+					}
+					fmt.Fprintf(w, "{\"instruction\": \"question %d %s\", \"output\": \"answer %d\"}%s\n", i, pad, i, sep)
+				}
+			}
+			if ext == "json" {
+				w.WriteString("]\n")
+			}
+			w.Flush()
+			f.Close()
+			fi, _ := os.Stat(p)
+			if fi.Size() < 12<<20 {
+				t.Fatalf("file only %d bytes", fi.Size())
+			}
+			r, err := Open(Spec{Path: p, Format: FormatAlpaca})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
 			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
-		}
-	}
-	if n != rows {
-		t.Fatalf("read %d rows", n)
-	}
-	t.Logf("file %d MiB, peak heap in use %d KiB", fi.Size()>>20, peak>>10)
-	if peak > 8<<20 {
-		t.Errorf("heap in use reached %d bytes while streaming a %d-byte file", peak, fi.Size())
+			var ms runtime.MemStats
+			var peak uint64
+			n := 0
+			var last Example
+			for {
+				ex, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				last = ex
+				n++
+				if n%5000 == 0 {
+					runtime.GC()
+					runtime.ReadMemStats(&ms)
+					peak = max(peak, ms.HeapInuse)
+				}
+			}
+			if n != rows {
+				t.Fatalf("read %d rows", n)
+			}
+			wantLine := rows
+			if ext != "jsonl" {
+				wantLine = rows + 1
+			}
+			if last.Source != fmt.Sprintf("%s:%d", p, wantLine) {
+				t.Errorf("last source %s", last.Source)
+			}
+			t.Logf("file %d MiB, peak heap in use %d KiB", fi.Size()>>20, peak>>10)
+			if peak > 8<<20 {
+				t.Errorf("heap in use reached %d bytes while streaming a %d-byte file", peak, fi.Size())
+			}
+		})
 	}
 }

@@ -1,24 +1,56 @@
 // Package data reads fine-tuning datasets, renders conversations with chat
 // templates, and writes tokenized shards.
 //
-// Reading (Open, NewReader, ReadAll): LLaMA Factory's dataset layouts —
-// alpaca (instruction/input/output/system/history), sharegpt (conversations
-// of from/value, or OpenAI messages of role/content), preference pairs
+// # Reading
+//
+// Open, NewReader and ReadAll read LLaMA Factory's dataset layouts — alpaca
+// (instruction/input/output/system/history), sharegpt (conversations of
+// from/value, or OpenAI messages of role/content), preference pairs
 // (chosen/rejected, alpaca or sharegpt style) and plain text for pretraining
-// — from a JSON array, JSONL or CSV file, with column and role-tag mapping
-// and literal placeholder replacement. Files are streamed: memory is bounded
-// by the largest row, not the file. A malformed record fails the read with
-// "file:line: what was expected"; a well-formed but unusable row (missing
-// prompt, empty answer, bad role order, ...) is dropped and counted by
-// reason in Stats; a file whose every row is dropped fails with that summary.
-// Every row becomes an Example. Parquet and Hub datasets are not read here
-// (download them first; Parquet is not supported yet).
+// — from a JSON array, JSONL or CSV file, with column mapping (Columns),
+// role-tag mapping (Tags) and literal placeholder replacement (Spec.Replace)
+// applied to every text field. Files are streamed: memory is bounded by the
+// largest row, not the file (a JSON array is decoded element by element).
+// A malformed record fails the read with "file:line: what was expected"
+// (JSON array errors also name the element index); a well-formed but unusable
+// row (missing prompt, empty answer, bad role order, ...) is dropped and
+// counted by reason in Stats with the first few kept as examples; a file whose
+// every row is dropped fails with that summary (ErrAllDropped). Every row
+// becomes an Example. Not supported: Parquet (convert to JSONL), reading from
+// the Hub (download first), multimodal columns, tools/function schemas.
 //
-// Templates (LookupTemplate): built-in chat templates rendering a
-// conversation into Segments with a Train flag; see template.go.
+// # Templates
 //
-// Shards (ShardWriter, OpenShard) and the manifest: see FORMAT.md.
+// LookupTemplate returns a built-in chat template: default, alpaca, vicuna,
+// chatml, qwen (Qwen2.5: chatml with "You are Qwen, created by Alibaba Cloud.
+// You are a helpful assistant." as default system), qwen3 (with its <think>
+// block rules), llama2, llama3 (Llama 3.0 layout, no date header) and
+// mistral. Render turns a conversation into Segments with a Train flag:
+// assistant answers and their end-of-turn token are trained, prompts are not
+// unless RenderOptions.TrainOnPrompt, and MaskHistory trains only the last
+// answer. The rendered text matches the models' own Jinja templates byte for
+// byte for user/assistant/system conversations (see template_test.go). Tool
+// roles are not rendered, and Jinja templates are not interpreted.
 //
-// The package does not tokenize by itself: callers supply an Encoder (the
-// HF tokenizer in internal/tokenizer fits it).
+// # Shards
+//
+// Build tokenizes Examples with an Encoder (the tokenizer in
+// internal/tokenizer fits it; this package does not import it), truncates to
+// cutoff_len by LLaMA Factory's infer_seqlen rule, optionally packs samples
+// into rows with segment ids, shuffles with a seeded PCG, splits off a
+// validation set and writes shard files plus manifest.json. FORMAT.md is the
+// full specification; in short, a shard is
+//
+//	header (64 bytes): "LATHESHD", uint32 version=1, uint32 flags
+//	                   (1=packed, 2=pairs), uint64 samples N, uint64 tokens T,
+//	                   SHA-256 of header[0:32] ++ payload
+//	payload:           (N+1) x uint64 offsets, T x uint32 token ids,
+//	                   [T x uint32 segment ids if packed],
+//	                   ceil(T/8) bytes loss mask, LSB first
+//
+// all little-endian. Preference data stores chosen and rejected as samples
+// 2k and 2k+1 of a pairs shard, sharing the prompt tokens. Shards and the
+// manifest are written atomically (temp file + rename, manifest last);
+// OpenShard memory-maps a shard and validates all of it with errors naming
+// the file; VerifyDir checks a whole dataset directory.
 package data

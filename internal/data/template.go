@@ -292,7 +292,8 @@ func renderLlama2(b *builder, system string, turns []Message) {
 		})
 }
 
-// Mistral instruct (v0.1 layout): "<s>[INST] {q} [/INST]{a}</s>[INST] ...".
+// Mistral instruct (the Mistral-7B-Instruct-v0.2 Jinja layout):
+// "<s>[INST] {q} [/INST]{a}</s>[INST] ...".
 // The system prompt, which Mistral's own template rejects, is put before the
 // first question followed by "\n\n". Trained: "{a}</s>".
 func renderMistral(b *builder, system string, turns []Message) {

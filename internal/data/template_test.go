@@ -18,7 +18,7 @@ const qwenSys = "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You
 
 // The expected strings are derived by hand from the models' Jinja chat
 // templates (tokenizer_config.json of Qwen2.5-*-Instruct, Qwen3-*,
-// Meta-Llama-3-*-Instruct, Llama-2-*-chat, Mistral-7B-Instruct-v0.1) and
+// Meta-Llama-3-*-Instruct, Llama-2-*-chat, Mistral-7B-Instruct-v0.2) and
 // from LLaMA Factory's default/alpaca and FastChat's vicuna_v1.1.
 func TestTemplateGolden(t *testing.T) {
 	tests := []struct {
