@@ -166,10 +166,11 @@ func growBuf(x []float32, n int) []float32 {
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
-// bPackBudget bounds, in floats, a packed op(B) block that spans all of K:
-// when k·n fits, B is packed once and each worker runs all K blocks of its
-// rows in one go (two parallel phases per call); otherwise the classic loop
-// order packs one kc×nc panel at a time.
+// bPackBudget bounds, in floats, a packed op(B) block spanning several kc
+// blocks of K: when k·n fits, B is packed once and each worker runs all K
+// blocks of its rows in one go (two parallel phases per call); otherwise B
+// is packed nc columns and as many kc blocks as fit at a time. With a budget
+// of 0 this is the classic one kc×nc panel at a time.
 var bPackBudget = 1 << 21 // a variable so tests can force both loop orders
 
 // gemm runs the blocked product with micro-kernel kern; arguments are
@@ -190,11 +191,14 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	// mc: a multiple of mr, small enough to give every worker a block.
 	mc := min(kern.mc, ceilDiv(mTiles, workers)*mr)
 	mBlocks := ceilDiv(m, mc)
-	nc := min(kern.nc, ceilDiv(n, nr)*nr)
-	kSpan := kc // K covered by one packed B block
-	if nAll := ceilDiv(n, nr) * nr; k*nAll <= bPackBudget {
-		nc, kSpan = nAll, k
+	nAll := ceilDiv(n, nr) * nr
+	nc := min(kern.nc, nAll)
+	if k*nAll <= bPackBudget {
+		nc = nAll
 	}
+	// kSpan: the K rows covered by one packed B block, a whole number of
+	// kc blocks within the budget (fewer parallel phases for long K).
+	kSpan := min(k, max(kc, bPackBudget/nc/kc*kc))
 
 	g := getBuffers(workers, kSpan*nc, kc*mc, mr*nr)
 	defer putBuffers(g)
