@@ -66,8 +66,10 @@ func parseBPE(o jobj) (*bpe, error) {
 	}
 	maxID := -1
 	for tok, id := range m.vocab {
-		if id < 0 || id > 1<<26 {
-			return nil, perr(o.sub("vocab")+"["+quoteKey(tok)+"]", "id %d out of range", id)
+		// Ids are dense in practice; bound the holes so a corrupt file
+		// cannot make us allocate gigabytes.
+		if id < 0 || id >= len(m.vocab)+maxVocabHoles {
+			return nil, perr(o.sub("vocab")+"["+quoteKey(tok)+"]", "id %d out of range (vocab has %d entries)", id, len(m.vocab))
 		}
 		if id > maxID {
 			maxID = id
@@ -128,6 +130,8 @@ func parseBPE(o jobj) (*bpe, error) {
 	m.finish()
 	return m, nil
 }
+
+const maxVocabHoles = 1 << 16
 
 func quoteKey(k string) string { return fmt.Sprintf("%q", k) }
 

@@ -774,11 +774,19 @@ func containsEmptyLoop(n *reNode) bool {
 
 // ---- matching ----
 
+// maxRegexSteps bounds the work of one match attempt.
+const maxRegexSteps = 1 << 20
+
 // run executes the program from pc at position pos and returns the end of
 // the first (leftmost-first) match or -1.
 func (re *regex) run(in []rune, pc, pos int, steps *int) int {
 	for {
 		*steps++
+		if *steps > maxRegexSteps {
+			// Like Oniguruma's retry limit: give up on pathological
+			// backtracking instead of hanging (treated as no match here).
+			return -1
+		}
 		ins := &re.prog[pc]
 		switch ins.kind {
 		case iMatch:
@@ -865,6 +873,7 @@ func (re *regex) findAll(in []rune, out [][2]int) [][2]int {
 	for pos <= len(in) {
 		found := false
 		for s := pos; s <= len(in); s++ {
+			steps = 0
 			e := re.run(in, re.start, s, &steps)
 			if e >= 0 {
 				if e == s { // empty match: advance
