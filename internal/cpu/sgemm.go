@@ -324,14 +324,7 @@ func packA(dst, a []float32, lda int, trans bool, i0, mb, p0, kb, mr int) {
 		}
 		r := 0
 		for ; r+4 <= rows; r += 4 {
-			s0 := a[(row0+r)*lda+p0:][:kb]
-			s1 := a[(row0+r+1)*lda+p0:][:kb]
-			s2 := a[(row0+r+2)*lda+p0:][:kb]
-			s3 := a[(row0+r+3)*lda+p0:][:kb]
-			for p := range s0 {
-				dp := d[p*mr+r : p*mr+r+4 : p*mr+r+4]
-				dp[0], dp[1], dp[2], dp[3] = s0[p], s1[p], s2[p], s3[p]
-			}
+			transposeRows4(d[r:], mr, a[(row0+r)*lda+p0:], lda, kb)
 		}
 		for ; r < rows; r++ {
 			s := a[(row0+r)*lda+p0:][:kb]
@@ -370,14 +363,7 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 		// op(B)[p][j] = b[j*ldb+p]: transpose four columns at a time.
 		q := 0
 		for ; q+4 <= cols; q += 4 {
-			s0 := b[(col0+q)*ldb+p0:][:kb]
-			s1 := b[(col0+q+1)*ldb+p0:][:kb]
-			s2 := b[(col0+q+2)*ldb+p0:][:kb]
-			s3 := b[(col0+q+3)*ldb+p0:][:kb]
-			for p := range s0 {
-				dp := d[p*nr+q : p*nr+q+4 : p*nr+q+4]
-				dp[0], dp[1], dp[2], dp[3] = s0[p], s1[p], s2[p], s3[p]
-			}
+			transposeRows4(d[q:], nr, b[(col0+q)*ldb+p0:], ldb, kb)
 		}
 		for ; q < cols; q++ {
 			s := b[(col0+q)*ldb+p0:][:kb]
@@ -397,5 +383,17 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 func copyRowsGo(dst, src []float32, rows, width, srcStride int) {
 	for i := 0; i < rows; i++ {
 		copy(dst[i*width:(i+1)*width], src[i*srcStride:i*srcStride+width])
+	}
+}
+
+// transposeRows4Go is the portable transposeRows4.
+func transposeRows4Go(dst []float32, dstStride int, src []float32, srcStride, n int) {
+	s0 := src[:n]
+	s1 := src[srcStride:][:n]
+	s2 := src[2*srcStride:][:n]
+	s3 := src[3*srcStride:][:n]
+	for p := range s0 {
+		dp := dst[p*dstStride : p*dstStride+4 : p*dstStride+4]
+		dp[0], dp[1], dp[2], dp[3] = s0[p], s1[p], s2[p], s3[p]
 	}
 }

@@ -107,3 +107,26 @@ func copyRows(dst, src []float32, rows, width, srcStride int) {
 	}
 	copyRowsGo(dst, src, rows, width, srcStride)
 }
+
+// transpose4 writes dst[p*dstStride+r] = src[r*srcStride+p] for r < 4 and
+// p < n, n a multiple of 4 (SSE 4×4 transposes).
+//
+//go:noescape
+func transpose4(dst *float32, dstStride int, src *float32, srcStride int, n int)
+
+// transposeRows4 writes dst[p*dstStride+r] = src[r*srcStride+p] for r < 4
+// and p < n.
+func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n int) {
+	if n <= 0 {
+		return
+	}
+	_ = dst[(n-1)*dstStride+3]
+	_ = src[3*srcStride+n-1]
+	n4 := n &^ 3
+	if n4 > 0 {
+		transpose4(&dst[0], dstStride, &src[0], srcStride, n4)
+	}
+	if n4 < n {
+		transposeRows4Go(dst[n4*dstStride:], dstStride, src[n4:], srcStride, n-n4)
+	}
+}

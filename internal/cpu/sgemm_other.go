@@ -13,3 +13,9 @@ func availableKernels() []*gemmKernel {
 func copyRows(dst, src []float32, rows, width, srcStride int) {
 	copyRowsGo(dst, src, rows, width, srcStride)
 }
+
+// transposeRows4 writes dst[p*dstStride+r] = src[r*srcStride+p] for r < 4
+// and p < n.
+func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n int) {
+	transposeRows4Go(dst, dstStride, src, srcStride, n)
+}

@@ -73,3 +73,51 @@ loop12:
 done12:
 	VZEROUPPER
 	RET
+
+// func transpose4(dst *float32, dstStride int, src *float32, srcStride int, n int)
+// For p in [0, n) (n a multiple of 4) and r in [0, 4):
+// dst[p*dstStride+r] = src[r*srcStride+p]. Strides are in floats. SSE only.
+TEXT ·transpose4(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ dstStride+8(FP), DX
+	SHLQ $2, DX
+	MOVQ src+16(FP), SI
+	MOVQ srcStride+24(FP), BX
+	SHLQ $2, BX
+	MOVQ n+32(FP), CX
+	SHRQ $2, CX
+	JZ donet
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	LEAQ (DX)(DX*2), R11
+looptr:
+	MOVUPS (SI), X0
+	MOVUPS (R8), X1
+	MOVUPS (R9), X2
+	MOVUPS (R10), X3
+	MOVAPS X0, X4
+	UNPCKLPS X1, X4
+	UNPCKHPS X1, X0
+	MOVAPS X2, X5
+	UNPCKLPS X3, X5
+	UNPCKHPS X3, X2
+	MOVAPS X4, X6
+	MOVLHPS X5, X6
+	MOVHLPS X4, X5
+	MOVAPS X0, X7
+	MOVLHPS X2, X7
+	MOVHLPS X0, X2
+	MOVUPS X6, (DI)
+	MOVUPS X5, (DI)(DX*1)
+	MOVUPS X7, (DI)(DX*2)
+	MOVUPS X2, (DI)(R11*1)
+	ADDQ $16, SI
+	ADDQ $16, R8
+	ADDQ $16, R9
+	ADDQ $16, R10
+	LEAQ (DI)(DX*4), DI
+	DECQ CX
+	JNZ looptr
+donet:
+	RET
