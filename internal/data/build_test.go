@@ -158,8 +158,8 @@ func TestBuildMasking(t *testing.T) {
 
 func TestBuildTruncation(t *testing.T) {
 	tm, _ := LookupTemplate("default")
-	// Turn 0: source "Human: aaaaaaaaaa\nAssistant:" (28), target "bbbbbbbbbb</s>\n" (12: 10 + </s> + \n)
-	// Turn 1: source "Human: c\nAssistant:" (19), target "dddd</s>\n" (6)
+	// Turn 0: source "Human: aaaaaaaaaa</s>\nAssistant:" (29), target "bbbbbbbbbb</s>\n" (12: 10 + </s> + \n)
+	// Turn 1: source "Human: c</s>\nAssistant:" (20), target "dddd</s>\n" (6)
 	ex := []Example{{Turns: msgs("user", "aaaaaaaaaa", "assistant", "bbbbbbbbbb", "user", "c", "assistant", "dddd"), Source: "x:1"}}
 	for _, tc := range []struct {
 		name   string
@@ -167,12 +167,12 @@ func TestBuildTruncation(t *testing.T) {
 		mask   bool
 		want   string
 	}{
-		// turn 0 fits (40), turn 1 gets 5 left: target 6*2 >= 5, source 19*2 >= 5 -> both: t = int(5*6/25) = 1, s = 4
-		{"cut last turn", 45, false, "Human: aaaaaaaaaa\nAssistant:bbbbbbbbbb</s>\nHumad"},
-		// turn 0: t*2=24 >= 20, s*2=56 >= 20 -> t = int(20*12/40) = 6, s = 14; no budget for turn 1
-		{"cut first turn", 20, false, "Human: aaaaaaabbbbbb"},
-		// mask_history budgets the last turn first: 25 all; turn 0 gets 5 -> t = int(5*12/40) = 1, s = 4
-		{"mask history keeps last turn", 30, true, "Humab" + "Human: c\nAssistant:dddd</s>\n"},
+		// turn 0 fits (41), turn 1 gets 4 left: 6*2 >= 4 and 20*2 >= 4 -> t = int(4*6/26) = 0, s = 4
+		{"cut last turn", 45, false, "Human: aaaaaaaaaa</s>\nAssistant:bbbbbbbbbb</s>\nHuma"},
+		// turn 0: 12*2 >= 20 and 29*2 >= 20 -> t = int(20*12/41) = 5, s = 15; no budget for turn 1
+		{"cut first turn", 20, false, "Human: aaaaaaaabbbbb"},
+		// mask_history budgets the last turn first: all 26; turn 0 gets 4 -> t = int(4*12/41) = 1, s = 3
+		{"mask history keeps last turn", 30, true, "Hum" + "b" + "Human: c</s>\nAssistant:dddd</s>\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m, dir := buildOne(t, ex, BuildOptions{Template: tm, Render: RenderOptions{MaskHistory: tc.mask}, CutoffLen: tc.cutoff})

@@ -311,13 +311,20 @@ func renderMistral(b *builder, system string, turns []Message) {
 		})
 }
 
-// LLaMA Factory's "default": "System: {s}\nHuman: {q}\nAssistant:{a}</s>\n".
+// LLaMA Factory's "default" (current template.py, EOS after every part):
+// "System: {s}</s>\nHuman: {q}</s>\nAssistant:{a}</s>\n".
 func renderDefault(b *builder, system string, turns []Message) {
 	if system != "" {
-		b.prompt("System: " + system + "\n")
+		b.prompt("System: " + system)
+		b.special(b.eos)
+		b.prompt("\n")
 	}
 	forTurns(b, turns,
-		func(_ int, q string) { b.prompt("Human: " + q + "\nAssistant:") },
+		func(_ int, q string) {
+			b.prompt("Human: " + q)
+			b.special(b.eos)
+			b.prompt("\nAssistant:")
+		},
 		func(_ int, a string) {
 			b.answer(a, false)
 			b.answer(b.eos, true)
