@@ -108,8 +108,9 @@ var (
 
 func init() { activeKernel.Store(kernels[0]) }
 
-// sgemmKernelName reports which micro-kernel Sgemm runs on this machine.
-func sgemmKernelName() string { return activeKernel.Load().name }
+// SgemmKernel names the micro-kernel Sgemm runs on this machine: "avx512"
+// (12×32 zmm tile), "avx2" (6×16 ymm tile, AVX2+FMA) or "go" (portable).
+func SgemmKernel() string { return activeKernel.Load().name }
 
 // minFlopsPerWorker keeps small products on few goroutines: below it the
 // cost of waking a worker exceeds its share of the work.

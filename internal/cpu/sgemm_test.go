@@ -268,7 +268,7 @@ func TestSgemmDeterministicAcrossThreads(t *testing.T) {
 }
 
 func TestSgemmKernelSelected(t *testing.T) {
-	if got, want := sgemmKernelName(), kernels[0].name; got != want {
+	if got, want := SgemmKernel(), kernels[0].name; got != want {
 		t.Fatalf("active kernel %q, want best available %q", got, want)
 	}
 	if kernels[len(kernels)-1] != kernelGo {

@@ -56,18 +56,24 @@ func shapes() []shape {
 func main() {
 	minTime := flag.Duration("mintime", 300*time.Millisecond, "time each shape for at least this long")
 	filter := flag.String("run", "", "only shapes whose name matches this regexp")
+	list := flag.Bool("list", false, "print the shapes without measuring")
+	only := flag.Int("only", -1, "measure only the shape with this index in -list order")
 	flag.Parse()
 	re, err := regexp.Compile(*filter)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: bad -run: %v\n", err)
 		os.Exit(2)
 	}
-	fmt.Printf("# lathe Sgemm, GOMAXPROCS=%d\n", runtime.GOMAXPROCS(0))
-	for _, s := range shapes() {
-		if !re.MatchString(s.name) {
+	fmt.Printf("# lathe Sgemm: %s micro-kernel, GOMAXPROCS=%d\n", cpu.SgemmKernel(), runtime.GOMAXPROCS(0))
+	for i, s := range shapes() {
+		if !re.MatchString(s.name) || (*only >= 0 && i != *only) {
 			continue
 		}
-		fmt.Printf("%s\t%v\t%v\t%d\t%d\t%d\t%.1f\n", s.name, s.tA, s.tB, s.m, s.n, s.k, measure(s, *minTime))
+		g := 0.0
+		if !*list {
+			g = measure(s, *minTime)
+		}
+		fmt.Printf("%s\t%v\t%v\t%d\t%d\t%d\t%.1f\n", s.name, s.tA, s.tB, s.m, s.n, s.k, g)
 	}
 }
 
