@@ -26,8 +26,9 @@ type bpe struct {
 	contPrefix   string
 	eowSuffix    string
 	dropout      float64
-	byteTokens   [256]int // ids of <0xXX> tokens (-1 if missing)
-	cache        *wordCache
+	byteTokens   [256]int     // ids of <0xXX> tokens (-1 if missing)
+	cache        *wordCache   // plain words
+	cacheBL      *wordCache   // raw-byte words of byte-level pieces
 	charIDs      map[rune]int // single-char tokens, fast path
 }
 
@@ -201,26 +202,38 @@ func (m *bpe) finish() {
 		}
 	}
 	m.cache = newWordCache(1 << 16)
+	m.cacheBL = newWordCache(1 << 16)
+	m.cacheBL = newWordCache(1 << 16)
 }
 
-// tokenize appends the ids of one pre-token word to out.
-func (m *bpe) tokenize(word string, out []int) []int {
+// tokenize appends the ids of one pre-token word to out. With bl, word
+// holds raw bytes whose byte-level mapping is applied here (on cache miss).
+func (m *bpe) tokenize(word string, bl bool, out []int) []int {
 	if word == "" {
 		return out
 	}
-	if m.ignoreMerges {
-		if id, ok := m.vocab[word]; ok {
-			return append(out, id)
-		}
+	cache := m.cache
+	if bl {
+		cache = m.cacheBL
 	}
-	if len(word) <= maxCachedWord {
-		if ids, ok := m.cache.get(word); ok {
+	cacheable := len(word) <= maxCachedWord
+	if cacheable {
+		if ids, ok := cache.get(word); ok {
 			return append(out, ids...)
 		}
 	}
-	ids := m.mergeWord(word)
-	if len(word) <= maxCachedWord {
-		m.cache.put(word, ids)
+	w := word
+	if bl {
+		w = byteLevelString(word)
+	}
+	var ids []int
+	if id, ok := m.vocab[w]; ok && m.ignoreMerges {
+		ids = []int{id}
+	} else {
+		ids = m.mergeWord(w)
+	}
+	if cacheable {
+		cache.put(word, ids)
 	}
 	return append(out, ids...)
 }

@@ -13,6 +13,20 @@ type piece struct {
 	// first is true when the piece begins at offset 0 of the original input
 	// (Metaspace's prepend_scheme "first" needs it).
 	first bool
+	// bl marks a piece whose byte-level mapping (bytes -> GPT-2 runes) is
+	// still pending: s holds the raw bytes. The model maps it only on a
+	// cache miss, which is where most of the speed comes from.
+	bl bool
+}
+
+// materialize applies pending byte-level mappings in place.
+func materialize(ps []piece) {
+	for i := range ps {
+		if ps[i].bl {
+			ps[i].s = byteLevelString(ps[i].s)
+			ps[i].bl = false
+		}
+	}
 }
 
 // preTokenizer splits pieces further and may rewrite them.
@@ -56,6 +70,23 @@ type span struct {
 func splitByMatches(p piece, matches [][2]int, beh splitBehavior, invert bool, out []piece) []piece {
 	s := p.s
 	if len(s) == 0 {
+		return out
+	}
+	if beh == behIsolated {
+		// Every span is kept: emit gaps and matches in order.
+		prev := 0
+		for _, m := range matches {
+			if m[0] > prev {
+				out = append(out, piece{s: s[prev:m[0]], first: p.first && prev == 0, bl: p.bl})
+			}
+			if m[1] > m[0] {
+				out = append(out, piece{s: s[m[0]:m[1]], first: p.first && m[0] == 0, bl: p.bl})
+			}
+			prev = m[1]
+		}
+		if prev < len(s) {
+			out = append(out, piece{s: s[prev:], first: p.first && prev == 0, bl: p.bl})
+		}
 		return out
 	}
 	spans := make([]span, 0, 2*len(matches)+1)
@@ -125,7 +156,7 @@ func splitByMatches(p piece, matches [][2]int, beh splitBehavior, invert bool, o
 		if sp.match || sp.b <= sp.a {
 			continue
 		}
-		out = append(out, piece{s: s[sp.a:sp.b], first: p.first && sp.a == 0})
+		out = append(out, piece{s: s[sp.a:sp.b], first: p.first && sp.a == 0, bl: p.bl})
 	}
 	return out
 }
@@ -193,6 +224,9 @@ func (bl *byteLevelPre) preTokenize(in []piece) []piece {
 	out := make([]piece, 0, len(in)*4)
 	var m [][2]int
 	for _, p := range in {
+		if p.bl {
+			p.s, p.bl = byteLevelString(p.s), false
+		}
 		if bl.addPrefixSpace && !strings.HasPrefix(p.s, " ") {
 			p.s = " " + p.s
 		}
@@ -201,10 +235,10 @@ func (bl *byteLevelPre) preTokenize(in []piece) []piece {
 			start := len(out)
 			out = splitByMatches(p, m, behIsolated, false, out)
 			for i := start; i < len(out); i++ {
-				out[i].s = byteLevelString(out[i].s)
+				out[i].bl = true
 			}
 		} else if p.s != "" {
-			out = append(out, piece{s: byteLevelString(p.s), first: p.first})
+			out = append(out, piece{s: p.s, first: p.first, bl: true})
 		}
 	}
 	return out
@@ -296,7 +330,12 @@ func isPunct(r rune) bool {
 type seqPre []preTokenizer
 
 func (s seqPre) preTokenize(in []piece) []piece {
-	for _, p := range s {
+	for i, p := range s {
+		if i > 0 {
+			if _, ok := p.(*byteLevelPre); !ok {
+				materialize(in)
+			}
+		}
 		in = p.preTokenize(in)
 	}
 	return in

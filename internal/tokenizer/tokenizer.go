@@ -223,7 +223,7 @@ func (t *Tokenizer) encodeRaw(text string) []int {
 			pieces = t.pre.preTokenize(pieces)
 		}
 		for _, p := range pieces {
-			ids = t.model.tokenize(p.s, ids)
+			ids = t.model.tokenize(p.s, p.bl, ids)
 		}
 	}
 	return ids

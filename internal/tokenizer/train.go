@@ -46,6 +46,7 @@ func Train(corpus iter.Seq[string], vocabSize int, specialTokens []string, minFr
 	var pieces []piece
 	for text := range corpus {
 		pieces = pre.preTokenize(append(pieces[:0], piece{s: text, first: true}))
+		materialize(pieces)
 		for _, p := range pieces {
 			wordFreq[p.s]++
 		}
