@@ -1,6 +1,8 @@
 package data
 
 import (
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
@@ -133,5 +135,48 @@ func TestTemplateErrors(t *testing.T) {
 		if _, err := tm.Render("", turns, RenderOptions{}); err == nil {
 			t.Errorf("no error for %v", turns)
 		}
+	}
+}
+
+// TestTemplateJinjaGolden compares the built-ins with text rendered by the
+// models' own Jinja chat templates (testdata/gen_jinja_golden.py, jinja2
+// configured as transformers configures it).
+func TestTemplateJinjaGolden(t *testing.T) {
+	b, err := os.ReadFile("testdata/jinja_golden.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases []struct {
+		Template            string `json:"template"`
+		Case                string `json:"case"`
+		System              string `json:"system"`
+		Turns               []struct{ Role, Content string }
+		AddGenerationPrompt bool   `json:"add_generation_prompt"`
+		Want                string `json:"want"`
+	}
+	if err := json.Unmarshal(b, &cases); err != nil {
+		t.Fatal(err)
+	}
+	if len(cases) < 10 {
+		t.Fatalf("only %d golden cases", len(cases))
+	}
+	for _, c := range cases {
+		t.Run(c.Template+"/"+c.Case, func(t *testing.T) {
+			tm, err := LookupTemplate(c.Template)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var turns []Message
+			for _, m := range c.Turns {
+				turns = append(turns, Message{Role(m.Role), m.Content})
+			}
+			got, err := tm.RenderText(c.System, turns, RenderOptions{AddGenerationPrompt: c.AddGenerationPrompt})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.Want {
+				t.Errorf("rendered\n got %q\nwant %q", got, c.Want)
+			}
+		})
 	}
 }
