@@ -28,6 +28,48 @@ type ExampleSource interface {
 	Next() (Example, error)
 }
 
+// Concat reads several sources one after another (several dataset files
+// feeding one build). Its Stats sums those of the sources that have them.
+func Concat(sources ...ExampleSource) ExampleSource { return &concat{srcs: sources} }
+
+type concat struct {
+	srcs []ExampleSource
+	i    int
+}
+
+func (c *concat) Next() (Example, error) {
+	for c.i < len(c.srcs) {
+		ex, err := c.srcs[c.i].Next()
+		if err == io.EOF {
+			c.i++
+			continue
+		}
+		return ex, err
+	}
+	return Example{}, io.EOF
+}
+
+func (c *concat) Stats() Stats {
+	var s Stats
+	for _, src := range c.srcs {
+		st, ok := src.(interface{ Stats() Stats })
+		if !ok {
+			continue
+		}
+		x := st.Stats()
+		s.RowsRead += x.RowsRead
+		s.Kept += x.Kept
+		for k, v := range x.Dropped {
+			if s.Dropped == nil {
+				s.Dropped = map[string]int64{}
+			}
+			s.Dropped[k] += v
+		}
+		s.DropExamples = append(s.DropExamples, x.DropExamples...)
+	}
+	return s
+}
+
 // BuildOptions configure Build.
 type BuildOptions struct {
 	// Template renders conversations (required unless the data is plain
@@ -63,9 +105,15 @@ const (
 	KindPretrain   = "pretrain"
 )
 
-// DropNoTrainable counts samples with no trainable token left after
-// truncation.
-const DropNoTrainable = "no trainable tokens after truncation"
+// Drop reasons added by Build.
+const (
+	// DropNoTrainable counts samples with no trainable token left after
+	// truncation.
+	DropNoTrainable = "no trainable tokens after truncation"
+	// DropToolRoles counts conversations with tool calls or results, which
+	// the built-in templates cannot render.
+	DropToolRoles = "tool roles not supported by the template"
+)
 
 // Split describes one split of a built dataset.
 type Split struct {
@@ -250,6 +298,10 @@ func (b *builder2) tokenize(ex *Example) ([]unit, error) {
 		for k, ans := range []*Message{ex.Chosen, ex.Rejected} {
 			conv := append(append([]Message(nil), ex.Turns...), *ans)
 			segs, err := o.Template.Render(ex.System, conv, ropt)
+			if errors.Is(err, ErrToolRole) {
+				b.drop(ex, DropToolRoles, err.Error())
+				return nil, nil
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", ex.Source, err)
 			}
@@ -285,6 +337,10 @@ func (b *builder2) tokenize(ex *Example) ([]unit, error) {
 		return []unit{u}, nil
 	default:
 		segs, err := o.Template.Render(ex.System, ex.Turns, o.Render)
+		if errors.Is(err, ErrToolRole) {
+			b.drop(ex, DropToolRoles, err.Error())
+			return nil, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", ex.Source, err)
 		}

@@ -365,3 +365,27 @@ func TestBuildFromReaderCountsDrops(t *testing.T) {
 		t.Errorf("verify error %v", err)
 	}
 }
+
+func TestBuildConcatAndToolRoles(t *testing.T) {
+	a := writeFile(t, "a.jsonl", `{"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{}"}, {"from": "observation", "value": "1"}, {"from": "gpt", "value": "one"}]}`+"\n"+`{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}`+"\n")
+	b := writeFile(t, "b.json", `[{"instruction": "x", "output": "y"}, {"instruction": "", "output": "y"}]`)
+	ra, err := Open(Spec{Path: a, Format: FormatShareGPT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	rb, err := Open(Spec{Path: b, Format: FormatAlpaca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb.Close()
+	tm, _ := LookupTemplate("qwen")
+	m, err := Build(Concat(ra, rb), t.TempDir(), BuildOptions{Template: tm, Encoder: byteEncoder{}, CutoffLen: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{DropToolRoles: 1, DropMissingPrompt: 1}
+	if m.RowsRead != 4 || m.Examples != 2 || !reflect.DeepEqual(m.Dropped, want) || len(m.DropExamples) != 2 {
+		t.Errorf("manifest rows %d examples %d dropped %v examples %v", m.RowsRead, m.Examples, m.Dropped, m.DropExamples)
+	}
+}

@@ -2,6 +2,7 @@ package data
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -29,7 +30,7 @@ func drain(t *testing.T, name string, b []byte, spec Spec) {
 			return
 		}
 		if !ex.IsText() && !ex.IsPreference() {
-			if _, err := tm.Render(ex.System, ex.Turns, RenderOptions{}); err != nil && !strings.Contains(err.Error(), "tool roles") {
+			if _, err := tm.Render(ex.System, ex.Turns, RenderOptions{}); err != nil && !errors.Is(err, ErrToolRole) {
 				t.Fatalf("reader produced an unrenderable conversation: %v", err)
 			}
 		}

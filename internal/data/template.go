@@ -1,10 +1,15 @@
 package data
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
 )
+
+// ErrToolRole is wrapped by Render's error for a conversation with tool
+// calls or tool results, which the built-in templates do not render.
+var ErrToolRole = errors.New("tool roles are not supported by the built-in templates")
 
 // Segment is a piece of rendered conversation text.
 type Segment struct {
@@ -117,7 +122,7 @@ func (t *Template) Render(system string, turns []Message, opt RenderOptions) ([]
 		}
 		if m.Role != want {
 			if m.Role == RoleFunction || m.Role == RoleObservation {
-				return nil, fmt.Errorf("template %s: turn %d: tool roles (%s) are not supported by the built-in templates", t.Name, i, m.Role)
+				return nil, fmt.Errorf("template %s: turn %d: %w (%s)", t.Name, i, ErrToolRole, m.Role)
 			}
 			return nil, fmt.Errorf("template %s: turn %d is %s, want %s", t.Name, i, m.Role, want)
 		}
