@@ -116,46 +116,67 @@ func SgemmKernel() string { return activeKernel.Load().name }
 // cost of waking a worker exceeds its share of the work.
 const minFlopsPerWorker = 1 << 21
 
-// gemmBuffers holds the pack buffers of one Sgemm call. They are recycled
+// gemmState is one Sgemm call in flight: its arguments, blocking, pack
+// buffers and the progress of its parallel phases. States are recycled
 // through a free list (never released to the GC: fresh pages are expensive
-// to touch here) and only grow.
-type gemmBuffers struct {
-	b    []float32   // packed op(B) panel, shared by the workers
-	a    [][]float32 // per-worker packed op(A) block
-	tile [][]float32 // per-worker scratch tile for edges
+// to touch here) and their buffers only grow, so a steady stream of calls
+// allocates nothing.
+type gemmState struct {
+	bufB    []float32   // packed op(B) block, shared by the workers
+	bufA    [][]float32 // per-worker packed op(A) block
+	bufTile [][]float32 // per-worker scratch tile for edges
+	wg      sync.WaitGroup
+
+	kern           *gemmKernel
+	transA, transB bool
+	m, n, k        int
+	alpha, beta    float32
+	a, b, c        []float32
+	lda, ldb, ldc  int
+	kc, mc         int
+	mBlocks        int
+
+	// The current B block: columns jc..jc+nb (nPanels panels, split
+	// nSplit ways per A block) and K rows ps..ps+ks.
+	packing             bool // phase: packing B, else computing
+	jc, nb, nPanels     int
+	nSplit, units       int
+	ps, ks, packWorkers int
+	next                atomic.Int64
 }
 
 var (
-	bufMu   sync.Mutex
-	bufFree []*gemmBuffers
+	stateMu   sync.Mutex
+	stateFree []*gemmState
 )
 
-func getBuffers(workers, bSize, aSize, tileSize int) *gemmBuffers {
-	bufMu.Lock()
-	var g *gemmBuffers
-	if n := len(bufFree); n > 0 {
-		g = bufFree[n-1]
-		bufFree = bufFree[:n-1]
+func getState(workers, bSize, aSize, tileSize int) *gemmState {
+	stateMu.Lock()
+	var g *gemmState
+	if n := len(stateFree); n > 0 {
+		g = stateFree[n-1]
+		stateFree = stateFree[:n-1]
 	} else {
-		g = new(gemmBuffers)
+		g = new(gemmState)
 	}
-	bufMu.Unlock()
-	g.b = growBuf(g.b, bSize)
-	for len(g.a) < workers {
-		g.a = append(g.a, nil)
-		g.tile = append(g.tile, nil)
+	stateMu.Unlock()
+	g.bufB = growBuf(g.bufB, bSize)
+	for len(g.bufA) < workers {
+		g.bufA = append(g.bufA, nil)
+		g.bufTile = append(g.bufTile, nil)
 	}
 	for w := 0; w < workers; w++ {
-		g.a[w] = growBuf(g.a[w], aSize)
-		g.tile[w] = growBuf(g.tile[w], tileSize)
+		g.bufA[w] = growBuf(g.bufA[w], aSize)
+		g.bufTile[w] = growBuf(g.bufTile[w], tileSize)
 	}
 	return g
 }
 
-func putBuffers(g *gemmBuffers) {
-	bufMu.Lock()
-	bufFree = append(bufFree, g)
-	bufMu.Unlock()
+func putState(g *gemmState) {
+	g.a, g.b, g.c, g.kern = nil, nil, nil, nil // do not pin the caller's matrices
+	stateMu.Lock()
+	stateFree = append(stateFree, g)
+	stateMu.Unlock()
 }
 
 func growBuf(x []float32, n int) []float32 {
@@ -191,7 +212,6 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	mTiles := ceilDiv(m, mr)
 	// mc: a multiple of mr, small enough to give every worker a block.
 	mc := min(kern.mc, ceilDiv(mTiles, workers)*mr)
-	mBlocks := ceilDiv(m, mc)
 	nAll := ceilDiv(n, nr) * nr
 	nc := min(kern.nc, nAll)
 	if k*nAll <= bPackBudget {
@@ -201,55 +221,67 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	// kc blocks within the budget (fewer parallel phases for long K).
 	kSpan := min(k, max(kc, bPackBudget/nc/kc*kc))
 
-	g := getBuffers(workers, kSpan*nc, kc*mc, mr*nr)
-	defer putBuffers(g)
+	g := getState(workers, kSpan*nc, kc*mc, mr*nr)
+	defer putState(g)
+	g.kern, g.transA, g.transB = kern, transA, transB
+	g.m, g.n, g.k, g.alpha, g.beta = m, n, k, alpha, beta
+	g.a, g.b, g.c, g.lda, g.ldb, g.ldc = a, b, c, lda, ldb, ldc
+	g.kc, g.mc, g.mBlocks = kc, mc, ceilDiv(m, mc)
 
 	for jc := 0; jc < n; jc += nc {
-		nb := min(nc, n-jc)
-		nPanels := ceilDiv(nb, nr)
+		g.jc, g.nb = jc, min(nc, n-jc)
+		g.nPanels = ceilDiv(g.nb, nr)
 		// With too few M blocks for the workers, also split the panels of
 		// the N block (each part packs the same A block).
-		nSplit := 1
-		if mBlocks < workers {
-			nSplit = min(ceilDiv(workers, mBlocks), nPanels)
+		g.nSplit = 1
+		if g.mBlocks < workers {
+			g.nSplit = min(ceilDiv(workers, g.mBlocks), g.nPanels)
 		}
-		units := mBlocks * nSplit
+		g.units = g.mBlocks * g.nSplit
 		for ps := 0; ps < k; ps += kSpan {
-			ks := min(kSpan, k-ps)
-			// Packed B for K rows ps..ps+ks: one run of panels per kc block,
-			// the block starting at row pc held at (pc-ps)·nPanels·nr.
-			bp := g.b[:nPanels*ks*nr]
-			packWorkers := min(workers, max(1, nPanels*ks*nr/(1<<14)))
-			runWorkers(packWorkers, func(w int) {
-				lo, hi := w*nPanels/packWorkers, (w+1)*nPanels/packWorkers
-				for pc := ps; pc < ps+ks; pc += kc {
-					kb := min(kc, k-pc)
-					packB(bp[(pc-ps)*nPanels*nr:], b, ldb, transB, pc, kb, jc, nb, nr, lo, hi)
-				}
-			})
-			var next atomic.Int64
-			runWorkers(min(workers, units), func(w int) {
-				ap, tile := g.a[w], g.tile[w]
-				for {
-					u := int(next.Add(1) - 1)
-					if u >= units {
-						return
-					}
-					ib, js := u/nSplit, u%nSplit
-					i0 := ib * mc
-					mb := min(mc, m-i0)
-					jlo, jhi := js*nPanels/nSplit, (js+1)*nPanels/nSplit
-					for pc := ps; pc < ps+ks; pc += kc {
-						kb := min(kc, k-pc)
-						betaBlk := beta
-						if pc > 0 {
-							betaBlk = 1
-						}
-						packA(ap, a, lda, transA, i0, mb, pc, kb, mr)
-						macroKernel(kern, kb, ap, bp[(pc-ps)*nPanels*nr:], i0, mb, jc, nb, jlo, jhi, alpha, betaBlk, c, ldc, m, n, tile)
-					}
-				}
-			})
+			g.ps, g.ks = ps, min(kSpan, k-ps)
+			g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<14)))
+			g.packing = true
+			runTask(g.packWorkers, g, &g.wg)
+			g.packing = false
+			g.next.Store(0)
+			runTask(min(workers, g.units), g, &g.wg)
+		}
+	}
+}
+
+// runWorker is worker w's share of the current phase.
+func (g *gemmState) runWorker(w int) {
+	nr := g.kern.nr
+	// Packed B for K rows ps..ps+ks: one run of panels per kc block, the
+	// block starting at row pc held at (pc-ps)·nPanels·nr.
+	bp := g.bufB[:g.nPanels*g.ks*nr]
+	if g.packing {
+		lo, hi := w*g.nPanels/g.packWorkers, (w+1)*g.nPanels/g.packWorkers
+		for pc := g.ps; pc < g.ps+g.ks; pc += g.kc {
+			kb := min(g.kc, g.k-pc)
+			packB(bp[(pc-g.ps)*g.nPanels*nr:], g.b, g.ldb, g.transB, pc, kb, g.jc, g.nb, nr, lo, hi)
+		}
+		return
+	}
+	ap, tile := g.bufA[w], g.bufTile[w]
+	for {
+		u := int(g.next.Add(1) - 1)
+		if u >= g.units {
+			return
+		}
+		ib, js := u/g.nSplit, u%g.nSplit
+		i0 := ib * g.mc
+		mb := min(g.mc, g.m-i0)
+		jlo, jhi := js*g.nPanels/g.nSplit, (js+1)*g.nPanels/g.nSplit
+		for pc := g.ps; pc < g.ps+g.ks; pc += g.kc {
+			kb := min(g.kc, g.k-pc)
+			beta := g.beta
+			if pc > 0 {
+				beta = 1
+			}
+			packA(ap, g.a, g.lda, g.transA, i0, mb, pc, kb, g.kern.mr)
+			macroKernel(g.kern, kb, ap, bp[(pc-g.ps)*g.nPanels*nr:], i0, mb, g.jc, g.nb, jlo, jhi, g.alpha, beta, g.c, g.ldc, g.m, g.n, tile)
 		}
 	}
 }

@@ -295,3 +295,20 @@ func TestParallelForCoversRange(t *testing.T) {
 		}
 	}
 }
+
+// TestSgemmDoesNotAllocate checks that steady-state calls reuse their pack
+// buffers and worker state, on the parallel path too.
+func TestSgemmDoesNotAllocate(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	for _, tc := range []gemmCase{
+		{m: 200, n: 300, k: 100, alpha: 1, beta: 0},
+		{tA: true, tB: true, m: 7, n: 500, k: 600, alpha: 1, beta: 1},
+	} {
+		a, lda, b, ldb, c, ldc := tc.operands(9)
+		fn := func() { Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, c, ldc) }
+		fn()
+		if n := testing.AllocsPerRun(20, fn); n != 0 {
+			t.Errorf("%v: %v allocations per call", tc, n)
+		}
+	}
+}
