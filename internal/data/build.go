@@ -249,7 +249,7 @@ func nonNilB(x []bool) []bool {
 // unit is one tokenized example: one sample, or two for a preference pair.
 type unit []Sample
 
-type builder2 struct {
+type sampleBuilder struct {
 	opt       BuildOptions
 	kind      string
 	truncated int64
@@ -257,7 +257,7 @@ type builder2 struct {
 	dropEx    []DropExample
 }
 
-func (b *builder2) drop(ex *Example, reason, detail string) {
+func (b *sampleBuilder) drop(ex *Example, reason, detail string) {
 	b.dropped[reason]++
 	if n := b.dropped[reason]; n <= 3 {
 		b.dropEx = append(b.dropEx, DropExample{Source: ex.Source, Reason: reason, Detail: detail})
@@ -275,7 +275,7 @@ func kindOf(ex *Example) string {
 }
 
 // tokenize turns an Example into samples; nil means dropped.
-func (b *builder2) tokenize(ex *Example) ([]unit, error) {
+func (b *sampleBuilder) tokenize(ex *Example) ([]unit, error) {
 	o := b.opt
 	switch b.kind {
 	case KindPretrain:
@@ -376,7 +376,7 @@ func Build(src ExampleSource, outDir string, opt BuildOptions) (*Manifest, error
 	if opt.ShardTokens <= 0 {
 		opt.ShardTokens = 16 << 20
 	}
-	b := &builder2{opt: opt, dropped: map[string]int64{}}
+	b := &sampleBuilder{opt: opt, dropped: map[string]int64{}}
 	var units []unit
 	var examples int64
 	for opt.MaxSamples <= 0 || examples < int64(opt.MaxSamples) {

@@ -297,18 +297,21 @@ func or(s, def string) string {
 	return def
 }
 
-// str reads a string column: absent or null gives "", a number or boolean
-// is an error naming the expected type.
+// str reads a string column: absent or null gives "", a JSON number gives
+// its literal text (answers like 42 are common), anything else is an error
+// naming the expected type.
 func str(m map[string]any, col string) (string, error) {
 	v, ok := m[col]
 	if !ok || v == nil {
 		return "", nil
 	}
-	s, ok := v.(string)
-	if !ok {
-		return "", fmt.Errorf("column %q: expected a string, got %s", col, jsonKind(v))
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case json.Number:
+		return x.String(), nil
 	}
-	return s, nil
+	return "", fmt.Errorf("column %q: expected a string, got %s", col, jsonKind(v))
 }
 
 // list reads a list column; in CSV it is a JSON-encoded string.

@@ -126,6 +126,23 @@ func TestReadFormats(t *testing.T) {
 			want: []Example{{Text: "hello y", Source: "t.jsonl:1"}, {Text: "world", Source: "t.jsonl:2"}},
 		},
 		{
+			name: "byte order marks and numeric answers",
+			file: "bom.json",
+			body: "\ufeff[{\"instruction\": \"6*7\", \"output\": 42}, {\"instruction\": \"pi\", \"output\": 3.14159e0}]",
+			spec: Spec{Format: FormatAlpaca},
+			want: []Example{
+				{Turns: msgs("user", "6*7", "assistant", "42"), Source: "bom.json:1"},
+				{Turns: msgs("user", "pi", "assistant", "3.14159e0"), Source: "bom.json:1"},
+			},
+		},
+		{
+			name: "csv with a byte order mark",
+			file: "bom.csv",
+			body: "\ufeffinstruction,output\nq,a\n",
+			spec: Spec{Format: FormatAlpaca},
+			want: []Example{{Turns: msgs("user", "q", "assistant", "a"), Source: "bom.csv:2"}},
+		},
+		{
 			name: "replace: longer placeholder wins over its prefix",
 			file: "r.jsonl",
 			body: `{"text": "{{a}} {{ab}}"}` + "\n",
@@ -162,7 +179,8 @@ func TestMalformedInput(t *testing.T) {
 		{"a.jsonl", "{\"instruction\": \"q\", \"output\": \"a\"}\n{\"instruction\": \"q\", \n", FormatAlpaca, "a.jsonl:2: invalid JSON: unexpected end of JSON input"},
 		{"a.jsonl", "{\"instruction\": \"q\", \"output\": \"a\"}\n\n[1, 2]\n", FormatAlpaca, "a.jsonl:3: expected a JSON object, got array"},
 		{"a.jsonl", "{\"instruction\": \"q\", \"output\": \"a\"} {}\n", FormatAlpaca, "a.jsonl:1: invalid JSON: expected one object per line, found more data after it"},
-		{"a.jsonl", "{\"instruction\": 5, \"output\": \"a\"}\n", FormatAlpaca, `a.jsonl:1: column "instruction": expected a string, got number`},
+		{"a.jsonl", "{\"instruction\": true, \"output\": \"a\"}\n", FormatAlpaca, `a.jsonl:1: column "instruction": expected a string, got boolean`},
+		{"a.jsonl", "{\"instruction\": \"q\", \"output\": {\"x\": 1}}\n", FormatAlpaca, `a.jsonl:1: column "output": expected a string, got object`},
 		{"a.jsonl", "{\"instruction\": \"q\", \"output\": \"a\", \"history\": \"x\"}\n", FormatAlpaca, `a.jsonl:1: column "history": expected a JSON array, got a string that is not JSON`},
 		{"a.jsonl", "{\"conversations\": {\"from\": \"human\"}}\n", FormatShareGPT, `a.jsonl:1: column "conversations": expected an array, got object`},
 		{"a.jsonl", "{\"conversations\": [\"hi\"]}\n", FormatShareGPT, `a.jsonl:1: conversations[0]: expected an object, got string`},

@@ -192,8 +192,17 @@ type jsonArraySource struct {
 	index   int
 }
 
+// skipBOM drops a leading UTF-8 byte order mark.
+func skipBOM(br *bufio.Reader) {
+	if b, err := br.Peek(3); err == nil && string(b) == "\xef\xbb\xbf" {
+		br.Discard(3)
+	}
+}
+
 func newJSONArraySource(file string, r io.Reader) *jsonArraySource {
-	lt := &lineTracker{r: bufio.NewReaderSize(r, 64<<10)}
+	br := bufio.NewReaderSize(r, 64<<10)
+	skipBOM(br)
+	lt := &lineTracker{r: br}
 	dec := json.NewDecoder(lt)
 	dec.UseNumber()
 	return &jsonArraySource{file: file, lt: lt, dec: dec}
@@ -290,7 +299,9 @@ type csvSource struct {
 }
 
 func newCSVSource(file string, r io.Reader) (*csvSource, error) {
-	cr := csv.NewReader(bufio.NewReaderSize(r, 64<<10))
+	br := bufio.NewReaderSize(r, 64<<10)
+	skipBOM(br)
+	cr := csv.NewReader(br)
 	cr.ReuseRecord = true
 	hdr, err := cr.Read()
 	if err != nil {
@@ -303,9 +314,6 @@ func newCSVSource(file string, r io.Reader) (*csvSource, error) {
 	seen := map[string]bool{}
 	for i, c := range hdr {
 		c = strings.TrimSpace(c)
-		if i == 0 {
-			c = strings.TrimPrefix(c, "\ufeff")
-		}
 		if c == "" {
 			return nil, &locError{file, 1, fmt.Sprintf("header column %d is empty", i+1)}
 		}

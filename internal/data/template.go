@@ -61,11 +61,10 @@ type Template struct {
 
 // builder accumulates segments for one rendering.
 type builder struct {
-	segs       []Segment
-	turn       int
-	bos, eos   string
-	opt        RenderOptions
-	lastAnswer int // index in turns of the final answer-side message, -1 if none
+	segs     []Segment
+	turn     int
+	bos, eos string
+	opt      RenderOptions
 }
 
 func (b *builder) prompt(text string) {
@@ -130,10 +129,7 @@ func (t *Template) Render(system string, turns []Message, opt RenderOptions) ([]
 	if system == "" {
 		system = t.DefaultSystem
 	}
-	b := &builder{bos: or(opt.BOS, "<s>"), eos: or(opt.EOS, "</s>"), opt: opt, lastAnswer: -1}
-	if n := len(turns); n > 0 && turns[n-1].Role == RoleAssistant {
-		b.lastAnswer = n - 1
-	}
+	b := &builder{bos: or(opt.BOS, "<s>"), eos: or(opt.EOS, "</s>"), opt: opt}
 	t.render(b, system, turns)
 	if opt.AddGenerationPrompt && len(turns)%2 == 1 && t.genPrompt != nil {
 		t.genPrompt(b)
