@@ -3,6 +3,7 @@ package tokenizer
 import (
 	"encoding/json"
 	"strings"
+	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -169,13 +170,21 @@ type splitPre struct {
 	invert bool
 }
 
+var matchPool = sync.Pool{New: func() any { b := make([][2]int, 0, 256); return &b }}
+
 func (sp *splitPre) preTokenize(in []piece) []piece {
-	out := make([]piece, 0, len(in)*4)
-	var m [][2]int
+	mp := matchPool.Get().(*[][2]int)
+	m := *mp
+	var out []piece
 	for _, p := range in {
 		m = sp.pat.find(p.s, m[:0])
+		if out == nil {
+			out = make([]piece, 0, 2*len(m)+len(in)+1)
+		}
 		out = splitByMatches(p, m, sp.beh, sp.invert, out)
 	}
+	*mp = m[:0]
+	matchPool.Put(mp)
 	return out
 }
 
