@@ -16,8 +16,11 @@
 // row (missing prompt, empty answer, bad role order, ...) is dropped and
 // counted by reason in Stats with the first few kept as examples; a file whose
 // every row is dropped fails with that summary (ErrAllDropped). Every row
-// becomes an Example. Not supported: Parquet (convert to JSONL), reading from
-// the Hub (download first), multimodal columns, tools/function schemas.
+// becomes an Example. ParseDatasetInfo turns LLaMA Factory's
+// dataset_info.json entries into Specs; Concat chains several readers into
+// one build. JSON numbers are accepted as text; a UTF-8 BOM is skipped.
+// Not supported: Parquet (convert to JSONL), reading from the Hub (download
+// first), multimodal columns, tools/function schemas.
 //
 // # Templates
 //
@@ -28,9 +31,14 @@
 // mistral. Render turns a conversation into Segments with a Train flag:
 // assistant answers and their end-of-turn token are trained, prompts are not
 // unless RenderOptions.TrainOnPrompt, and MaskHistory trains only the last
-// answer. The rendered text matches the models' own Jinja templates byte for
-// byte for user/assistant/system conversations (see template_test.go). Tool
-// roles are not rendered, and Jinja templates are not interpreted.
+// answer. Conversations with tool calls or results (ErrToolRole) are
+// dropped by Build, counted by reason. For user/assistant/system
+// conversations, qwen, qwen3, llama2, llama3 and mistral render byte for
+// byte what the models' own Jinja templates render (template_test.go; qwen3
+// and llama3 are also checked against their real Jinja templates run by
+// jinja2, testdata/jinja_golden.json); default and alpaca follow LLaMA
+// Factory, vicuna follows FastChat's vicuna_v1.1. Jinja templates are not
+// interpreted, so template "auto" (the model's own) is not available here.
 //
 // # Shards
 //
