@@ -7,19 +7,26 @@ import (
 	"testing"
 )
 
+// randomTexts builds n deterministic strings of up to maxParts pieces from
+// an alphabet of characters that stress the split patterns.
+func randomTexts(n, maxParts int) []string {
+	alphabet := []string{"a", "Z", "é", "한", "中", "1", "٣", "²", " ", "  ", "\t", "\n", "\r", "\r\n", "'", "'s", "'S", "'ll", "'LL", "'ſ", "'re", "!", "?", "😀", ".", "\u00a0", "\u3000", "\u200b", "\u0085", "\ufeff", "x", "\u0301", "Hello", " world", "<|im_end|>", "<s>", "<|begin_of_text|>", "123456"}
+	r := rand.New(rand.NewPCG(7, 11))
+	out := make([]string, n)
+	for i := range out {
+		var b strings.Builder
+		for k := r.IntN(maxParts); k >= 0; k-- {
+			b.WriteString(alphabet[r.IntN(len(alphabet))])
+		}
+		out[i] = b.String()
+	}
+	return out
+}
+
 // TestFastMatchers checks the hand-written matchers against the
 // backtracking engine on the same patterns.
 func TestFastMatchers(t *testing.T) {
-	inputs := corpusTexts(t)
-	alphabet := []string{"a", "Z", "é", "한", "中", "1", "٣", "²", " ", "  ", "\t", "\n", "\r", "\r\n", "'", "'s", "'S", "'ll", "'LL", "'ſ", "'re", "!", "?", "😀", ".", "\u00a0", "\u3000", "\u0085", "\u200b", "x", "\u0301"}
-	r := rand.New(rand.NewPCG(7, 11))
-	for n := 0; n < 3000; n++ {
-		var b strings.Builder
-		for k := r.IntN(16); k >= 0; k-- {
-			b.WriteString(alphabet[r.IntN(len(alphabet))])
-		}
-		inputs = append(inputs, b.String())
-	}
+	inputs := append(corpusTexts(t), randomTexts(3000, 16)...)
 	for _, src := range []string{gpt2Pattern, llama3Pattern, qwen2Pattern} {
 		re, err := compileRegex(src)
 		if err != nil {

@@ -159,7 +159,7 @@ func firstDiff(a, b []int) int {
 // TestCrossCheckReal compares lathe's ids with tokenizers.js on the mixed
 // corpus, for the three real tokenizers, with and without special tokens.
 func TestCrossCheckReal(t *testing.T) {
-	texts := corpusTexts(t)
+	texts := append(corpusTexts(t), randomTexts(400, 24)...)
 	for _, name := range realTokenizers {
 		t.Run(name, func(t *testing.T) {
 			tk := loadReal(t, name)
