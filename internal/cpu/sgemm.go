@@ -240,7 +240,8 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 		g.units = g.mBlocks * g.nSplit
 		for ps := 0; ps < k; ps += kSpan {
 			g.ps, g.ks = ps, min(kSpan, k-ps)
-			g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<14)))
+			// Packing is cheap next to waking a worker: split it only when large.
+			g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<16)))
 			g.packing = true
 			runTask(g.packWorkers, g, &g.wg)
 			g.packing = false

@@ -17,7 +17,7 @@ root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
 threads=${BENCH_THREADS:-2}
 mintime=${BENCH_MINTIME:-0.3}
-rounds=${1:-2}
+rounds=${1:-3}
 filter=${2:-}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
