@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"encoding/json"
 	"strings"
-	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
 )
@@ -37,29 +36,18 @@ func (p *splitPattern) find(s string, out [][2]int) [][2]int {
 	if p.fast != nil {
 		return p.fast(s, out)
 	}
-	runes := []rune(s)
+	runes := make([]rune, 0, len(s))
+	offs := make([]int, 0, len(s)+1) // rune index -> byte offset
+	for i, r := range s {
+		runes = append(runes, r)
+		offs = append(offs, i)
+	}
+	offs = append(offs, len(s))
 	base := len(out)
 	out = p.re.findAll(runes, out)
-	if len(out) == base {
-		return out
-	}
-	// Convert rune indices to byte offsets.
-	ri, bi := 0, 0
-	conv := func(target int) int {
-		for ri < target {
-			bi += utf8.RuneLen(runes[ri])
-			if runes[ri] == utf8.RuneError {
-				// A RuneError in runes may stand for one invalid byte; the
-				// input of the tokenizer is valid UTF-8 by construction.
-				bi += 0
-			}
-			ri++
-		}
-		return bi
-	}
 	for i := base; i < len(out); i++ {
-		out[i][0] = conv(out[i][0])
-		out[i][1] = conv(out[i][1])
+		out[i][0] = offs[out[i][0]]
+		out[i][1] = offs[out[i][1]]
 	}
 	return out
 }

@@ -171,7 +171,7 @@ func TestRegexAgainstRE2(t *testing.T) {
 		`[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+`,
 		`(?i:ab|c)+x?`, `a{2,3}?b|\d+`, `[a-c-]+|\.`, `(ab)*c`, `x*`,
 	}
-	inputs := []string{"", "Hello world's 123 4567 ... \n\n  x", "abABcCx aab aaab 12 a-c.b", "ababcx c", "안녕 123 !!\r\n", "xxx"}
+	inputs := []string{"", "Hello world's 123 4567 ... \n\n  x", "abABcCx aab aaab 12 a-c.b", "ababcx c", "안녕 123 !!\r\n", "xxx", "\xffab\xfe c\xff"}
 	for _, p := range patterns {
 		re, err := compileRegex(p)
 		if err != nil {
