@@ -209,9 +209,13 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	if f := 2 * m * n * k / minFlopsPerWorker; f < workers {
 		workers = max(f, 1)
 	}
+	// M blocks: a multiple of the workers in number (balanced when the
+	// cores are free), up to 4 per worker when M allows (so a worker can
+	// take over work when another is descheduled), each at most kern.mc
+	// rows and a whole number of mr tiles.
 	mTiles := ceilDiv(m, mr)
-	// mc: a multiple of mr, small enough to give every worker a block.
-	mc := min(kern.mc, ceilDiv(mTiles, workers)*mr)
+	blocks := workers * max(ceilDiv(mTiles, workers*(kern.mc/mr)), min(4, mTiles/(2*workers)), 1)
+	mc := ceilDiv(mTiles, blocks) * mr
 	nAll := ceilDiv(n, nr) * nr
 	nc := min(kern.nc, nAll)
 	if k*nAll <= bPackBudget {
@@ -231,11 +235,12 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	for jc := 0; jc < n; jc += nc {
 		g.jc, g.nb = jc, min(nc, n-jc)
 		g.nPanels = ceilDiv(g.nb, nr)
-		// With too few M blocks for the workers, also split the panels of
-		// the N block (each part packs the same A block).
+		// With few M blocks for the workers, also split the panels of the
+		// N block (each part packs the same A block), aiming at 3 units per
+		// worker so uneven edge blocks still balance.
 		g.nSplit = 1
-		if g.mBlocks < workers {
-			g.nSplit = min(ceilDiv(workers, g.mBlocks), g.nPanels)
+		if workers > 1 && g.mBlocks < 3*workers {
+			g.nSplit = min(ceilDiv(3*workers, g.mBlocks), g.nPanels)
 		}
 		g.units = g.mBlocks * g.nSplit
 		for ps := 0; ps < k; ps += kSpan {
