@@ -10,9 +10,39 @@ import (
 // workerTask is a parallel job split over a fixed number of workers.
 type workerTask interface{ runWorker(w int) }
 
+// taskGroup tracks the helpers of one runTask call. Its zero value is
+// ready; it is owned by one caller at a time and reused across calls.
+type taskGroup struct {
+	pending atomic.Int32
+	done    chan struct{} // one token per call, from the last helper
+}
+
+func (g *taskGroup) finish() {
+	if g.pending.Add(-1) == 0 {
+		g.done <- struct{}{}
+	}
+}
+
+// wait returns once every helper has finished. It polls first (for up to
+// spinFor), keeping this goroutine on its thread: a blocked caller would be
+// resumed on a helper's thread, leaving its own to park, and parked threads
+// are slow to wake here.
+func (g *taskGroup) wait() {
+	start := time.Now()
+	for spins := 1; g.pending.Load() != 0; spins++ {
+		if spins%64 == 0 {
+			runtime.Gosched()
+			if time.Since(start) > spinFor {
+				break
+			}
+		}
+	}
+	<-g.done
+}
+
 // runTask runs t.runWorker(0), ..., t.runWorker(workers-1) concurrently,
-// worker 0 on the calling goroutine, and returns when all are done. wg must
-// be idle and owned by the caller; with a task that is itself reused it
+// worker 0 on the calling goroutine, and returns when all are done. g must
+// be owned by the caller; with a task and group that are reused it
 // allocates nothing.
 //
 // Helpers come from a persistent pool whose idle members spin for a short
@@ -21,30 +51,33 @@ type workerTask interface{ runWorker(w int) }
 // spinning one starts at once. A job only goes to an idle member, and to a
 // fresh goroutine when none is idle, so nested or concurrent calls never
 // wait on each other.
-func runTask(workers int, t workerTask, wg *sync.WaitGroup) {
+func runTask(workers int, t workerTask, g *taskGroup) {
 	if workers <= 1 {
 		t.runWorker(0)
 		return
 	}
-	wg.Add(workers - 1)
+	if g.done == nil {
+		g.done = make(chan struct{}, 1)
+	}
+	g.pending.Store(int32(workers - 1))
 	ensurePool(workers - 1)
 	pool := spinPool.Load()
 	next := 0
 	for w := 1; w < workers; w++ {
 		placed := false
 		for ; pool != nil && next < len(*pool) && !placed; next++ {
-			placed = (*pool)[next].offer(t, w, wg)
+			placed = (*pool)[next].offer(t, w, g)
 		}
 		if !placed {
-			go runWorkerDone(t, w, wg)
+			go runWorkerDone(t, w, g)
 		}
 	}
 	t.runWorker(0)
-	wg.Wait()
+	g.wait()
 }
 
-func runWorkerDone(t workerTask, w int, wg *sync.WaitGroup) {
-	defer wg.Done()
+func runWorkerDone(t workerTask, w int, g *taskGroup) {
+	defer g.finish()
 	t.runWorker(w)
 }
 
@@ -63,19 +96,19 @@ type poolMember struct {
 	pending atomic.Bool // a job is in t, w, wg
 	t       workerTask
 	w       int
-	wg      *sync.WaitGroup
+	g       *taskGroup
 	wake    chan struct{}
 }
 
 // offer hands job (t, w) to m if m is idle and reports whether it did.
-func (m *poolMember) offer(t workerTask, w int, wg *sync.WaitGroup) bool {
+func (m *poolMember) offer(t workerTask, w int, g *taskGroup) bool {
 	if m.state.CompareAndSwap(memberIdle, memberBusy) {
-		m.t, m.w, m.wg = t, w, wg
+		m.t, m.w, m.g = t, w, g
 		m.pending.Store(true)
 		return true
 	}
 	if m.state.CompareAndSwap(memberParked, memberBusy) {
-		m.t, m.w, m.wg = t, w, wg
+		m.t, m.w, m.g = t, w, g
 		m.pending.Store(true)
 		m.wake <- struct{}{}
 		return true
@@ -96,11 +129,11 @@ func (m *poolMember) loop() {
 			}
 		}
 		m.pending.Store(false)
-		t, w, wg := m.t, m.w, m.wg
-		m.t, m.wg = nil, nil
+		t, w, g := m.t, m.w, m.g
+		m.t, m.g = nil, nil
 		t.runWorker(w)
 		m.state.Store(memberIdle)
-		wg.Done()
+		g.finish()
 	}
 }
 
@@ -132,7 +165,7 @@ func ensurePool(n int) {
 type forTask struct {
 	fn     func(lo, hi int)
 	n, per int
-	wg     sync.WaitGroup
+	group  taskGroup
 }
 
 func (f *forTask) runWorker(w int) { f.fn(w*f.per, min((w+1)*f.per, f.n)) }
@@ -156,7 +189,7 @@ func parallelFor(n, grain int, fn func(lo, hi int)) {
 	}
 	f := forTasks.Get().(*forTask)
 	f.fn, f.n, f.per = fn, n, (n+workers-1)/workers
-	runTask((n+f.per-1)/f.per, f, &f.wg)
+	runTask((n+f.per-1)/f.per, f, &f.group)
 	f.fn = nil
 	forTasks.Put(f)
 }

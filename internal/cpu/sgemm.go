@@ -125,7 +125,7 @@ type gemmState struct {
 	bufB    []float32   // packed op(B) block, shared by the workers
 	bufA    [][]float32 // per-worker packed op(A) block
 	bufTile [][]float32 // per-worker scratch tile for edges
-	wg      sync.WaitGroup
+	group   taskGroup
 
 	kern           *gemmKernel
 	transA, transB bool
@@ -248,10 +248,10 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 			// Packing is cheap next to waking a worker: split it only when large.
 			g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<16)))
 			g.packing = true
-			runTask(g.packWorkers, g, &g.wg)
+			runTask(g.packWorkers, g, &g.group)
 			g.packing = false
 			g.next.Store(0)
-			runTask(min(workers, g.units), g, &g.wg)
+			runTask(min(workers, g.units), g, &g.group)
 		}
 	}
 }
