@@ -7,7 +7,15 @@ GO ?= go
 # under `make test`: a missing peer fails the test instead of skipping it.
 export LATHE_REQUIRE_PEERS ?= 1
 
-.PHONY: all build test run bench deps vet fmt-check
+# Node.js packages the cross-checks use (each folder pins its versions in a
+# package-lock.json; node_modules is git-ignored).
+NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
+
+# Debian's Python with PyTorch runs the model reference scripts.
+PYTHON := /usr/bin/python3
+
+.PHONY: all build test run deps deps-go deps-node deps-python vet fmt-check \
+	bench bench-kernels bench-cpu bench-tokenize bench-data fuzz
 
 all: build
 
@@ -16,8 +24,19 @@ build:
 
 # deps installs what the tests need beyond Go modules. Each step is skipped
 # when what it installs is already present.
-deps:
+deps: deps-go deps-node deps-python
+
+deps-go:
 	$(GO) mod download
+
+deps-node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { apt-get update && apt-get install -y nodejs npm; }
+	@for d in $(NPM_DIRS); do \
+	  if [ ! -d $$d/node_modules ]; then echo "npm ci in $$d"; (cd $$d && npm ci --ignore-scripts --no-audit --no-fund) || exit 1; fi; \
+	done
+
+deps-python:
+	@$(PYTHON) -c 'import torch, numpy' 2>/dev/null || { apt-get update && apt-get install -y --no-install-recommends python3-torch python3-numpy; }
 
 vet:
 	$(GO) vet ./...
@@ -32,6 +51,31 @@ run: build
 	./bin/lathe run examples/quickstart
 
 # bench: planning and a no-op rerun of a generated 200-stage pipeline with
-# 2 GiB of artifacts (the setup run that creates them is not timed).
+# 2 GiB of artifacts (the setup run that creates them is not timed), and the
+# store's own operations.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./pipeline/
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./pipeline/cache/
+
+# bench-kernels: lathe's SGEMM against OpenBLAS (through numpy) side by side,
+# plus the attention and cross-entropy kernels.
+bench-kernels: deps-python
+	./internal/cpu/bench/bench_kernels.sh
+	$(GO) test ./internal/cpu -run '^$$' -bench 'BenchmarkAttention|BenchmarkCrossEntropy' -benchtime 3x
+
+bench-cpu:
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/cpu/
+
+# bench-tokenize: encode throughput of lathe against tokenizers.js.
+bench-tokenize: deps-node
+	./internal/tokenizer/bench/bench.sh -mb 4 -seconds 5
+
+bench-data:
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./internal/data/
+
+# fuzz runs every fuzz target for a short while.
+fuzz:
+	$(GO) test ./pipeline/config -run '^$$' -fuzz FuzzLoad -fuzztime 60s
+	$(GO) test ./internal/safetensors -run '^$$' -fuzz FuzzOpen -fuzztime 60s
+	for f in FuzzLoad FuzzEncode; do $(GO) test ./internal/tokenizer -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s || exit 1; done
+	for f in FuzzReadJSONL FuzzReadCSV FuzzReadShard; do $(GO) test ./internal/data -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s || exit 1; done
