@@ -267,8 +267,12 @@ func printSummary(w io.Writer, res *pipeline.RunResult) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Addr, s.Kind, status, cached, dur)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nRun %s %s: %d ran, %d cached, %d failed, %d skipped.\n", res.RunID, res.Status,
-		counts[pipeline.StatusRan], counts[pipeline.StatusCached], counts[pipeline.StatusFailed], counts[pipeline.StatusSkipped]+counts[pipeline.StatusCanceled])
+	canceled := ""
+	if n := counts[pipeline.StatusCanceled]; n > 0 {
+		canceled = fmt.Sprintf(", %d canceled", n)
+	}
+	fmt.Fprintf(w, "\nRun %s %s: %d ran, %d cached, %d failed, %d skipped%s.\n", res.RunID, res.Status,
+		counts[pipeline.StatusRan], counts[pipeline.StatusCached], counts[pipeline.StatusFailed], counts[pipeline.StatusSkipped], canceled)
 }
 
 // formatValue prints an output value: artifacts by digest and path, other
