@@ -304,7 +304,7 @@ func macroKernel(kern *gemmKernel, kb int, ap, bp []float32, i0, mb, jc, nb, jlo
 		bpan := bp[jp*kb*nr : (jp+1)*kb*nr]
 		for ip := 0; ip < mPanels; ip++ {
 			i := i0 + ip*mr
-			rows := min(mr, m-i)
+			rows := min(mr, i0+mb-i) // the block's rows, not all of C's
 			apan := ap[ip*kb*mr : (ip+1)*kb*mr]
 			if rows == mr && cols == nr {
 				fn(kb, apan, bpan, c[i*ldc+j:], ldc, alpha, beta)
