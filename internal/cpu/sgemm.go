@@ -392,11 +392,7 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 			continue
 		}
 		if !trans {
-			for p := 0; p < kb; p++ {
-				dp := d[p*nr : p*nr+nr]
-				copy(dp[:cols], b[(p0+p)*ldb+col0:][:cols])
-				clear(dp[cols:])
-			}
+			copyRowsPadded(d, b[p0*ldb+col0:], kb, cols, nr, ldb)
 			continue
 		}
 		// op(B)[p][j] = b[j*ldb+p]: transpose four columns at a time.
@@ -415,6 +411,15 @@ func packB(dst, b []float32, ldb int, trans bool, p0, kb, j0, nb, nr, jlo, jhi i
 				clear(d[p*nr+cols : p*nr+nr])
 			}
 		}
+	}
+}
+
+// copyRowsPaddedGo is the portable copyRowsPadded.
+func copyRowsPaddedGo(dst, src []float32, rows, cols, width, srcStride int) {
+	for i := 0; i < rows; i++ {
+		d := dst[i*width : (i+1)*width]
+		copy(d[:cols], src[i*srcStride:i*srcStride+cols])
+		clear(d[cols:])
 	}
 }
 

@@ -84,6 +84,28 @@ func copyRows16(dst, src *float32, rows, srcStride int)
 //go:noescape
 func copyRows12(dst, src *float32, rows, srcStride int)
 
+// copyRowsMasked32 copies rows runs of cols < 32 floats from src (stride
+// srcStride) to consecutive 32-float runs of dst, zero padded. Needs
+// AVX-512F.
+//
+//go:noescape
+func copyRowsMasked32(dst, src *float32, rows, srcStride, cols int)
+
+// copyRowsPadded copies rows runs of cols floats, the i-th from
+// src[i*srcStride:], to dst[i*width:], zeroing dst[i*width+cols:(i+1)*width].
+func copyRowsPadded(dst, src []float32, rows, cols, width, srcStride int) {
+	if rows <= 0 {
+		return
+	}
+	if width == 32 && cols > 0 && cols < 32 && cpu.X86.HasAVX512F {
+		_ = dst[rows*width-1]
+		_ = src[(rows-1)*srcStride+cols-1]
+		copyRowsMasked32(&dst[0], &src[0], rows, srcStride, cols)
+		return
+	}
+	copyRowsPaddedGo(dst, src, rows, cols, width, srcStride)
+}
+
 // copyRows copies rows runs of width floats, the i-th from
 // src[i*srcStride:], to dst[i*width:].
 func copyRows(dst, src []float32, rows, width, srcStride int) {

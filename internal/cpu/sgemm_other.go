@@ -19,3 +19,9 @@ func copyRows(dst, src []float32, rows, width, srcStride int) {
 func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n int) {
 	transposeRows4Go(dst, dstStride, src, srcStride, n)
 }
+
+// copyRowsPadded copies rows runs of cols floats, the i-th from
+// src[i*srcStride:], to dst[i*width:], zeroing dst[i*width+cols:(i+1)*width].
+func copyRowsPadded(dst, src []float32, rows, cols, width, srcStride int) {
+	copyRowsPaddedGo(dst, src, rows, cols, width, srcStride)
+}

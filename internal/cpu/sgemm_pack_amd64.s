@@ -121,3 +121,35 @@ looptr:
 	JNZ looptr
 donet:
 	RET
+
+// func copyRowsMasked32(dst, src *float32, rows, srcStride, cols int)
+// Copies rows runs of cols (< 32) floats from src (stride srcStride floats)
+// into consecutive 32-float runs of dst, zero filling each run past cols.
+// Masked loads never touch src beyond cols. Needs AVX-512F.
+TEXT ·copyRowsMasked32(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ srcStride+24(FP), DX
+	SHLQ $2, DX
+	MOVQ cols+32(FP), CX
+	MOVQ $1, AX
+	SHLQ CX, AX
+	DECQ AX
+	KMOVW AX, K1
+	SHRQ $16, AX
+	KMOVW AX, K2
+	MOVQ rows+16(FP), CX
+	TESTQ CX, CX
+	JZ donem
+loopm:
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS.Z 64(SI), K2, Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ DX, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ loopm
+donem:
+	VZEROUPPER
+	RET
