@@ -57,9 +57,11 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./pipeline/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./pipeline/cache/
 
-# bench-kernels: lathe's SGEMM against OpenBLAS (through numpy) side by side,
-# plus the attention and cross-entropy kernels.
+# bench-kernels: lathe's SGEMM against OpenBLAS (through numpy, 2 threads,
+# its AVX-512 kernel) side by side, plus the attention and cross-entropy
+# kernels. Debian's numpy links the reference BLAS unless OpenBLAS is there.
 bench-kernels: deps-python
+	@dpkg -s libopenblas0-pthread >/dev/null 2>&1 || { apt-get update && apt-get install -y libopenblas0-pthread; }
 	./internal/cpu/bench/bench_kernels.sh
 	$(GO) test ./internal/cpu -run '^$$' -bench 'BenchmarkAttention|BenchmarkCrossEntropy' -benchtime 3x
 
