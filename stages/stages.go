@@ -7,6 +7,7 @@ import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/download"
 	"github.com/lathe-ml/lathe/stages/exec"
+	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
 // Registry returns a registry holding every built-in stage kind.
@@ -14,5 +15,6 @@ func Registry() *stage.Registry {
 	return stage.NewRegistry(
 		download.Kind(),
 		exec.Kind(),
+		tokenize.Kind(),
 	)
 }
