@@ -381,8 +381,13 @@ type config struct {
 	tokenizerPath string // file or directory; "" when training
 	train         *trainConfig
 	specs         []data.Spec
-	template      string
-	opt           data.BuildOptions
+	// names are the datasets' names in messages and in the manifest's drop
+	// examples: the path as written in the stage (relative to the pipeline
+	// file or to the files artifact), never the absolute path, so that the
+	// outputs do not depend on where the pipeline or the store lives.
+	names    []string
+	template string
+	opt      data.BuildOptions
 }
 
 type trainConfig struct {
@@ -454,6 +459,7 @@ func decode(req *stage.Request) (*config, error) {
 					return nil, err
 				}
 				spec.Path = one
+				p, _ = filepath.Rel(a.Path, one)
 			}
 		} else {
 			spec.Path = resolve(req.BaseDir, p)
@@ -468,6 +474,7 @@ func decode(req *stage.Request) (*config, error) {
 		spec.Tags = data.Tags{RoleTag: tags["role"], ContentTag: tags["content"], UserTag: tags["user"], AssistantTag: tags["assistant"],
 			ObservationTag: tags["observation"], FunctionTag: tags["function"], SystemTag: tags["system"]}
 		c.specs = append(c.specs, spec)
+		c.names = append(c.names, filepath.ToSlash(p))
 	}
 	if t := args.GetAttr("template"); !t.IsNull() {
 		c.template = t.AsString()
@@ -509,12 +516,12 @@ func singleFile(dir string) (string, error) {
 	return files[0], nil
 }
 
-// progressSource counts rows for the reporter and stops on cancellation.
+// progressSource reports rows read to the reporter and stops on cancellation.
 type progressSource struct {
-	ctx  context.Context
-	src  data.ExampleSource
-	rep  stage.Reporter
-	rows int64
+	ctx      context.Context
+	src      data.ExampleSource
+	rep      stage.Reporter
+	examples int64
 }
 
 func (p *progressSource) Next() (data.Example, error) {
@@ -523,9 +530,9 @@ func (p *progressSource) Next() (data.Example, error) {
 	}
 	ex, err := p.src.Next()
 	if err == nil {
-		p.rows++
-		if p.rep != nil && p.rows%1000 == 0 {
-			p.rep.Progress(p.rows, 0, "rows")
+		p.examples++
+		if p.examples%1000 == 0 {
+			p.rep.Progress(p.Stats().RowsRead, 0, "rows")
 		}
 	}
 	return ex, err
@@ -538,22 +545,28 @@ func (p *progressSource) Stats() data.Stats {
 	return data.Stats{}
 }
 
-// openAll opens every dataset as one source; close closes them all.
-func openAll(specs []data.Spec) (data.ExampleSource, func(), error) {
-	var readers []*data.Reader
+// openAll opens every dataset as one source, naming each by its name in
+// messages; the returned function closes them all.
+func openAll(specs []data.Spec, names []string) (data.ExampleSource, func(), error) {
+	var files []*os.File
 	closeAll := func() {
-		for _, r := range readers {
-			r.Close()
+		for _, f := range files {
+			f.Close()
 		}
 	}
 	var srcs []data.ExampleSource
-	for _, s := range specs {
-		r, err := data.Open(s)
+	for i, s := range specs {
+		f, err := os.Open(s.Path)
+		if err != nil {
+			closeAll()
+			return nil, nil, fmt.Errorf("open dataset %s: %w", names[i], err)
+		}
+		files = append(files, f)
+		r, err := data.NewReader(s, names[i], f)
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		readers = append(readers, r)
 		srcs = append(srcs, r)
 	}
 	return data.Concat(srcs...), closeAll, nil
@@ -590,9 +603,9 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		}
 	}
 	c.opt.Encoder = Encoder(tok)
-	applyTokenizerConfig(&c.opt, tcfg)
+	ApplyTokenizerConfig(&c.opt, tcfg)
 
-	src, closeAll, err := openAll(c.specs)
+	src, closeAll, err := openAll(c.specs, c.names)
 	if err != nil {
 		return nil, err
 	}
@@ -606,7 +619,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		}
 		return nil, err
 	}
-	rep.Progress(ps.rows, ps.rows, "rows")
+	rep.Progress(m.RowsRead, m.RowsRead, "rows")
 	logSummary(rep, m)
 	trainM, err := splitOut(buildDir, req.OutputDir("dataset"), m, "train")
 	if err != nil {
@@ -654,7 +667,11 @@ func logSummary(rep stage.Reporter, m *data.Manifest) {
 	if dropped > 0 {
 		rep.Logf("dropped %d rows: %s", dropped, DropSummary(m.Dropped))
 		for _, ex := range m.DropExamples {
-			rep.Logf("  dropped %s: %s %s", ex.Source, ex.Reason, ex.Detail)
+			if ex.Detail != "" {
+				rep.Logf("  dropped %s: %s (%s)", ex.Source, ex.Reason, ex.Detail)
+			} else {
+				rep.Logf("  dropped %s: %s", ex.Source, ex.Reason)
+			}
 		}
 	}
 }
@@ -690,9 +707,9 @@ func splitOut(buildDir, dir string, m *data.Manifest, split string) (*data.Manif
 	return &out, nil
 }
 
-// applyTokenizerConfig takes BOS/EOS text from tokenizer_config.json for the
+// ApplyTokenizerConfig takes BOS/EOS text from tokenizer_config.json for the
 // templates that use them and for the EOS appended to pretraining text.
-func applyTokenizerConfig(opt *data.BuildOptions, cfg *tokenizer.Config) {
+func ApplyTokenizerConfig(opt *data.BuildOptions, cfg *tokenizer.Config) {
 	if cfg == nil {
 		return
 	}
@@ -958,7 +975,7 @@ func trainFromDatasets(ctx context.Context, c *config, dir string) (*tokenizer.T
 	}
 	var readErr error
 	corpus := func(yield func(string) bool) {
-		src, closeAll, err := openAll(c.specs)
+		src, closeAll, err := openAll(c.specs, c.names)
 		if err != nil {
 			readErr = err
 			return

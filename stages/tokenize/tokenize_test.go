@@ -169,6 +169,10 @@ func TestRunTrainedTokenizer(t *testing.T) {
 	if !stats.Type().Equals(outputs["stats"].Type) {
 		t.Errorf("stats type %s, declared %s", stats.Type().FriendlyName(), outputs["stats"].Type.FriendlyName())
 	}
+	// Drop examples name the file as the stage does, not by absolute path.
+	if len(train.DropExamples) != 2 || train.DropExamples[0].Source != "identity.json:10" {
+		t.Errorf("drop examples = %+v, want identity.json:10 first", train.DropExamples)
+	}
 	// The drop summary is logged.
 	if !strings.Contains(strings.Join(rec.logs, "\n"), "dropped 2 rows") {
 		t.Errorf("logs do not report the drops:\n%s", strings.Join(rec.logs, "\n"))
