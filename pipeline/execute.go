@@ -17,6 +17,7 @@ import (
 
 	"github.com/lathe-ml/lathe/pipeline/cache"
 	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/lockfile"
 	"github.com/lathe-ml/lathe/pipeline/runs"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
@@ -226,9 +227,15 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 		return r
 	}
 
-	args, key, err := e.ws.instanceKey(inst, upstream)
+	args, key, pin, err := e.ws.instanceKey(ctx, inst, upstream)
 	if err != nil {
 		return e.fail(r, err)
+	}
+	if err := e.ws.savePin(pin); err != nil {
+		return e.fail(r, err)
+	}
+	if pin != nil && pin.note != "" {
+		e.emit(runs.Event{Type: "log", Stage: inst.Addr, Message: pin.note + " (written to " + lockfile.FileName + ")"})
 	}
 	r.Key = key.Sum
 	forced := e.sel.forced[inst]
@@ -272,7 +279,11 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 			return r
 		}
 	}
-	return e.execute(ctx, inst, key, args, r)
+	var pins map[string]string
+	if pin != nil {
+		pins = pin.values
+	}
+	return e.execute(ctx, inst, key, args, pins, r)
 }
 
 // reuse looks the key up and, on a hit, records the instance as cached.
@@ -300,7 +311,7 @@ func (e *executor) fail(r *StageResult, err error) *StageResult {
 	return r
 }
 
-func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache.Key, args cty.Value, r *StageResult) *StageResult {
+func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache.Key, args cty.Value, pins map[string]string, r *StageResult) *StageResult {
 	store := e.ws.Store
 	staging, err := store.NewStaging()
 	if err != nil {
@@ -326,6 +337,7 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 		ScratchDir:    scratch.Dir,
 		CheckpointDir: ckpt,
 		Reporter:      rep,
+		Pins:          pins,
 	}
 	e.emit(runs.Event{Type: "stage-started", Stage: inst.Addr, Key: key.Sum})
 	start := time.Now()

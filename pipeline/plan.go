@@ -10,6 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/pipeline/cache"
 	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/lockfile"
 )
 
 // Action is what a plan says will happen to a stage instance.
@@ -51,6 +52,10 @@ type Step struct {
 	// PrevKeyText is the key text of the last result of this address, when
 	// it differs from Key and is still in the store.
 	PrevKeyText string `json:"-"`
+	// Pin says how a run would change this stage's entry in the lock file
+	// ("new pin commit 3f2a0c9e1b7d", "pin moves: revision main -> v2"); ""
+	// when the lock is used as is or the stage has nothing to pin.
+	Pin string `json:"pin,omitempty"`
 }
 
 // Plan is the ordered list of steps.
@@ -176,9 +181,12 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 			action[inst] = step.Action
 			continue
 		}
-		_, key, err := ws.instanceKey(inst, outputs)
+		_, key, pin, err := ws.instanceKey(ctx, inst, outputs)
 		if err != nil {
 			return nil, err
+		}
+		if pin != nil {
+			step.Pin = pin.note
 		}
 		step.Key, step.KeySum = key, key.Sum
 		rec, err := ws.Store.Lookup(key.Sum)
@@ -199,23 +207,35 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 			step.Action = ActionRun
 			step.Reason, step.PrevKeyText = ws.whyRun(inst.Addr, key)
 		}
+		if step.Pin != "" {
+			step.Reason += "; " + step.Pin + " (not yet in " + lockfile.FileName + ")"
+		}
 		action[inst] = step.Action
 	}
 	return plan, nil
 }
 
-// instanceKey evaluates an instance's arguments with its upstream outputs
-// and builds its cache key.
-func (ws *Workspace) instanceKey(inst *config.Instance, outputs map[string]map[string]cty.Value) (cty.Value, cache.Key, error) {
+// instanceKey evaluates an instance's arguments with its upstream outputs,
+// finds its pin (from the lock, or resolved when the lock has none) and
+// builds its cache key.
+func (ws *Workspace) instanceKey(ctx context.Context, inst *config.Instance, outputs map[string]map[string]cty.Value) (cty.Value, cache.Key, *pinState, error) {
 	args, diags := ws.Resolved.Args(inst, outputs)
 	if diags.HasErrors() {
-		return cty.NilVal, cache.Key{}, &DiagnosticsError{Diags: diags}
+		return cty.NilVal, cache.Key{}, nil, &DiagnosticsError{Diags: diags}
 	}
-	key, err := stageKey(inst, args, keyContext{ws})
+	pin, err := ws.pinFor(ctx, inst, args, false)
 	if err != nil {
-		return cty.NilVal, cache.Key{}, fmt.Errorf("%s: cache key: %w", inst.Addr, err)
+		return cty.NilVal, cache.Key{}, nil, err
 	}
-	return args, key, nil
+	kc := keyContext{ws: ws}
+	if pin != nil {
+		kc.pins = pin.values
+	}
+	key, err := stageKey(inst, args, kc)
+	if err != nil {
+		return cty.NilVal, cache.Key{}, nil, fmt.Errorf("%s: cache key: %w", inst.Addr, err)
+	}
+	return args, key, pin, nil
 }
 
 // whyRun explains a cache miss by comparing with the key last recorded for

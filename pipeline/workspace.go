@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/lathe-ml/lathe/pipeline/cache"
 	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/lockfile"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
@@ -32,8 +34,14 @@ type Workspace struct {
 	Resolved *config.Resolved
 	Registry *stage.Registry
 	Store    *cache.Store
+	// Lock holds the pins of pipeline.lock.hcl (empty when there is none);
+	// LockPath is where it is read from and written to.
+	Lock     *lockfile.File
+	LockPath string
 
-	state *stateIndex
+	state   *stateIndex
+	pinMu   sync.Mutex
+	pinMemo map[string]*pinState
 }
 
 // Load parses and statically validates the pipeline at path (a file or a
@@ -49,6 +57,7 @@ func Load(path string, reg *stage.Registry, in config.Inputs) (*Workspace, hcl.D
 	r, rdiags := p.Resolve(reg, in)
 	diags = append(diags, rdiags...)
 	ws.Resolved = r
+	diags = append(diags, ws.readLock()...)
 	return ws, diags
 }
 
@@ -76,8 +85,14 @@ func (ws *Workspace) OpenStore(dir string) error {
 	return nil
 }
 
-// keyContext is the stage.KeyContext handed to kinds.
-type keyContext struct{ ws *Workspace }
+// keyContext is the stage.KeyContext handed to kinds; it also carries the
+// instance's pins (stage.PinnedKeyContext).
+type keyContext struct {
+	ws   *Workspace
+	pins map[string]string
+}
+
+func (kc keyContext) Pins() map[string]string { return kc.pins }
 
 func (kc keyContext) BaseDir() string { return kc.ws.Pipeline.Dir }
 func (kc keyContext) HashPath(path string) (string, error) {

@@ -64,6 +64,11 @@ type Kind struct {
 	// file named by a path argument. Called with fully known arguments.
 	KeyLines func(kc KeyContext, args cty.Value) ([]KeyLine, error)
 
+	// Pin optionally lets the kind pin what its arguments name by a moving
+	// reference (a Hub branch or tag) to a fixed value (a commit), recorded
+	// in the pipeline's lock file. Nil: the kind never pins.
+	Pin *Pinner
+
 	// Run executes one stage instance. It writes every artifact output into
 	// req.OutputDir(name) and returns the values of the non-artifact outputs.
 	// It must stop promptly when ctx is cancelled, returning ctx.Err() (wrapped
@@ -110,6 +115,37 @@ type KeyContext interface {
 	HashPath(path string) (string, error)
 }
 
+// Pinner resolves moving references once, so that later plans can reuse the
+// result from the lock file without asking the network.
+type Pinner struct {
+	// Inputs returns what the arguments would resolve, without any network
+	// access (e.g. {"repo": "model org/name", "revision": "main"}), or nil
+	// when nothing needs pinning (a commit sha, a local path). A lock entry is
+	// valid while its inputs equal these.
+	Inputs func(args cty.Value) (map[string]string, error)
+	// Resolve resolves the inputs now (over the network) and returns the
+	// values to pin, e.g. {"commit": "<sha>"}.
+	Resolve func(ctx context.Context, args cty.Value) (map[string]string, error)
+}
+
+// PinnedKeyContext is implemented by the engine's KeyContext: it carries
+// the pinned values of the instance whose key is being computed. It is a
+// separate interface so that existing KeyContext implementations stay valid;
+// use PinsOf.
+type PinnedKeyContext interface {
+	KeyContext
+	// Pins returns the instance's pinned values (nil when none).
+	Pins() map[string]string
+}
+
+// PinsOf returns the pinned values a KeyContext carries, or nil.
+func PinsOf(kc KeyContext) map[string]string {
+	if p, ok := kc.(PinnedKeyContext); ok {
+		return p.Pins()
+	}
+	return nil
+}
+
 // Request is everything one run of a stage instance receives.
 type Request struct {
 	// Address is the instance address, e.g. `sft.identity["r8"]`. For
@@ -133,6 +169,9 @@ type Request struct {
 	CheckpointDir string
 	// Reporter receives progress, log lines and metrics.
 	Reporter Reporter
+	// Pins holds the values pinned for this instance in the lock file (see
+	// Kind.Pin), which also entered its cache key; nil when none.
+	Pins map[string]string
 }
 
 // OutputDir is where Run writes the artifact output with the given name.
@@ -185,6 +224,8 @@ func (r *Registry) Register(k *Kind) {
 		panic(fmt.Sprintf("stage: kind %q declares no outputs", k.Name))
 	case k.Run == nil:
 		panic(fmt.Sprintf("stage: kind %q has no Run", k.Name))
+	case k.Pin != nil && (k.Pin.Inputs == nil || k.Pin.Resolve == nil):
+		panic(fmt.Sprintf("stage: kind %q has a Pinner without Inputs or Resolve", k.Name))
 	}
 	if _, dup := r.kinds[k.Name]; dup {
 		panic(fmt.Sprintf("stage: kind %q registered twice", k.Name))

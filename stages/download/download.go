@@ -32,10 +32,15 @@
 // since the user chose the files.
 //
 // The cache key holds, besides the arguments, the commit the revision
-// resolves to (so "main" moving on the Hub reruns the stage and a pinned
-// commit never asks the Hub), the sha256 of a url source and the content digest
-// of a path source. Run resolves the revision again; if the branch moved in
-// between, the commit output says which commit was fetched.
+// resolves to, the sha256 of a url source and the content digest of a path
+// source. A branch or tag is pinned: the engine records the commit it
+// resolved to in the pipeline's lock file (pipeline.lock.hcl) and hands it
+// back through the key context and Request.Pins, so a pinned stage plans
+// without asking the Hub and Run downloads exactly the pinned commit. A commit
+// sha revision needs no pin and never asks the Hub either. Without a pin (a
+// caller that does not use the lock), the key resolves the revision over the
+// network and Run resolves it again; the commit output says which commit was
+// fetched.
 //
 // The Hub client is internal/hub, configured from the environment (HF_ENDPOINT,
 // HF_TOKEN, HF_HUB_OFFLINE, HF_HUB_CACHE/HF_HOME). Partial downloads live in
@@ -104,6 +109,7 @@ func Kind() *stage.Kind {
 		},
 		Outputs:  checkedOutputs,
 		KeyLines: keyLines,
+		Pin:      &stage.Pinner{Inputs: pinInputs, Resolve: pinResolve},
 		Run:      run,
 	}
 }
@@ -281,6 +287,46 @@ func localPath(base, p string) string {
 // resolveTimeout bounds how long computing a cache key may wait on the Hub.
 const resolveTimeout = 2 * time.Minute
 
+// pinInputs says what a Hub source would resolve: the repository and a
+// revision that is not already a commit. Other sources need no pin.
+func pinInputs(args cty.Value) (map[string]string, error) {
+	s, err := sourceOf(args)
+	if err != nil {
+		return nil, err
+	}
+	if (s.kind != "repo" && s.kind != "dataset") || hub.IsCommit(s.revision) {
+		return nil, nil
+	}
+	return map[string]string{"repo": s.repo().String(), "revision": s.revision}, nil
+}
+
+// pinResolve resolves the revision to a commit over the network.
+func pinResolve(ctx context.Context, args cty.Value) (map[string]string, error) {
+	s, err := sourceOf(args)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	commit, err := hub.FromEnv().ResolveRevision(ctx, s.repo(), s.revision)
+	if err != nil {
+		return nil, fmt.Errorf("download: resolving %s revision %q: %w", s.repo(), s.revision, err)
+	}
+	return map[string]string{"commit": commit}, nil
+}
+
+// pinnedCommit returns the pinned commit, if any, checking its form.
+func pinnedCommit(pins map[string]string) (string, error) {
+	c, ok := pins["commit"]
+	if !ok {
+		return "", nil
+	}
+	if !hub.IsCommit(c) {
+		return "", fmt.Errorf("download: pinned commit %q is not a 40-digit commit sha (fix or delete it in pipeline.lock.hcl, or run `lathe lock -update`)", c)
+	}
+	return c, nil
+}
+
 func keyLines(kc stage.KeyContext, args cty.Value) ([]stage.KeyLine, error) {
 	s, err := sourceOf(args)
 	if err != nil {
@@ -288,6 +334,12 @@ func keyLines(kc stage.KeyContext, args cty.Value) ([]stage.KeyLine, error) {
 	}
 	switch s.kind {
 	case "repo", "dataset":
+		if c, err := pinnedCommit(stage.PinsOf(kc)); err != nil || c != "" {
+			if err != nil {
+				return nil, err
+			}
+			return []stage.KeyLine{{Label: "commit", Value: c}}, nil
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), resolveTimeout)
 		defer cancel()
 		commit, err := hub.FromEnv().ResolveRevision(ctx, s.repo(), s.revision)
@@ -374,7 +426,16 @@ func runHub(ctx context.Context, req *stage.Request, s source, dest, partial str
 	c := hub.FromEnv()
 	rep := req.Reporter
 	p := &progress{rep: rep, done: map[string]int64{}}
-	snap, err := c.Download(ctx, s.repo(), s.revision, dest, hub.DownloadOptions{
+	rev := s.revision
+	pinned, err := pinnedCommit(req.Pins)
+	if err != nil {
+		return "", err
+	}
+	if pinned != "" {
+		rev = pinned
+		rep.Logf("%s@%s is pinned to commit %s", s.repo(), s.revision, pinned)
+	}
+	snap, err := c.Download(ctx, s.repo(), rev, dest, hub.DownloadOptions{
 		Include:    s.include,
 		Exclude:    s.exclude,
 		PartialDir: partial,
