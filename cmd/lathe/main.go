@@ -45,6 +45,7 @@ func init() {
 		{"graph", "graph [flags] [PIPELINE]", "print the stage graph in Graphviz DOT", cmdGraph},
 		{"cache", "cache ls|verify|gc [flags]", "inspect, check and trim the artifact store", cmdCache},
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},
+		{"tokenizer", "tokenizer encode|decode|train [flags]", "encode, decode or train a tokenizer", cmdTokenizer}, {"data", "data preview [flags] FILE", "show dataset samples as the model sees them", cmdData},
 		{"version", "version", "print lathe's version", cmdVersion},
 	}
 }

@@ -41,6 +41,7 @@
 package tokenize
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -950,11 +951,14 @@ func configJSON(t *tokenizer.Tokenizer, eos string) ([]byte, error) {
 		"model_max_length":             int64(1) << 31,
 		"tokenizer_class":              "PreTrainedTokenizerFast",
 	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // "<|endoftext|>", not "\u003c|endoftext|\u003e"
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(cfg); err != nil {
 		return nil, err
 	}
-	return append(b, '\n'), nil
+	return buf.Bytes(), nil
 }
 
 func trainFromDatasets(ctx context.Context, c *config, dir string) (*tokenizer.Tokenizer, *tokenizer.Config, error) {
