@@ -42,6 +42,7 @@ func init() {
 		{"fmt", "fmt [-check] [-diff] [PATH...]", "rewrite pipeline files in canonical format", cmdFmt},
 		{"plan", "plan [flags] [PIPELINE]", "show what a run would do, and why", cmdPlan},
 		{"run", "run [flags] [PIPELINE]", "run the pipeline, reusing cached results", cmdRun},
+		{"lock", "lock [-update] [-p PIPELINE] [STAGE...]", "pin Hub branches and tags to commits in pipeline.lock.hcl", cmdLock},
 		{"graph", "graph [flags] [PIPELINE]", "print the stage graph in Graphviz DOT", cmdGraph},
 		{"cache", "cache ls|verify|gc [flags]", "inspect, check and trim the artifact store", cmdCache},
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},
