@@ -227,24 +227,41 @@ func printSamples(w io.Writer, dir string, m *data.Manifest, n int, source strin
 	return nil
 }
 
-// renderSample decodes a sample run by run of equal mask, marking the
-// trained runs.
+// renderSample decodes a sample and marks its trained runs. The text is the
+// decode of the whole sample (so decoders that treat the first token or word
+// boundaries specially, like Metaspace, show what a full decode shows), cut
+// where the decode of each run's prefix ends; where a prefix's decode is not
+// a prefix of the whole (a multi-byte character split across runs), the run
+// is decoded on its own instead.
 func renderSample(tok *tokenizer.Tokenizer, s data.Sample, color bool) string {
 	open, close := plainOpen, plainClose
 	if color {
 		open, close = ansiOpen, ansiClose
 	}
+	ids := make([]int, len(s.Tokens))
+	for k, id := range s.Tokens {
+		ids[k] = int(id)
+	}
+	full := tok.Decode(ids, false)
 	var b strings.Builder
-	for i := 0; i < len(s.Tokens); {
+	prev := 0 // bytes of full already written
+	for i := 0; i < len(ids); {
 		j := i
-		for j < len(s.Tokens) && s.Mask[j] == s.Mask[i] {
+		for j < len(ids) && s.Mask[j] == s.Mask[i] {
 			j++
 		}
-		ids := make([]int, j-i)
-		for k := range ids {
-			ids[k] = int(s.Tokens[i+k])
+		var text string
+		if j == len(ids) {
+			text = full[prev:]
+		} else if p := tok.Decode(ids[:j], false); len(p) >= prev && strings.HasPrefix(full, p) {
+			text = full[prev:len(p)]
+		} else {
+			text = tok.Decode(ids[i:j], false)
 		}
-		text := tok.Decode(ids, false)
+		prev += len(text)
+		if prev > len(full) {
+			prev = len(full)
+		}
 		if s.Mask[i] {
 			b.WriteString(open + text + close)
 		} else {

@@ -519,3 +519,23 @@ func mustID(t *testing.T, tok *tokenizer.Tokenizer, s string) int {
 	}
 	return id
 }
+
+func TestRunCanceled(t *testing.T) {
+	tokDir := trainTokenizerDir(t)
+	for _, tc := range []struct{ name, src string }{
+		{"training", trainedAlpaca},
+		{"tokenizing", "tokenizer = tok\ntemplate = \"qwen\"\ndataset {\n  path = \"identity.json\"\n  format = \"alpaca\"\n}\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := mustArgs(t, tc.src, map[string]cty.Value{"tok": cty.StringVal(tokDir)})
+			dir := t.TempDir()
+			req := &stage.Request{Args: args, BaseDir: testdata(t), StagingDir: filepath.Join(dir, "s"), ScratchDir: filepath.Join(dir, "x"), Reporter: &recorder{}}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			_, err := Kind().Run(ctx, req)
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+		})
+	}
+}
