@@ -450,7 +450,7 @@ func decode(req *stage.Request) (*config, error) {
 			if !ok {
 				return nil, fmt.Errorf("dataset files is not an artifact")
 			}
-			if filepath.IsAbs(p) || strings.HasPrefix(filepath.Clean("/"+p), "/..") {
+			if p != "" && !filepath.IsLocal(filepath.FromSlash(p)) {
 				return nil, fmt.Errorf("dataset path %q must be relative to the files artifact", p)
 			}
 			spec.Path = filepath.Join(a.Path, filepath.FromSlash(p))

@@ -539,3 +539,41 @@ func TestRunCanceled(t *testing.T) {
 		})
 	}
 }
+
+func TestFilesArtifactPath(t *testing.T) {
+	tokDir := trainTokenizerDir(t)
+	single := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(testdata(t), "chat.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(single, "only.jsonl"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, dir, path string
+		want            string // error substring; "" = success
+	}{
+		{"escape", testdata(t), `path = "../tokenize.go"`, "must be relative to the files artifact"},
+		{"absolute", testdata(t), `path = "/etc/passwd"`, "must be relative to the files artifact"},
+		{"ambiguous", testdata(t), ``, "name one with path"},
+		{"single file", single, ``, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			art := stage.ArtifactVal(stage.Artifact{Kind: stage.FilesArtifact, Digest: "sha256:00", Path: tc.dir})
+			args := mustArgs(t, "tokenizer = tok\ntemplate = \"chatml\"\ndataset {\n  files = art\n  "+tc.path+"\n  format = \"sharegpt\"\n}\n",
+				map[string]cty.Value{"tok": cty.StringVal(tokDir), "art": art})
+			_, _, _, err := runStage(t, args)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
