@@ -15,8 +15,9 @@ import (
 // with it the named stages (or all) are resolved again.
 func cmdLock(ctx context.Context, env *cliEnv, args []string) int {
 	fs := newFlagSet(env, "lock")
-	var pf pipelineFlags
-	pf.register(fs)
+	var pf pipelineFlags // -cache does not apply: the lock lives beside the pipeline
+	fs.Var(&pf.vars, "var", "set a variable: -var 'name=value' (repeatable)")
+	fs.Var(&pf.varFiles, "var-file", "read variables from an HCL or JSON file (repeatable)")
 	update := fs.Bool("update", false, "resolve the named stages' pins again (all stages when none is named), moving them to what their references point to now")
 	path := fs.String("p", ".", "the pipeline file or directory")
 	stages, err := parseInterleaved(fs, args)
