@@ -1,0 +1,342 @@
+package llama
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+// Config is a Llama-family model's shape, read from a Hugging Face
+// config.json.
+type Config struct {
+	// ModelType is "llama", "mistral", "qwen2" or "qwen3".
+	ModelType string
+	// Architecture is architectures[0] (e.g. "LlamaForCausalLM").
+	Architecture string
+
+	VocabSize    int
+	Hidden       int // hidden_size
+	Intermediate int // intermediate_size
+	Layers       int // num_hidden_layers
+	Heads        int // num_attention_heads
+	KVHeads      int // num_key_value_heads (default Heads)
+	HeadDim      int // head_dim (default Hidden/Heads)
+	MaxPositions int // max_position_embeddings (0 if absent)
+
+	RopeTheta   float64
+	RopeScaling *tensor.Llama3Scaling // rope_scaling llama3, or nil
+	RMSNormEps  float64
+
+	// QKVBias: q, k and v projections have biases (qwen2 always; llama and
+	// qwen3 with attention_bias). OBias: o_proj has one (attention_bias,
+	// not qwen2). MLPBias: gate/up/down have biases (llama mlp_bias).
+	QKVBias, OBias, MLPBias bool
+	// QKNorm: per-head RMSNorm of q and k before RoPE (qwen3).
+	QKNorm bool
+	// TieEmbeddings: the LM head is model.embed_tokens.weight.
+	TieEmbeddings bool
+	// SlidingWindow is mistral's sliding_window (0: none). The attention
+	// kernels have no window, so sequences longer than it are refused.
+	SlidingWindow int
+
+	BOSTokenID int   // -1 if absent
+	EOSTokenIDs []int // eos_token_id as a list (it may be an int or a list)
+
+	// raw is the parsed config.json, written back by Save so fields lathe
+	// does not interpret survive a round trip.
+	raw map[string]any
+}
+
+var archTypes = map[string]string{
+	"LlamaForCausalLM":   "llama",
+	"MistralForCausalLM": "mistral",
+	"Qwen2ForCausalLM":   "qwen2",
+	"Qwen3ForCausalLM":   "qwen3",
+}
+
+// LoadConfig reads dir/config.json (or the file itself if path is a file).
+func LoadConfig(path string) (Config, error) {
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "config.json")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("llama: config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// ParseConfig parses and validates a transformers config.json.
+func ParseConfig(data []byte) (Config, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return Config{}, fmt.Errorf("llama: config.json: %w", err)
+	}
+	c := Config{raw: raw, BOSTokenID: -1}
+	var err error
+	fail := func(field string, format string, a ...any) {
+		if err == nil {
+			err = fmt.Errorf("llama: config.json: %s: %s", field, fmt.Sprintf(format, a...))
+		}
+	}
+	getInt := func(field string, def int, required bool) int {
+		v, ok := raw[field]
+		if !ok || v == nil {
+			if required {
+				fail(field, "missing")
+			}
+			return def
+		}
+		f, ok := v.(float64)
+		if !ok || f != float64(int(f)) {
+			fail(field, "want an integer, got %v", v)
+			return def
+		}
+		return int(f)
+	}
+	getFloat := func(field string, def float64) float64 {
+		v, ok := raw[field]
+		if !ok || v == nil {
+			return def
+		}
+		f, ok := v.(float64)
+		if !ok {
+			fail(field, "want a number, got %v", v)
+			return def
+		}
+		return f
+	}
+	getBool := func(field string, def bool) bool {
+		v, ok := raw[field]
+		if !ok || v == nil {
+			return def
+		}
+		b, ok := v.(bool)
+		if !ok {
+			fail(field, "want a boolean, got %v", v)
+			return def
+		}
+		return b
+	}
+
+	if mt, ok := raw["model_type"].(string); ok {
+		c.ModelType = mt
+	}
+	if as, ok := raw["architectures"].([]any); ok && len(as) > 0 {
+		a, _ := as[0].(string)
+		c.Architecture = a
+		t, known := archTypes[a]
+		if !known {
+			fail("architectures", "%q is not supported (want LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)", a)
+		} else if c.ModelType == "" {
+			c.ModelType = t
+		} else if c.ModelType != t {
+			fail("model_type", "%q does not match architectures %q", c.ModelType, a)
+		}
+	}
+	switch c.ModelType {
+	case "llama", "mistral", "qwen2", "qwen3":
+	case "":
+		fail("model_type", "missing (and no architectures)")
+	default:
+		fail("model_type", "%q is not supported (want llama, mistral, qwen2 or qwen3)", c.ModelType)
+	}
+	if c.Architecture == "" {
+		for a, t := range archTypes {
+			if t == c.ModelType {
+				c.Architecture = a
+			}
+		}
+	}
+
+	c.VocabSize = getInt("vocab_size", 0, true)
+	c.Hidden = getInt("hidden_size", 0, true)
+	c.Intermediate = getInt("intermediate_size", 0, true)
+	c.Layers = getInt("num_hidden_layers", 0, true)
+	c.Heads = getInt("num_attention_heads", 0, true)
+	c.KVHeads = getInt("num_key_value_heads", c.Heads, false)
+	hd := 0
+	if c.Heads > 0 {
+		hd = c.Hidden / c.Heads
+	}
+	c.HeadDim = getInt("head_dim", hd, false)
+	c.MaxPositions = getInt("max_position_embeddings", 0, false)
+	c.RopeTheta = getFloat("rope_theta", 10000)
+	c.RMSNormEps = getFloat("rms_norm_eps", 1e-6)
+	c.TieEmbeddings = getBool("tie_word_embeddings", false)
+	if act, ok := raw["hidden_act"]; ok && act != "silu" {
+		fail("hidden_act", "%v is not supported (only silu)", act)
+	}
+	attnBias := getBool("attention_bias", false)
+	switch c.ModelType {
+	case "llama":
+		c.QKVBias, c.OBias = attnBias, attnBias
+		c.MLPBias = getBool("mlp_bias", false)
+	case "mistral":
+		c.SlidingWindow = getInt("sliding_window", 0, false)
+	case "qwen2":
+		c.QKVBias = true
+		if getBool("use_sliding_window", false) {
+			fail("use_sliding_window", "true is not supported")
+		}
+	case "qwen3":
+		c.QKVBias, c.OBias = attnBias, attnBias
+		c.QKNorm = true
+		if getBool("use_sliding_window", false) {
+			fail("use_sliding_window", "true is not supported")
+		}
+	}
+	if rs, ok := raw["rope_scaling"]; ok && rs != nil {
+		m, ok := rs.(map[string]any)
+		if !ok {
+			fail("rope_scaling", "want an object or null, got %v", rs)
+		} else {
+			typ, _ := m["rope_type"].(string)
+			if typ == "" {
+				typ, _ = m["type"].(string)
+			}
+			num := func(k string) float64 {
+				f, ok := m[k].(float64)
+				if !ok {
+					fail("rope_scaling."+k, "missing or not a number")
+				}
+				return f
+			}
+			switch typ {
+			case "llama3":
+				c.RopeScaling = &tensor.Llama3Scaling{
+					Factor:               num("factor"),
+					LowFreqFactor:        num("low_freq_factor"),
+					HighFreqFactor:       num("high_freq_factor"),
+					OriginalMaxPositions: int(num("original_max_position_embeddings")),
+				}
+			case "default":
+			default:
+				fail("rope_scaling.rope_type", "%q is not supported (only llama3)", typ)
+			}
+		}
+	}
+	if v, ok := raw["bos_token_id"].(float64); ok {
+		c.BOSTokenID = int(v)
+	}
+	switch v := raw["eos_token_id"].(type) {
+	case float64:
+		c.EOSTokenIDs = []int{int(v)}
+	case []any:
+		for _, e := range v {
+			if f, ok := e.(float64); ok {
+				c.EOSTokenIDs = append(c.EOSTokenIDs, int(f))
+			}
+		}
+	}
+	if err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// Validate checks the shape fields for consistency.
+func (c Config) Validate() error {
+	pos := func(field string, v int) error {
+		if v <= 0 {
+			return fmt.Errorf("llama: config: %s is %d, want > 0", field, v)
+		}
+		return nil
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{{"vocab_size", c.VocabSize}, {"hidden_size", c.Hidden}, {"intermediate_size", c.Intermediate},
+		{"num_hidden_layers", c.Layers}, {"num_attention_heads", c.Heads}, {"num_key_value_heads", c.KVHeads},
+		{"head_dim", c.HeadDim}} {
+		if err := pos(f.name, f.v); err != nil {
+			return err
+		}
+	}
+	if c.Heads%c.KVHeads != 0 {
+		return fmt.Errorf("llama: config: num_attention_heads %d is not a multiple of num_key_value_heads %d", c.Heads, c.KVHeads)
+	}
+	if c.HeadDim%2 != 0 {
+		return fmt.Errorf("llama: config: head_dim %d must be even for RoPE", c.HeadDim)
+	}
+	if !(c.RMSNormEps > 0) {
+		return fmt.Errorf("llama: config: rms_norm_eps %v, want > 0", c.RMSNormEps)
+	}
+	if c.SlidingWindow < 0 {
+		return fmt.Errorf("llama: config: sliding_window %d, want > 0 or null", c.SlidingWindow)
+	}
+	if _, err := c.rope().InvFreq(); err != nil {
+		return fmt.Errorf("llama: config: rope_theta/rope_scaling: %w", err)
+	}
+	return nil
+}
+
+func (c Config) rope() tensor.RoPE {
+	return tensor.RoPE{HeadDim: c.HeadDim, Theta: c.RopeTheta, Llama3: c.RopeScaling}
+}
+
+// JSON returns the config as transformers' config.json. A config read by
+// ParseConfig is written back with every original field; one built in Go
+// gets the fields lathe knows.
+func (c Config) JSON() ([]byte, error) {
+	m := map[string]any{}
+	for k, v := range c.raw {
+		m[k] = v
+	}
+	if c.raw == nil {
+		m["architectures"] = []string{c.Architecture}
+		m["model_type"] = c.ModelType
+		m["vocab_size"] = c.VocabSize
+		m["hidden_size"] = c.Hidden
+		m["intermediate_size"] = c.Intermediate
+		m["num_hidden_layers"] = c.Layers
+		m["num_attention_heads"] = c.Heads
+		m["num_key_value_heads"] = c.KVHeads
+		m["head_dim"] = c.HeadDim
+		m["hidden_act"] = "silu"
+		m["rope_theta"] = c.RopeTheta
+		m["rms_norm_eps"] = c.RMSNormEps
+		m["tie_word_embeddings"] = c.TieEmbeddings
+		if c.MaxPositions > 0 {
+			m["max_position_embeddings"] = c.MaxPositions
+		}
+		if s := c.RopeScaling; s != nil {
+			m["rope_scaling"] = map[string]any{"rope_type": "llama3", "factor": s.Factor,
+				"low_freq_factor": s.LowFreqFactor, "high_freq_factor": s.HighFreqFactor,
+				"original_max_position_embeddings": s.OriginalMaxPositions}
+		}
+		switch c.ModelType {
+		case "llama":
+			m["attention_bias"] = c.QKVBias
+			m["mlp_bias"] = c.MLPBias
+		case "qwen3":
+			m["attention_bias"] = c.QKVBias
+		case "mistral":
+			if c.SlidingWindow > 0 {
+				m["sliding_window"] = c.SlidingWindow
+			} else {
+				m["sliding_window"] = nil
+			}
+		}
+		if c.BOSTokenID >= 0 {
+			m["bos_token_id"] = c.BOSTokenID
+		}
+		if len(c.EOSTokenIDs) == 1 {
+			m["eos_token_id"] = c.EOSTokenIDs[0]
+		} else if len(c.EOSTokenIDs) > 1 {
+			m["eos_token_id"] = c.EOSTokenIDs
+		}
+		m["torch_dtype"] = "float32"
+	}
+	return json.MarshalIndent(m, "", "  ")
+}

@@ -1,0 +1,410 @@
+package llama
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+// Batch is one step's input: B rows of T tokens.
+type Batch struct {
+	B, T int
+	// Tokens [B*T] are the input ids.
+	Tokens []int32
+	// Targets [B*T] are PRE-SHIFTED: Targets[b*T+t] is the token position t
+	// must predict; negative entries (e.g. -100) are ignored. Nil is
+	// allowed for Logits.
+	Targets []int32
+	// Positions [B*T] are the RoPE positions; nil means 0..T-1 per row.
+	Positions []int32
+	// Segments [B*T]: packed rows; a token attends only to earlier tokens
+	// with the same id. Nil means one segment per row.
+	Segments []int32
+}
+
+// ceChunkRows is the number of rows the fused cross-entropy computes
+// logits for at a time. It is fixed (not derived from the batch capacity)
+// because the dW summation order depends on it.
+const ceChunkRows = 64
+
+type layerActs struct {
+	x                 tensor.Buffer // [n,H] layer input (residual stream)
+	ln1, rstd1        tensor.Buffer // [n,H], [n]
+	q, k, v           tensor.Buffer // projections [n,Hq*D], [n,Hkv*D]
+	qn, kn            tensor.Buffer // after q/k norm (qwen3), else unused
+	rstdq, rstdk      tensor.Buffer // [n*Hq], [n*Hkv]
+	qr, kr            tensor.Buffer // after RoPE
+	att, lse          tensor.Buffer // [n,Hq*D], [B*Hq*T]
+	xmid              tensor.Buffer // [n,H] residual after attention
+	ln2, rstd2        tensor.Buffer
+	gate, up, sw      tensor.Buffer // [n,I]
+}
+
+type activations struct {
+	maxN       int
+	mem, imem  tensor.Buffer
+	ids, tgt   tensor.Buffer // I32 [maxN]
+	pos, seg   tensor.Buffer
+	layers     []layerActs
+	xf         tensor.Buffer // [n,H] final residual
+	lnf, rstdf tensor.Buffer
+	losses     tensor.Buffer // [n]
+	ceWS       tensor.Buffer // [ceChunkRows*V]
+	// backward scratch
+	dres, dtmp, dln   tensor.Buffer // [n,H]
+	dq, datt          tensor.Buffer // [n,Hq*D]
+	dk, dv            tensor.Buffer // [n,Hkv*D]
+	dgate, dup, dsw   tensor.Buffer // [n,I]
+	logits            tensor.Buffer // [n,V], allocated by Logits only
+	lossHost          []float32
+	posHost           []int32
+}
+
+type fwdState struct {
+	B, T, n int
+	count   int
+	hasSeg  bool
+	grads   bool
+}
+
+func (m *Model) freeActivations() {
+	if a := m.act; a != nil {
+		m.be.Free(a.mem)
+		m.be.Free(a.imem)
+		if !a.logits.IsNil() {
+			m.be.Free(a.logits)
+		}
+		m.act = nil
+	}
+	m.lastFwd = nil
+}
+
+// Reserve allocates activations for batches of up to n = B·T tokens. Forward
+// calls it when a batch is larger than any before; calling it up front
+// keeps every step free of allocation.
+func (m *Model) Reserve(n int) error {
+	if m.act != nil && m.act.maxN >= n {
+		return nil
+	}
+	m.freeActivations()
+	c := m.Cfg
+	H, I, V := c.Hidden, c.Intermediate, c.VocabSize
+	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	a := &activations{maxN: n}
+	var off int
+	var mem tensor.Buffer
+	take := func(k int) tensor.Buffer {
+		off += k
+		if mem.IsNil() {
+			return tensor.Buffer{}
+		}
+		return mem.View(off-k, k)
+	}
+	layout := func() {
+		off = 0
+		a.layers = make([]layerActs, c.Layers)
+		for l := range a.layers {
+			L := &a.layers[l]
+			L.x, L.ln1, L.rstd1 = take(n*H), take(n*H), take(n)
+			L.q, L.k, L.v = take(n*qd), take(n*kvd), take(n*kvd)
+			if c.QKNorm {
+				L.qn, L.kn = take(n*qd), take(n*kvd)
+				L.rstdq, L.rstdk = take(n*c.Heads), take(n*c.KVHeads)
+			}
+			L.qr, L.kr = take(n*qd), take(n*kvd)
+			L.att, L.lse = take(n*qd), take(n*c.Heads)
+			L.xmid, L.ln2, L.rstd2 = take(n*H), take(n*H), take(n)
+			L.gate, L.up, L.sw = take(n*I), take(n*I), take(n*I)
+		}
+		a.xf, a.lnf, a.rstdf, a.losses = take(n*H), take(n*H), take(n), take(n)
+		a.ceWS = take(ceChunkRows * V)
+		a.dres, a.dtmp, a.dln = take(n*H), take(n*H), take(n*H)
+		a.dq, a.datt, a.dk, a.dv = take(n*qd), take(n*qd), take(n*kvd), take(n*kvd)
+		a.dgate, a.dup, a.dsw = take(n*I), take(n*I), take(n*I)
+	}
+	layout()
+	var err error
+	if mem, err = m.be.Alloc(tensor.F32, off); err != nil {
+		return fmt.Errorf("llama: activations for %d tokens (%d floats): %w", n, off, err)
+	}
+	layout()
+	a.mem = mem
+	if a.imem, err = m.be.Alloc(tensor.I32, 4*n); err != nil {
+		m.be.Free(mem)
+		return fmt.Errorf("llama: token buffers: %w", err)
+	}
+	a.ids, a.tgt, a.pos, a.seg = a.imem.View(0, n), a.imem.View(n, n), a.imem.View(2*n, n), a.imem.View(3*n, n)
+	a.lossHost = make([]float32, n)
+	a.posHost = make([]int32, n)
+	m.act = a
+	return nil
+}
+
+func (m *Model) checkBatch(b *Batch, needTargets bool) error {
+	n := b.B * b.T
+	if b.B <= 0 || b.T <= 0 {
+		return fmt.Errorf("llama: batch shape [%d,%d]", b.B, b.T)
+	}
+	if len(b.Tokens) != n {
+		return fmt.Errorf("llama: batch has %d tokens, want B·T = %d", len(b.Tokens), n)
+	}
+	if needTargets && len(b.Targets) != n {
+		return fmt.Errorf("llama: batch has %d targets, want B·T = %d", len(b.Targets), n)
+	}
+	if b.Positions != nil && len(b.Positions) != n {
+		return fmt.Errorf("llama: batch has %d positions, want %d", len(b.Positions), n)
+	}
+	if b.Segments != nil && len(b.Segments) != n {
+		return fmt.Errorf("llama: batch has %d segment ids, want %d", len(b.Segments), n)
+	}
+	V := int32(m.Cfg.VocabSize)
+	for i, t := range b.Tokens {
+		if t < 0 || t >= V {
+			return fmt.Errorf("llama: token %d at index %d outside vocabulary [0,%d)", t, i, V)
+		}
+	}
+	for i, t := range b.Targets {
+		if t >= V {
+			return fmt.Errorf("llama: target %d at index %d outside vocabulary [0,%d)", t, i, V)
+		}
+	}
+	for i, p := range b.Positions {
+		if p < 0 {
+			return fmt.Errorf("llama: negative position %d at index %d", p, i)
+		}
+	}
+	if w := m.Cfg.SlidingWindow; w > 0 && b.T > w {
+		return fmt.Errorf("llama: sequence length %d exceeds sliding_window %d, and sliding-window attention is not implemented", b.T, w)
+	}
+	return nil
+}
+
+// upload validates b, reserves activations and uploads the integer inputs.
+func (m *Model) upload(b *Batch, needTargets bool) (*fwdState, error) {
+	if err := m.checkBatch(b, needTargets); err != nil {
+		return nil, err
+	}
+	n := b.B * b.T
+	if err := m.Reserve(n); err != nil {
+		return nil, err
+	}
+	a := m.act
+	st := &fwdState{B: b.B, T: b.T, n: n, hasSeg: b.Segments != nil}
+	pos := b.Positions
+	if pos == nil {
+		pos = a.posHost[:n]
+		for i := range pos {
+			pos[i] = int32(i % b.T)
+		}
+	}
+	var err error
+	up := func(dst tensor.Buffer, src []int32) {
+		if err == nil {
+			err = tensor.UploadI32(m.be, dst.View(0, n), src)
+		}
+	}
+	up(a.ids, b.Tokens)
+	up(a.pos, pos)
+	if b.Targets != nil {
+		up(a.tgt, b.Targets)
+		for _, t := range b.Targets {
+			if t >= 0 {
+				st.count++
+			}
+		}
+	}
+	if b.Segments != nil {
+		up(a.seg, b.Segments)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("llama: upload batch: %w", err)
+	}
+	return st, nil
+}
+
+// linear: y [n,out] = x [n,in]·Wᵀ (+ bias).
+func (m *Model) linear(y, x tensor.Buffer, w, bias *Param, n, out, in int) {
+	tensor.MatMul(m.be, y, x, w.W, n, out, in, false, true, 0)
+	if bias != nil {
+		m.be.AddBias(y, bias.W, n, out)
+	}
+}
+
+// linearBackward: dx [n,in] (= or += with accumulate) dy·W; dW += dyᵀ·x;
+// dbias += Σ dy.
+func (m *Model) linearBackward(dx, dy, x tensor.Buffer, w, bias *Param, n, out, in int, accumulate bool) {
+	beta := float32(0)
+	if accumulate {
+		beta = 1
+	}
+	tensor.MatMul(m.be, dx, dy, w.W, n, in, out, false, false, beta)
+	tensor.MatMul(m.be, w.Grad, dy, x, out, in, n, true, false, 1)
+	if bias != nil {
+		m.be.BiasGrad(bias.Grad, dy, n, out)
+	}
+}
+
+// forward runs the decoder up to the final norm (a.lnf).
+func (m *Model) forward(st *fwdState) {
+	c, a, be := m.Cfg, m.act, m.be
+	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
+	qd, kvd := c.Heads*D, c.KVHeads*D
+	eps := float32(c.RMSNormEps)
+	seg := tensor.Buffer{}
+	if st.hasSeg {
+		seg = a.seg.View(0, n)
+	}
+	ids, pos := a.ids.View(0, n), a.pos.View(0, n)
+	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+
+	be.EmbeddingForward(a.layers[0].x.View(0, n*H), m.embed.W, ids, n, H)
+	for l := range a.layers {
+		L, P := &a.layers[l], &m.layers[l]
+		next := a.xf
+		if l+1 < len(a.layers) {
+			next = a.layers[l+1].x
+		}
+		// attention block
+		be.RMSNormForward(L.ln1, L.rstd1, L.x, P.ln1.W, n, H, eps)
+		m.linear(L.q, L.ln1, P.q, P.qb, n, qd, H)
+		m.linear(L.k, L.ln1, P.k, P.kb, n, kvd, H)
+		m.linear(L.v, L.ln1, P.v, P.vb, n, kvd, H)
+		qin, kin := L.q, L.k
+		if c.QKNorm {
+			be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, n*c.Heads, D, eps)
+			be.RMSNormForward(L.kn, L.rstdk, L.k, P.kn.W, n*c.KVHeads, D, eps)
+			qin, kin = L.qn, L.kn
+		}
+		be.RoPEForward(L.qr, qin, pos, m.invFreq, n, c.Heads, D, D)
+		be.RoPEForward(L.kr, kin, pos, m.invFreq, n, c.KVHeads, D, D)
+		be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, attn)
+		m.linear(L.xmid, L.att, P.o, P.ob, n, H, qd)
+		be.Add(L.xmid, L.xmid, L.x, n*H)
+		// MLP block
+		be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, n, H, eps)
+		m.linear(L.gate, L.ln2, P.gate, P.gateB, n, I, H)
+		m.linear(L.up, L.ln2, P.up, P.upB, n, I, H)
+		be.SwiGLUForward(L.sw, L.gate, L.up, n*I)
+		m.linear(next, L.sw, P.down, P.downB, n, H, I)
+		be.Add(next, next, L.xmid, n*H)
+	}
+	be.RMSNormForward(a.lnf, a.rstdf, a.xf, m.norm.W, n, H, eps)
+}
+
+// Forward runs the model on b and returns the mean cross-entropy over the
+// non-ignored targets (0 if every target is ignored). Activations are kept
+// for Backward.
+func (m *Model) Forward(b *Batch) (float32, error) {
+	st, err := m.upload(b, true)
+	if err != nil {
+		return 0, err
+	}
+	m.forward(st)
+	a, c := m.act, m.Cfg
+	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.head.W, a.tgt,
+		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows})
+	if err := m.be.Sync(); err != nil {
+		return 0, fmt.Errorf("llama: forward: %w", err)
+	}
+	losses := a.lossHost[:st.n]
+	if err := tensor.DownloadF32(m.be, losses, a.losses.View(0, st.n)); err != nil {
+		return 0, fmt.Errorf("llama: forward: %w", err)
+	}
+	m.lastFwd = st
+	if st.count == 0 {
+		return 0, nil
+	}
+	var sum float64
+	for _, l := range losses {
+		sum += float64(l)
+	}
+	return float32(sum / float64(st.count)), nil
+}
+
+// Backward accumulates (+=) into every parameter's gradient the gradient
+// of the loss the last Forward returned.
+func (m *Model) Backward() error {
+	st := m.lastFwd
+	if st == nil {
+		return errors.New("llama: Backward without a preceding Forward")
+	}
+	m.lastFwd = nil
+	if st.count == 0 {
+		return nil
+	}
+	c, a, be := m.Cfg, m.act, m.be
+	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
+	qd, kvd := c.Heads*D, c.KVHeads*D
+	seg := tensor.Buffer{}
+	if st.hasSeg {
+		seg = a.seg.View(0, n)
+	}
+	pos := a.pos.View(0, n)
+	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+
+	// LM head + cross-entropy: dln = dL/d lnf, head grad accumulated.
+	be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
+		tensor.CrossEntropy{N: n, C: H, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
+	be.RMSNormBackward(a.dres, m.norm.Grad, a.dln, a.xf, m.norm.W, a.rstdf, n, H)
+
+	for l := len(a.layers) - 1; l >= 0; l-- {
+		L, P := &a.layers[l], &m.layers[l]
+		// MLP block: dres is dL/d(layer output).
+		m.linearBackward(a.dsw, a.dres, L.sw, P.down, P.downB, n, H, I, false)
+		be.SwiGLUBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)
+		m.linearBackward(a.dln, a.dgate, L.ln2, P.gate, P.gateB, n, I, H, false)
+		m.linearBackward(a.dln, a.dup, L.ln2, P.up, P.upB, n, I, H, true)
+		be.RMSNormBackward(a.dtmp, P.ln2.Grad, a.dln, L.xmid, P.ln2.W, L.rstd2, n, H)
+		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d xmid
+		// attention block
+		m.linearBackward(a.datt, a.dres, L.att, P.o, P.ob, n, H, qd, false)
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, L.qr, L.kr, L.v, L.att, L.lse, seg, attn)
+		be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, D)
+		be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, D)
+		if c.QKNorm {
+			be.RMSNormBackward(a.dq, P.qn.Grad, a.dq, L.q, P.qn.W, L.rstdq, n*c.Heads, D)
+			be.RMSNormBackward(a.dk, P.kn.Grad, a.dk, L.k, P.kn.W, L.rstdk, n*c.KVHeads, D)
+		}
+		m.linearBackward(a.dln, a.dq, L.ln1, P.q, P.qb, n, qd, H, false)
+		m.linearBackward(a.dln, a.dk, L.ln1, P.k, P.kb, n, kvd, H, true)
+		m.linearBackward(a.dln, a.dv, L.ln1, P.v, P.vb, n, kvd, H, true)
+		be.RMSNormBackward(a.dtmp, P.ln1.Grad, a.dln, L.x, P.ln1.W, L.rstd1, n, H)
+		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d x_l
+	}
+	be.EmbeddingBackward(m.embed.Grad, a.dres, a.ids.View(0, n), n, H)
+	if err := be.Sync(); err != nil {
+		return fmt.Errorf("llama: backward: %w", err)
+	}
+	return nil
+}
+
+// Logits runs the model on b (targets not needed) and returns the logits
+// [B·T·V], materialising them on the backend (meant for tests, evaluation
+// of small models and generation).
+func (m *Model) Logits(b *Batch) ([]float32, error) {
+	st, err := m.upload(b, false)
+	if err != nil {
+		return nil, err
+	}
+	m.forward(st)
+	a, c := m.act, m.Cfg
+	if a.logits.IsNil() || a.logits.Len() < st.n*c.VocabSize {
+		if !a.logits.IsNil() {
+			m.be.Free(a.logits)
+		}
+		if a.logits, err = m.be.Alloc(tensor.F32, a.maxN*c.VocabSize); err != nil {
+			a.logits = tensor.Buffer{}
+			return nil, fmt.Errorf("llama: logits buffer: %w", err)
+		}
+	}
+	lg := a.logits.View(0, st.n*c.VocabSize)
+	tensor.MatMul(m.be, lg, a.lnf, m.head.W, st.n, c.VocabSize, c.Hidden, false, true, 0)
+	out := make([]float32, lg.Len())
+	if err := tensor.DownloadF32(m.be, out, lg); err != nil {
+		return nil, fmt.Errorf("llama: logits: %w", err)
+	}
+	m.lastFwd = nil
+	return out, nil
+}
