@@ -42,7 +42,7 @@ type Config struct {
 	// kernels have no window, so sequences longer than it are refused.
 	SlidingWindow int
 
-	BOSTokenID int   // -1 if absent
+	BOSTokenID  int   // -1 if absent
 	EOSTokenIDs []int // eos_token_id as a list (it may be an int or a list)
 
 	// raw is the parsed config.json, written back by Save so fields lathe

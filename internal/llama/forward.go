@@ -30,16 +30,16 @@ type Batch struct {
 const ceChunkRows = 64
 
 type layerActs struct {
-	x                 tensor.Buffer // [n,H] layer input (residual stream)
-	ln1, rstd1        tensor.Buffer // [n,H], [n]
-	q, k, v           tensor.Buffer // projections [n,Hq*D], [n,Hkv*D]
-	qn, kn            tensor.Buffer // after q/k norm (qwen3), else unused
-	rstdq, rstdk      tensor.Buffer // [n*Hq], [n*Hkv]
-	qr, kr            tensor.Buffer // after RoPE
-	att, lse          tensor.Buffer // [n,Hq*D], [B*Hq*T]
-	xmid              tensor.Buffer // [n,H] residual after attention
-	ln2, rstd2        tensor.Buffer
-	gate, up, sw      tensor.Buffer // [n,I]
+	x            tensor.Buffer // [n,H] layer input (residual stream)
+	ln1, rstd1   tensor.Buffer // [n,H], [n]
+	q, k, v      tensor.Buffer // projections [n,Hq*D], [n,Hkv*D]
+	qn, kn       tensor.Buffer // after q/k norm (qwen3), else unused
+	rstdq, rstdk tensor.Buffer // [n*Hq], [n*Hkv]
+	qr, kr       tensor.Buffer // after RoPE
+	att, lse     tensor.Buffer // [n,Hq*D], [B*Hq*T]
+	xmid         tensor.Buffer // [n,H] residual after attention
+	ln2, rstd2   tensor.Buffer
+	gate, up, sw tensor.Buffer // [n,I]
 }
 
 type activations struct {
@@ -53,13 +53,13 @@ type activations struct {
 	losses     tensor.Buffer // [n]
 	ceWS       tensor.Buffer // [ceChunkRows*V]
 	// backward scratch
-	dres, dtmp, dln   tensor.Buffer // [n,H]
-	dq, datt          tensor.Buffer // [n,Hq*D]
-	dk, dv            tensor.Buffer // [n,Hkv*D]
-	dgate, dup, dsw   tensor.Buffer // [n,I]
-	logits            tensor.Buffer // [n,V], allocated by Logits only
-	lossHost          []float32
-	posHost           []int32
+	dres, dtmp, dln tensor.Buffer // [n,H]
+	dq, datt        tensor.Buffer // [n,Hq*D]
+	dk, dv          tensor.Buffer // [n,Hkv*D]
+	dgate, dup, dsw tensor.Buffer // [n,I]
+	logits          tensor.Buffer // [n,V], allocated by Logits only
+	lossHost        []float32
+	posHost         []int32
 }
 
 type fwdState struct {
