@@ -305,6 +305,64 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	a, c := m.act, m.Cfg
 	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.head.W, a.tgt,
 		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows})
+	loss, err := m.meanLoss(st)
+	if err != nil {
+		return 0, err
+	}
+	m.lastFwd = st
+	return loss, nil
+}
+
+// Backward accumulates (+=) into every parameter's gradient the gradient
+// of the loss the last Forward returned. It recomputes the LM-head logits;
+// a training loop that wants both should call ForwardBackward.
+func (m *Model) Backward() error {
+	st := m.lastFwd
+	if st == nil {
+		return errors.New("llama: Backward without a preceding Forward")
+	}
+	m.lastFwd = nil
+	if st.count == 0 {
+		return nil
+	}
+	m.lossAndGrad(st)
+	return m.backward(st)
+}
+
+// ForwardBackward is Forward followed by Backward with the LM head's
+// logits computed once: the fused cross-entropy yields the loss and its
+// gradient in one pass. Gradients are accumulated (+=).
+func (m *Model) ForwardBackward(b *Batch) (float32, error) {
+	st, err := m.upload(b, true)
+	if err != nil {
+		return 0, err
+	}
+	m.lastFwd = nil
+	m.forward(st)
+	if st.count == 0 {
+		return 0, m.be.Sync()
+	}
+	m.lossAndGrad(st)
+	loss, err := m.meanLoss(st)
+	if err != nil {
+		return 0, err
+	}
+	return loss, m.backward(st)
+}
+
+// lossAndGrad runs the fused LM head + cross-entropy with gradients: the
+// per-token losses, dln = dL/d(final norm output), and the head's weight
+// gradient accumulated.
+func (m *Model) lossAndGrad(st *fwdState) {
+	a, c := m.act, m.Cfg
+	m.be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
+}
+
+// meanLoss downloads the per-token losses and averages them over the
+// counted targets in a fixed order.
+func (m *Model) meanLoss(st *fwdState) (float32, error) {
+	a := m.act
 	if err := m.be.Sync(); err != nil {
 		return 0, fmt.Errorf("llama: forward: %w", err)
 	}
@@ -312,7 +370,6 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	if err := tensor.DownloadF32(m.be, losses, a.losses.View(0, st.n)); err != nil {
 		return 0, fmt.Errorf("llama: forward: %w", err)
 	}
-	m.lastFwd = st
 	if st.count == 0 {
 		return 0, nil
 	}
@@ -323,17 +380,8 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	return float32(sum / float64(st.count)), nil
 }
 
-// Backward accumulates (+=) into every parameter's gradient the gradient
-// of the loss the last Forward returned.
-func (m *Model) Backward() error {
-	st := m.lastFwd
-	if st == nil {
-		return errors.New("llama: Backward without a preceding Forward")
-	}
-	m.lastFwd = nil
-	if st.count == 0 {
-		return nil
-	}
+// backward runs the decoder's backward pass from dln (set by lossAndGrad).
+func (m *Model) backward(st *fwdState) error {
 	c, a, be := m.Cfg, m.act, m.be
 	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
 	qd, kvd := c.Heads*D, c.KVHeads*D
@@ -344,9 +392,6 @@ func (m *Model) Backward() error {
 	pos := a.pos.View(0, n)
 	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
 
-	// LM head + cross-entropy: dln = dL/d lnf, head grad accumulated.
-	be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
-		tensor.CrossEntropy{N: n, C: H, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
 	be.RMSNormBackward(a.dres, m.norm.Grad, a.dln, a.xf, m.norm.W, a.rstdf, n, H)
 
 	for l := len(a.layers) - 1; l >= 0; l-- {
