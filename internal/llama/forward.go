@@ -81,6 +81,19 @@ func (m *Model) freeActivations() {
 	m.lastFwd = nil
 }
 
+// SetRecompute turns per-layer activation recomputation on or off. On,
+// only each layer's input is kept from Forward and Backward re-runs a
+// layer's forward before its backward: about 1/3 more compute for
+// activation memory of one layer instead of all. Results are bit-identical
+// either way. Changing it drops the activations (the next step
+// reallocates them).
+func (m *Model) SetRecompute(on bool) {
+	if on != m.recompute {
+		m.freeActivations()
+		m.recompute = on
+	}
+}
+
 // Reserve allocates activations for batches of up to n = B·T tokens. Forward
 // calls it when a batch is larger than any before; calling it up front
 // keeps every step free of allocation.
@@ -107,6 +120,13 @@ func (m *Model) Reserve(n int) error {
 		a.layers = make([]layerActs, c.Layers)
 		for l := range a.layers {
 			L := &a.layers[l]
+			if m.recompute && l > 0 {
+				// Only the layer input is kept per layer; the rest is
+				// layer 0's storage, refilled in Backward.
+				*L = a.layers[0]
+				L.x = take(n * H)
+				continue
+			}
 			L.x, L.ln1, L.rstd1 = take(n*H), take(n*H), take(n)
 			L.q, L.k, L.v = take(n*qd), take(n*kvd), take(n*kvd)
 			if c.QKNorm {
@@ -249,48 +269,57 @@ func (m *Model) linearBackward(dx, dy, x tensor.Buffer, w, bias *Param, n, out, 
 // forward runs the decoder up to the final norm (a.lnf).
 func (m *Model) forward(st *fwdState) {
 	c, a, be := m.Cfg, m.act, m.be
-	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
-	qd, kvd := c.Heads*D, c.KVHeads*D
+	n, H := st.n, c.Hidden
 	eps := float32(c.RMSNormEps)
-	seg := tensor.Buffer{}
-	if st.hasSeg {
-		seg = a.seg.View(0, n)
-	}
-	ids, pos := a.ids.View(0, n), a.pos.View(0, n)
-	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
-
+	ids := a.ids.View(0, n)
 	be.EmbeddingForward(a.layers[0].x.View(0, n*H), m.embed.W, ids, n, H)
 	for l := range a.layers {
-		L, P := &a.layers[l], &m.layers[l]
 		next := a.xf
 		if l+1 < len(a.layers) {
 			next = a.layers[l+1].x
 		}
-		// attention block
-		be.RMSNormForward(L.ln1, L.rstd1, L.x, P.ln1.W, n, H, eps)
-		m.linear(L.q, L.ln1, P.q, P.qb, n, qd, H)
-		m.linear(L.k, L.ln1, P.k, P.kb, n, kvd, H)
-		m.linear(L.v, L.ln1, P.v, P.vb, n, kvd, H)
-		qin, kin := L.q, L.k
-		if c.QKNorm {
-			be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, n*c.Heads, D, eps)
-			be.RMSNormForward(L.kn, L.rstdk, L.k, P.kn.W, n*c.KVHeads, D, eps)
-			qin, kin = L.qn, L.kn
-		}
-		be.RoPEForward(L.qr, qin, pos, m.invFreq, n, c.Heads, D, D)
-		be.RoPEForward(L.kr, kin, pos, m.invFreq, n, c.KVHeads, D, D)
-		be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, attn)
-		m.linear(L.xmid, L.att, P.o, P.ob, n, H, qd)
-		be.Add(L.xmid, L.xmid, L.x, n*H)
-		// MLP block
-		be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, n, H, eps)
-		m.linear(L.gate, L.ln2, P.gate, P.gateB, n, I, H)
-		m.linear(L.up, L.ln2, P.up, P.upB, n, I, H)
-		be.SwiGLUForward(L.sw, L.gate, L.up, n*I)
-		m.linear(next, L.sw, P.down, P.downB, n, H, I)
-		be.Add(next, next, L.xmid, n*H)
+		m.layerForward(st, l, next)
 	}
 	be.RMSNormForward(a.lnf, a.rstdf, a.xf, m.norm.W, n, H, eps)
+}
+
+// layerForward runs decoder layer l from its input a.layers[l].x, writing
+// its activations and its output to next.
+func (m *Model) layerForward(st *fwdState, l int, next tensor.Buffer) {
+	c, a, be := m.Cfg, m.act, m.be
+	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
+	qd, kvd := c.Heads*D, c.KVHeads*D
+	eps := float32(c.RMSNormEps)
+	L, P := &a.layers[l], &m.layers[l]
+	pos := a.pos.View(0, n)
+	seg := tensor.Buffer{}
+	if st.hasSeg {
+		seg = a.seg.View(0, n)
+	}
+	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+	// attention block
+	be.RMSNormForward(L.ln1, L.rstd1, L.x, P.ln1.W, n, H, eps)
+	m.linear(L.q, L.ln1, P.q, P.qb, n, qd, H)
+	m.linear(L.k, L.ln1, P.k, P.kb, n, kvd, H)
+	m.linear(L.v, L.ln1, P.v, P.vb, n, kvd, H)
+	qin, kin := L.q, L.k
+	if c.QKNorm {
+		be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, n*c.Heads, D, eps)
+		be.RMSNormForward(L.kn, L.rstdk, L.k, P.kn.W, n*c.KVHeads, D, eps)
+		qin, kin = L.qn, L.kn
+	}
+	be.RoPEForward(L.qr, qin, pos, m.invFreq, n, c.Heads, D, D)
+	be.RoPEForward(L.kr, kin, pos, m.invFreq, n, c.KVHeads, D, D)
+	be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, attn)
+	m.linear(L.xmid, L.att, P.o, P.ob, n, H, qd)
+	be.Add(L.xmid, L.xmid, L.x, n*H)
+	// MLP block
+	be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, n, H, eps)
+	m.linear(L.gate, L.ln2, P.gate, P.gateB, n, I, H)
+	m.linear(L.up, L.ln2, P.up, P.upB, n, I, H)
+	be.SwiGLUForward(L.sw, L.gate, L.up, n*I)
+	m.linear(next, L.sw, P.down, P.downB, n, H, I)
+	be.Add(next, next, L.xmid, n*H)
 }
 
 // Forward runs the model on b and returns the mean cross-entropy over the
@@ -396,6 +425,12 @@ func (m *Model) backward(st *fwdState) error {
 
 	for l := len(a.layers) - 1; l >= 0; l-- {
 		L, P := &a.layers[l], &m.layers[l]
+		if m.recompute && l+1 < len(a.layers) {
+			// Refill the shared activations with layer l's; the output
+			// (identical to the stored input of layer l+1) goes to dtmp,
+			// which is free here.
+			m.layerForward(st, l, a.dtmp)
+		}
 		// MLP block: dres is dL/d(layer output).
 		m.linearBackward(a.dsw, a.dres, L.sw, P.down, P.downB, n, H, I, false)
 		be.SwiGLUBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)

@@ -45,9 +45,10 @@ type Model struct {
 	layers            []layerParams
 	invFreq           tensor.Buffer
 
-	act     *activations
-	adam    *adamState
-	lastFwd *fwdState
+	act       *activations
+	recompute bool
+	adam      *adamState
+	lastFwd   *fwdState
 }
 
 // New allocates a model with zeroed parameters for cfg on be.

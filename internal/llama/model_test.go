@@ -136,20 +136,40 @@ func TestDeterministicAcrossThreads(t *testing.T) {
 	}
 	l1, g1 := run(1)
 	l2, g2 := run(2)
-	// ForwardBackward computes the same numbers in one pass.
-	m := newRandomModel(t, c, 3)
-	defer m.Free()
-	l3, err := m.ForwardBackward(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g3 := download(t, m.be, m.GradBuffer())
-	if math.Float32bits(l1) != math.Float32bits(l3) {
-		t.Fatalf("loss %v from Forward, %v from ForwardBackward", l1, l3)
-	}
-	for i := range g1 {
-		if math.Float32bits(g1[i]) != math.Float32bits(g3[i]) {
-			t.Fatalf("grad element %d: %v from Forward+Backward, %v from ForwardBackward", i, g1[i], g3[i])
+	// ForwardBackward computes the same numbers in one pass, with or
+	// without activation recomputation.
+	for _, recompute := range []bool{false, true} {
+		m := newRandomModel(t, c, 3)
+		defer m.Free()
+		m.SetRecompute(recompute)
+		l3, err := m.ForwardBackward(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g3 := download(t, m.be, m.GradBuffer())
+		if math.Float32bits(l1) != math.Float32bits(l3) {
+			t.Fatalf("recompute %v: loss %v from Forward, %v from ForwardBackward", recompute, l1, l3)
+		}
+		for i := range g1 {
+			if math.Float32bits(g1[i]) != math.Float32bits(g3[i]) {
+				t.Fatalf("recompute %v: grad element %d: %v from Forward+Backward, %v from ForwardBackward", recompute, i, g1[i], g3[i])
+			}
+		}
+		if recompute {
+			// Forward + Backward recompute too.
+			m.ZeroGrad()
+			if _, err := m.Forward(b); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Backward(); err != nil {
+				t.Fatal(err)
+			}
+			g4 := download(t, m.be, m.GradBuffer())
+			for i := range g1 {
+				if math.Float32bits(g1[i]) != math.Float32bits(g4[i]) {
+					t.Fatalf("recompute Forward+Backward: grad element %d: %v, want %v", i, g4[i], g1[i])
+				}
+			}
 		}
 	}
 	if math.Float32bits(l1) != math.Float32bits(l2) {
@@ -354,29 +374,37 @@ func BenchmarkTrainStep(b *testing.B) {
 		{"tiny", tinyConfig("llama", 64, 4, 4, 4, 4*64*2/3/16*16, 512, false), 8, 128},
 		{"stories15M", tinyConfig("llama", 288, 6, 6, 6, 768, 32000, false), 8, 256},
 	} {
-		b.Run(bc.name, func(b *testing.B) {
-			m := newRandomModel(b, bc.cfg, 1)
-			defer m.Free()
-			batch := randomBatch(bc.B, bc.T, bc.cfg.VocabSize, 1)
-			if err := m.Reserve(bc.B * bc.T); err != nil {
-				b.Fatal(err)
+		for _, recompute := range []bool{false, true} {
+			name := bc.name
+			if recompute {
+				name += "-recompute"
 			}
-			opt := AdamWConfig{LR: 1e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1}
-			step := func() {
-				m.ZeroGrad()
-				if _, err := m.ForwardBackward(batch); err != nil {
+			b.Run(name, func(b *testing.B) {
+				m := newRandomModel(b, bc.cfg, 1)
+				defer m.Free()
+				m.SetRecompute(recompute)
+				batch := randomBatch(bc.B, bc.T, bc.cfg.VocabSize, 1)
+				if err := m.Reserve(bc.B * bc.T); err != nil {
 					b.Fatal(err)
 				}
-				if err := m.AdamW(opt); err != nil {
-					b.Fatal(err)
+				opt := AdamWConfig{LR: 1e-4, Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WeightDecay: 0.1}
+				step := func() {
+					m.ZeroGrad()
+					if _, err := m.ForwardBackward(batch); err != nil {
+						b.Fatal(err)
+					}
+					if err := m.AdamW(opt); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-			step() // allocates the optimizer state
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				step()
-			}
-			b.ReportMetric(float64(bc.B*bc.T)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
-		})
+				step() // allocates the optimizer state
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					step()
+				}
+				b.ReportMetric(float64(bc.B*bc.T)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+				b.ReportMetric(float64(m.act.mem.Bytes())/(1<<20), "act-MiB")
+			})
+		}
 	}
 }
