@@ -67,6 +67,9 @@ type StageBlock struct {
 	KindRange, NameRange hcl.Range
 	// ForEach is the for_each expression, or nil.
 	ForEach hcl.Expression
+	// Publish is the publish expression (workspace path -> output name), or
+	// nil. It is not part of the cache key.
+	Publish hcl.Expression
 	// Body is the block body without the meta-arguments; it is decoded with
 	// the kind's schema.
 	Body hcl.Body
@@ -119,7 +122,7 @@ var outputSchema = &hcl.BodySchema{
 // ones are rejected.
 var stageMetaSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
-		{Name: "for_each"}, {Name: "depends_on"}, {Name: "count"}, {Name: "provider"},
+		{Name: "for_each"}, {Name: "publish"}, {Name: "depends_on"}, {Name: "count"}, {Name: "provider"},
 	},
 }
 
@@ -416,6 +419,9 @@ func decodeStage(block *hcl.Block) (*StageBlock, hcl.Diagnostics) {
 	}
 	if a, ok := content.Attributes["for_each"]; ok {
 		s.ForEach = a.Expr
+	}
+	if a, ok := content.Attributes["publish"]; ok {
+		s.Publish = a.Expr
 	}
 	s.Body = remain
 	s.fullBody = block.Body

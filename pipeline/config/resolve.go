@@ -47,6 +47,9 @@ type Instance struct {
 	StaticArgs cty.Value // the decoded arguments with upstream outputs unknown
 	// EachValue is each.value with upstream outputs unknown, or cty.NilVal.
 	EachValue cty.Value
+	// Publish lists where the instance's artifacts are copied after a
+	// successful run (the publish meta-argument); sorted by path.
+	Publish []PublishTarget
 }
 
 // Instance returns the instance with the given address, or nil.
@@ -147,6 +150,7 @@ func (p *Pipeline) Resolve(reg *stage.Registry, in Inputs) (*Resolved, hcl.Diagn
 	}
 	r.checkOutputs()
 	r.finish(order)
+	r.checkPublish()
 
 	diags := tidyDiags(r.diags)
 	if diags.HasErrors() {
