@@ -59,6 +59,7 @@ type activations struct {
 	dgate, dup, dsw tensor.Buffer // [n,I]
 	logits          tensor.Buffer // [n,V], allocated by Logits only
 	lossHost        []float32
+	st              fwdState
 	posHost         []int32
 }
 
@@ -211,7 +212,8 @@ func (m *Model) upload(b *Batch, needTargets bool) (*fwdState, error) {
 		return nil, err
 	}
 	a := m.act
-	st := &fwdState{B: b.B, T: b.T, n: n, hasSeg: b.Segments != nil}
+	st := &a.st // kept in the activations so a step allocates nothing
+	*st = fwdState{B: b.B, T: b.T, n: n, hasSeg: b.Segments != nil}
 	pos := b.Positions
 	if pos == nil {
 		pos = a.posHost[:n]
