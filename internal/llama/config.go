@@ -285,15 +285,16 @@ func (c Config) rope() tensor.RoPE {
 	return tensor.RoPE{HeadDim: c.HeadDim, Theta: c.RopeTheta, Llama3: c.RopeScaling}
 }
 
-// JSON returns the config as transformers' config.json. A config read by
-// ParseConfig is written back with every original field; one built in Go
-// gets the fields lathe knows.
-func (c Config) JSON() ([]byte, error) {
+// JSON returns the config as transformers' config.json: the fields lathe
+// knows, from c (so edits to c are written), over every other field of the
+// config.json ParseConfig read, if any (so they survive a round trip).
+// torchDType, if not empty, sets "torch_dtype" (e.g. "float32").
+func (c Config) JSON(torchDType string) ([]byte, error) {
 	m := map[string]any{}
 	for k, v := range c.raw {
 		m[k] = v
 	}
-	if c.raw == nil {
+	{
 		m["architectures"] = []string{c.Architecture}
 		m["model_type"] = c.ModelType
 		m["vocab_size"] = c.VocabSize
@@ -328,6 +329,9 @@ func (c Config) JSON() ([]byte, error) {
 				m["sliding_window"] = nil
 			}
 		}
+		if _, ok := m["rope_scaling"]; ok && c.RopeScaling == nil {
+			m["rope_scaling"] = nil
+		}
 		if c.BOSTokenID >= 0 {
 			m["bos_token_id"] = c.BOSTokenID
 		}
@@ -336,7 +340,9 @@ func (c Config) JSON() ([]byte, error) {
 		} else if len(c.EOSTokenIDs) > 1 {
 			m["eos_token_id"] = c.EOSTokenIDs
 		}
-		m["torch_dtype"] = "float32"
+		if torchDType != "" {
+			m["torch_dtype"] = torchDType
+		}
 	}
 	return json.MarshalIndent(m, "", "  ")
 }

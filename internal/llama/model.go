@@ -257,7 +257,11 @@ func (m *Model) Save(dir string, dt safetensors.DType) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("llama: save: %w", err)
 	}
-	cj, err := m.Cfg.JSON()
+	torchDType := map[safetensors.DType]string{safetensors.F32: "float32", safetensors.BF16: "bfloat16", safetensors.F16: "float16"}[dt]
+	if torchDType == "" {
+		return fmt.Errorf("llama: save: dtype %s (want F32, BF16 or F16)", dt)
+	}
+	cj, err := m.Cfg.JSON(torchDType)
 	if err != nil {
 		return fmt.Errorf("llama: save config: %w", err)
 	}

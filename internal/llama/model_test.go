@@ -408,3 +408,97 @@ func BenchmarkTrainStep(b *testing.B) {
 		}
 	}
 }
+
+func TestConfigJSONRoundTrip(t *testing.T) {
+	src := `{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 96, "hidden_size": 32,
+		"intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+		"rope_theta": 500000.0, "rms_norm_eps": 1e-05, "tie_word_embeddings": true, "initializer_range": 0.02,
+		"eos_token_id": [2, 5], "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+		"high_freq_factor": 4.0, "original_max_position_embeddings": 64}}`
+	c, err := ParseConfig([]byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Layers = 3 // an edit must be written
+	data, err := c.JSON("bfloat16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := ParseConfig(data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	if c2.Layers != 3 || c2.KVHeads != 1 || c2.RopeTheta != 500000 || *c2.RopeScaling != *c.RopeScaling ||
+		!c2.TieEmbeddings || len(c2.EOSTokenIDs) != 2 || c2.raw["initializer_range"] != 0.02 || c2.raw["torch_dtype"] != "bfloat16" {
+		t.Fatalf("round trip lost fields:\n%s", data)
+	}
+	// A config built in Go parses back to itself.
+	g := tinyConfig("qwen3", 32, 2, 4, 2, 48, 70, true)
+	data, err = g.JSON("float32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g2, err := ParseConfig(data)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, data)
+	}
+	g2.raw = nil
+	if g2.ModelType != "qwen3" || g2.Architecture != "Qwen3ForCausalLM" || !g2.QKNorm || !g2.QKVBias || !g2.OBias ||
+		g2.HeadDim != g.HeadDim || g2.Intermediate != 48 || !g2.TieEmbeddings {
+		t.Fatalf("Go config round trip: %+v\n%s", g2, data)
+	}
+}
+
+// TestSavedModelRunsInReference: a model initialised and saved by lathe
+// (config.json written by Config.JSON) gives the reference the same loss and
+// logits, so the files mean to transformers what they mean to lathe.
+func TestSavedModelRunsInReference(t *testing.T) {
+	needTorch(t)
+	c := tinyConfig("qwen3", 32, 2, 4, 2, 48, 70, false)
+	c.HeadDim = 12
+	m := newRandomModel(t, c, 11)
+	defer m.Free()
+	dir := t.TempDir()
+	if err := m.Save(dir, safetensors.F32); err != nil {
+		t.Fatal(err)
+	}
+	b := randomBatch(2, 10, c.VocabSize, 3)
+	writeBatch(t, filepath.Join(dir, "batch.json"), b)
+	runRef(t, "run", "--model", dir, "--batch", filepath.Join(dir, "batch.json"), "--out", filepath.Join(dir, "ref.safetensors"))
+	ref, err := safetensors.OpenSingle(filepath.Join(dir, "ref.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	want, err := ref.Float32("logits")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Logits(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel, abs := relErr(got, want, 1e-3); rel > 1e-5 {
+		t.Fatalf("logits differ: max abs %.3e rel %.3e", abs, rel)
+	}
+	wantLoss, err := ref.Float32("loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loss, err := m.ForwardBackward(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := math.Abs(float64(loss-wantLoss[0])) / float64(wantLoss[0]); d > 1e-5 {
+		t.Fatalf("loss %v, reference %v", loss, wantLoss[0])
+	}
+	for _, p := range m.Params {
+		want, err := ref.Float32("grad." + p.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rel, abs := relErr(download(t, m.be, p.Grad), want, 1e-6); rel > 2e-5 {
+			t.Errorf("grad %s: max abs %.3e rel %.3e", p.Name, abs, rel)
+		}
+	}
+}
