@@ -341,6 +341,21 @@ func TestBatchValidation(t *testing.T) {
 	m := newRandomModel(t, c, 1)
 	defer m.Free()
 	good := randomBatch(2, 5, c.VocabSize, 1)
+
+	// Every target ignored: loss 0 and no gradient.
+	masked := *good
+	masked.Targets = make([]int32, len(good.Targets))
+	for i := range masked.Targets {
+		masked.Targets[i] = -100
+	}
+	if loss, err := m.ForwardBackward(&masked); err != nil || loss != 0 {
+		t.Fatalf("fully masked batch: loss %v, err %v", loss, err)
+	}
+	for _, v := range download(t, m.be, m.GradBuffer()) {
+		if v != 0 {
+			t.Fatal("fully masked batch produced a gradient")
+		}
+	}
 	for _, tc := range []struct {
 		name    string
 		edit    func(b *Batch)
