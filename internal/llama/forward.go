@@ -35,7 +35,7 @@ type layerActs struct {
 	q, k, v      tensor.Buffer // projections [n,Hq*D], [n,Hkv*D]
 	qn, kn       tensor.Buffer // after q/k norm (qwen3), else unused
 	rstdq, rstdk tensor.Buffer // [n*Hq], [n*Hkv]
-	qr, kr       tensor.Buffer // after RoPE
+	qr, kr       tensor.Buffer // after RoPE: q, k (or qn, kn) rotated in place
 	att, lse     tensor.Buffer // [n,Hq*D], [B*Hq*T]
 	xmid         tensor.Buffer // [n,H] residual after attention
 	ln2, rstd2   tensor.Buffer
@@ -134,7 +134,12 @@ func (m *Model) Reserve(n int) error {
 				L.qn, L.kn = take(n*qd), take(n*kvd)
 				L.rstdq, L.rstdk = take(n*c.Heads), take(n*c.KVHeads)
 			}
-			L.qr, L.kr = take(n*qd), take(n*kvd)
+			// RoPE runs in place: its backward needs only the positions,
+			// so the pre-RoPE q/k (or q/k-norm outputs) are not kept.
+			L.qr, L.kr = L.q, L.k
+			if c.QKNorm {
+				L.qr, L.kr = L.qn, L.kn
+			}
 			L.att, L.lse = take(n*qd), take(n*c.Heads)
 			L.xmid, L.ln2, L.rstd2 = take(n*H), take(n*H), take(n)
 			L.gate, L.up, L.sw = take(n*I), take(n*I), take(n*I)
