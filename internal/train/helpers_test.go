@@ -1,0 +1,15 @@
+package train
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func jsonOf(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
