@@ -50,6 +50,13 @@ type StageResult struct {
 	Duration time.Duration
 	Err      error
 	Note     string // why skipped
+	// Artifacts maps each artifact output to its digest, Values each value
+	// output to its JSON encoding; both set for cached and ran stages.
+	Artifacts map[string]string
+	Values    map[string]json.RawMessage
+	// Metrics holds the last value of each metric the stage reported in
+	// this run (none for a cached stage).
+	Metrics map[string]float64
 }
 
 // RunOptions configures Run.
@@ -74,6 +81,19 @@ type RunResult struct {
 	Outputs map[string]cty.Value
 	// OutputDiags holds errors evaluating output blocks.
 	OutputDiags hcl.Diagnostics
+	// Published lists the publish targets written after a successful run
+	// (and those that failed, with Err set).
+	Published []Publication
+}
+
+// PublishFailed reports whether copying any published output failed.
+func (r *RunResult) PublishFailed() bool {
+	for _, p := range r.Published {
+		if p.Err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Failed returns the results of stages that failed.
@@ -118,6 +138,7 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 		done:     map[*config.Instance]chan struct{}{},
 		results:  map[*config.Instance]*StageResult{},
 		outputs:  map[string]map[string]cty.Value{},
+		metrics:  map[string]map[string]float64{},
 		stopping: make(chan struct{}),
 	}
 	e.emit(runs.Event{Type: "run-started", Message: strings.Join(opt.CommandLine, " ")})
@@ -145,6 +166,9 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 	res := &RunResult{RunID: rec.ID(), Status: "succeeded"}
 	for _, inst := range ws.Resolved.Instances {
 		r := e.results[inst]
+		if m := e.metrics[inst.Addr]; len(m) > 0 {
+			r.Metrics = m
+		}
 		res.Stages = append(res.Stages, *r)
 		switch r.Status {
 		case StatusFailed:
@@ -161,6 +185,9 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 	if res.Status == "succeeded" && len(opt.Targets) == 0 {
 		res.Outputs, res.OutputDiags = ws.Resolved.OutputValues(e.outputs)
 	}
+	if res.Status == "succeeded" {
+		res.Published = ws.publish(res, e.emit)
+	}
 	e.emit(runs.Event{Type: "run-finished", Status: res.Status, Duration: time.Since(start)})
 	return res, nil
 }
@@ -176,6 +203,7 @@ type executor struct {
 	mu       sync.Mutex
 	results  map[*config.Instance]*StageResult
 	outputs  map[string]map[string]cty.Value
+	metrics  map[string]map[string]float64 // last value per stage and metric
 	stopOnce sync.Once
 	stopping chan struct{}
 }
@@ -301,6 +329,7 @@ func (e *executor) reuse(inst *config.Instance, key cache.Key, r *StageResult) (
 	e.mu.Unlock()
 	_ = e.ws.state.record(inst.Addr, key.Sum)
 	r.Status = StatusCached
+	r.Artifacts, r.Values = recordOutputs(rec)
 	e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: key.Sum})
 	return true, nil
 }
@@ -379,8 +408,18 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 	e.mu.Unlock()
 	_ = e.ws.state.record(inst.Addr, key.Sum)
 	r.Status = StatusRan
+	r.Artifacts, r.Values = recordOutputs(committed)
 	e.emit(runs.Event{Type: "stage-finished", Stage: inst.Addr, Key: key.Sum, Duration: r.Duration})
 	return r
+}
+
+// recordOutputs returns a record's artifact digests and value outputs.
+func recordOutputs(rec *cache.Record) (map[string]string, map[string]json.RawMessage) {
+	arts := make(map[string]string, len(rec.Artifacts))
+	for name, a := range rec.Artifacts {
+		arts[name] = a.Digest
+	}
+	return arts, rec.Values
 }
 
 // runKind calls the kind's Run, turning a panic into an error so one broken
@@ -462,5 +501,15 @@ func (r *reporter) Logf(format string, args ...any) {
 }
 
 func (r *reporter) Metrics(step int64, values map[string]float64) {
+	r.e.mu.Lock()
+	m := r.e.metrics[r.addr]
+	if m == nil {
+		m = map[string]float64{}
+		r.e.metrics[r.addr] = m
+	}
+	for k, v := range values {
+		m[k] = v
+	}
+	r.e.mu.Unlock()
 	r.e.emit(runs.Event{Type: "metrics", Stage: r.addr, Step: step, Metrics: values})
 }

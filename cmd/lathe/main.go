@@ -21,10 +21,13 @@ import (
 
 // Exit codes, documented in the README.
 const (
-	exitOK       = 0   // success
-	exitFailed   = 1   // invalid pipeline, failed stage, or other error
-	exitUsage    = 2   // bad command line
-	exitCanceled = 130 // interrupted (Ctrl-C / SIGTERM)
+	exitOK     = 0 // success
+	exitFailed = 1 // invalid pipeline, failed stage, or other error
+	exitUsage  = 2 // bad command line
+	// exitValidation: a variable's validation rule failed (and nothing else
+	// was wrong), so a CI job can tell bad inputs from a broken pipeline.
+	exitValidation = 3
+	exitCanceled   = 130 // interrupted (Ctrl-C / SIGTERM)
 )
 
 type command struct {
@@ -43,6 +46,7 @@ func init() {
 		{"plan", "plan [flags] [PIPELINE]", "show what a run would do, and why", cmdPlan},
 		{"run", "run [flags] [PIPELINE]", "run the pipeline, reusing cached results", cmdRun},
 		{"lock", "lock [-update] [-p PIPELINE] [STAGE...]", "pin Hub branches and tags to commits in pipeline.lock.hcl", cmdLock},
+		{"artifacts", "artifacts get ADDRESS DIR [PIPELINE]", "copy a cached artifact of the current plan into DIR", cmdArtifacts},
 		{"graph", "graph [flags] [PIPELINE]", "print the stage graph in Graphviz DOT", cmdGraph},
 		{"cache", "cache ls|verify|gc [flags]", "inspect, check and trim the artifact store", cmdCache},
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -58,6 +60,9 @@ func (pf *pipelineFlags) load(env *cliEnv, positional []string, withStore bool) 
 		writeDiagnostics(env, ws, diags)
 	}
 	if diags.HasErrors() {
+		if pipeline.ValidationFailed(diags) {
+			return nil, exitValidation
+		}
 		return nil, exitFailed
 	}
 	if withStore {
@@ -135,18 +140,33 @@ func cmdPlan(ctx context.Context, env *cliEnv, args []string) int {
 	sf.register(fs)
 	explain := fs.String("explain", "", "show the cache key behind STAGE's decision, as a diff against its last result")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	fs.Bool("ci", false, "CI mode: plain output, no colour (also when CI=true)")
+	detailed := fs.Bool("detailed-exitcode", false, "exit 0 when nothing would run, 2 when stages would run, 1 on error")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
-		return flagError(err)
+		code := flagError(err)
+		if code == exitUsage && slices.ContainsFunc(args, func(a string) bool {
+			return strings.TrimLeft(a, "-") == "detailed-exitcode" || strings.TrimLeft(a, "-") == "detailed-exitcode=true"
+		}) {
+			return exitFailed // 2 means "work to do" with -detailed-exitcode
+		}
+		return code
+	}
+	if ciMode(env, fs) {
+		env.isTTY = false
 	}
 	ws, code := pf.load(env, pos, true)
 	if ws == nil {
+		if *detailed && code == exitUsage {
+			return exitFailed // 2 means "work to do" with -detailed-exitcode
+		}
 		return code
 	}
 	plan, err := ws.Plan(ctx, sf.selection())
 	if err != nil {
 		return reportError(env, ws, err)
 	}
+
 	if *explain != "" {
 		text, err := ws.Explain(plan, *explain)
 		if err != nil {
@@ -156,10 +176,37 @@ func cmdPlan(ctx context.Context, env *cliEnv, args []string) int {
 		return exitOK
 	}
 	if *asJSON {
-		return writeJSON(env, plan)
+		if code := writeJSON(env, plan); code != exitOK {
+			return code
+		}
+	} else {
+		printPlan(env.stdout, plan)
 	}
-	printPlan(env.stdout, plan)
+	if *detailed {
+		c := plan.Counts()
+		if c[pipeline.ActionRun]+c[pipeline.ActionPending] > 0 {
+			return exitPlanChanges
+		}
+	}
 	return exitOK
+}
+
+// exitPlanChanges is plan -detailed-exitcode's "stages would run"
+// (Terraform's convention).
+const exitPlanChanges = 2
+
+// ciMode reports whether CI mode is on: the -ci flag, or CI=true (or 1) in
+// the environment.
+func ciMode(env *cliEnv, fs *flag.FlagSet) bool {
+	if f := fs.Lookup("ci"); f != nil && f.Value.String() == "true" {
+		return true
+	}
+	for _, kv := range env.environ {
+		if v, ok := strings.CutPrefix(kv, "CI="); ok {
+			return v == "true" || v == "1"
+		}
+	}
+	return false
 }
 
 func printPlan(w io.Writer, plan *pipeline.Plan) {
@@ -187,6 +234,10 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	sf.register(fs)
 	jobs := fs.Int("j", 2, "how many stages may run at once")
 	keepGoing := fs.Bool("keep-going", false, "after a failure, keep running stages that do not depend on it")
+	fs.Bool("ci", false, "CI mode: plain log lines, no live progress or colour (also when CI=true)")
+	asJSON := fs.Bool("json", false, "print the run summary as JSON on stdout (the table goes to stderr)")
+	summaryFile := fs.String("summary", "", "write the run summary as JSON to `FILE`")
+	verify := fs.String("verify", "", "rerun the cached `STAGE` into a scratch store and compare its outputs byte for byte")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return flagError(err)
@@ -194,11 +245,18 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	if *jobs < 1 {
 		return usageError(env, "-j must be at least 1")
 	}
+	ci := ciMode(env, fs)
+	if ci {
+		env.isTTY = false
+	}
 	ws, code := pf.load(env, pos, true)
 	if ws == nil {
 		return code
 	}
-	view := newRunView(env)
+	if *verify != "" {
+		return runVerify(ctx, env, ws, *verify, ci)
+	}
+	view := newRunView(env, ci)
 	res, err := ws.Run(ctx, pipeline.RunOptions{
 		Selection:   sf.selection(),
 		Jobs:        *jobs,
@@ -210,7 +268,11 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	if err != nil {
 		return reportError(env, ws, err)
 	}
-	printSummary(env.stdout, res)
+	human := env.stdout
+	if *asJSON {
+		human = env.stderr
+	}
+	printSummary(human, res)
 	for _, s := range res.Failed() {
 		fmt.Fprintf(env.stderr, "\nError in %s:\n", s.Addr)
 		var de *pipeline.DiagnosticsError
@@ -224,23 +286,157 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		writeDiagnostics(env, ws, res.OutputDiags)
 	}
 	if len(res.Outputs) > 0 {
-		fmt.Fprintln(env.stdout, "\nOutputs:")
+		fmt.Fprintln(human, "\nOutputs:")
 		for _, name := range sortedKeys(res.Outputs) {
-			fmt.Fprintf(env.stdout, "  %s = %s\n", name, formatValue(res.Outputs[name]))
+			fmt.Fprintf(human, "  %s = %s\n", name, formatValue(res.Outputs[name]))
 		}
 	}
+	for _, p := range res.Published {
+		if p.Err != nil {
+			fmt.Fprintf(env.stderr, "lathe: %v\n", p.Err)
+		} else {
+			fmt.Fprintf(human, "Published %s.%s to %s\n", p.Stage, p.Output, p.Path)
+		}
+	}
+	code = exitOK
 	switch res.Status {
 	case "succeeded":
-		if res.OutputDiags.HasErrors() {
-			return exitFailed
+		if res.OutputDiags.HasErrors() || res.PublishFailed() {
+			code = exitFailed
 		}
-		return exitOK
 	case "canceled":
 		fmt.Fprintln(env.stderr, "lathe: interrupted; committed results are kept, rerun to continue")
-		return exitCanceled
+		code = exitCanceled
 	default:
-		return exitFailed
+		code = exitFailed
 	}
+	if *asJSON || *summaryFile != "" {
+		sum := newRunSummary(res, code)
+		if *summaryFile != "" {
+			if err := writeSummaryFile(*summaryFile, sum); err != nil {
+				fmt.Fprintf(env.stderr, "lathe: write summary: %v\n", err)
+				if code == exitOK {
+					code = exitFailed
+				}
+			}
+		}
+		if *asJSON {
+			if c := writeJSON(env, sum); c != exitOK && code == exitOK {
+				code = c
+			}
+		}
+	}
+	return code
+}
+
+// runVerify reruns one cached stage and compares its outputs.
+func runVerify(ctx context.Context, env *cliEnv, ws *pipeline.Workspace, addr string, ci bool) int {
+	view := newRunView(env, ci)
+	res, err := ws.Verify(ctx, addr, view.observe)
+	view.stop()
+	if err != nil {
+		return reportError(env, ws, err)
+	}
+	for _, o := range res.Outputs {
+		switch {
+		case o.Same:
+			fmt.Fprintf(env.stdout, "  %s: identical (%s)\n", o.Name, o.Cached)
+		case o.Diff != nil:
+			fmt.Fprintf(env.stdout, "  %s: DIFFERS: first differing file %s: cached %s, rerun %s\n", o.Name, o.Diff.Path, orAbsent(o.Diff.Cached), orAbsent(o.Diff.Rerun))
+		default:
+			fmt.Fprintf(env.stdout, "  %s: DIFFERS: cached %s, rerun %s\n", o.Name, o.Cached, o.Rerun)
+		}
+	}
+	if res.Reproducible() {
+		fmt.Fprintf(env.stdout, "%s is reproducible: every output is byte-identical to the cached result (rerun took %s).\n", res.Addr, res.Duration.Round(time.Millisecond))
+		return exitOK
+	}
+	fmt.Fprintf(env.stdout, "%s is NOT reproducible: the rerun's outputs differ from the cached result.\n", res.Addr)
+	return exitFailed
+}
+
+func orAbsent(d string) string {
+	if d == "" {
+		return "(absent)"
+	}
+	return d
+}
+
+// runSummary is the machine-readable account of a run (lathe run -json,
+// -summary FILE).
+type runSummary struct {
+	RunID     string                     `json:"run_id"`
+	Status    string                     `json:"status"`
+	ExitCode  int                        `json:"exit_code"`
+	Stages    []stageSummary             `json:"stages"`
+	Outputs   map[string]json.RawMessage `json:"outputs,omitempty"`
+	Published []publishSummary           `json:"published,omitempty"`
+}
+
+type stageSummary struct {
+	Address   string                     `json:"address"`
+	Kind      string                     `json:"kind"`
+	Status    string                     `json:"status"`
+	Note      string                     `json:"note,omitempty"`
+	Duration  float64                    `json:"duration_s"`
+	Key       string                     `json:"cache_key,omitempty"`
+	Artifacts map[string]string          `json:"artifacts,omitempty"`
+	Values    map[string]json.RawMessage `json:"values,omitempty"`
+	Metrics   map[string]float64         `json:"metrics,omitempty"`
+	Error     string                     `json:"error,omitempty"`
+}
+
+type publishSummary struct {
+	Stage  string `json:"stage"`
+	Output string `json:"output"`
+	Path   string `json:"path"`
+	Digest string `json:"digest"`
+	Error  string `json:"error,omitempty"`
+}
+
+func newRunSummary(res *pipeline.RunResult, code int) *runSummary {
+	sum := &runSummary{RunID: res.RunID, Status: res.Status, ExitCode: code, Stages: []stageSummary{}}
+	for _, s := range res.Stages {
+		ss := stageSummary{
+			Address: s.Addr, Kind: s.Kind, Status: string(s.Status), Note: s.Note,
+			Duration: s.Duration.Seconds(), Key: s.Key,
+			Artifacts: s.Artifacts, Values: s.Values, Metrics: s.Metrics,
+		}
+		if s.Err != nil {
+			ss.Error = s.Err.Error()
+		}
+		sum.Stages = append(sum.Stages, ss)
+	}
+	if len(res.Outputs) > 0 {
+		sum.Outputs = map[string]json.RawMessage{}
+		for name, v := range res.Outputs {
+			b, err := json.Marshal(pipeline.JSONValue(v))
+			if err != nil {
+				b, _ = json.Marshal(formatValue(v))
+			}
+			sum.Outputs[name] = b
+		}
+	}
+	for _, p := range res.Published {
+		ps := publishSummary{Stage: p.Stage, Output: p.Output, Path: p.Path, Digest: p.Digest}
+		if p.Err != nil {
+			ps.Error = p.Err.Error()
+		}
+		sum.Published = append(sum.Published, ps)
+	}
+	return sum
+}
+
+func writeSummaryFile(path string, sum *runSummary) error {
+	b, err := json.MarshalIndent(sum, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func printSummary(w io.Writer, res *pipeline.RunResult) {

@@ -37,10 +37,12 @@ type stageLine struct {
 	lastPct int
 }
 
-func newRunView(env *cliEnv) *runView {
+// newRunView starts a view; ci forces plain lines (as does CI set in the
+// environment, or no terminal).
+func newRunView(env *cliEnv, ci bool) *runView {
 	v := &runView{
 		env:     env,
-		live:    env.isTTY && os.Getenv("CI") == "" && os.Getenv("TERM") != "dumb",
+		live:    !ci && env.isTTY && os.Getenv("CI") == "" && os.Getenv("TERM") != "dumb",
 		running: map[string]*stageLine{},
 		done:    make(chan struct{}),
 	}
