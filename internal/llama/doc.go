@@ -13,8 +13,12 @@
 // nothing on the backend. Forward takes token ids and PRE-SHIFTED targets
 // (negative = ignored), optional RoPE positions and segment ids for packed
 // rows, and returns the mean cross-entropy over the kept targets; Backward
-// accumulates every parameter's gradient; AdamW applies the backend's AdamW
-// to all parameters. Results are bit-identical for any GOMAXPROCS because
+// accumulates every parameter's gradient; ForwardBackward does both with the
+// LM head computed once (the training path); AdamW applies the backend's
+// AdamW to all parameters; Logits materialises [B,T,V] for tests and small
+// models. SetRecompute(true) keeps only each layer's input and recomputes
+// the layer in Backward (bit-identical results, about a third of the
+// activation memory). Results are bit-identical for any GOMAXPROCS because
 // every backend reduction runs in a fixed order.
 //
 // The model is checked against testdata/llama_ref.py, a float64 PyTorch
@@ -23,7 +27,6 @@
 //
 // It does not do: sliding-window attention (mistral sequences longer than
 // sliding_window are refused), rope scaling other than llama3, partial
-// rotary dims, activation recomputation, KV-cache generation, LoRA or
-// quantised weights (those belong to the packages that build on this one),
-// or mixed precision.
+// rotary dims, KV-cache generation, LoRA or quantised weights (those belong
+// to the packages that build on this one), or mixed precision.
 package llama
