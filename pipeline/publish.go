@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/lathe-ml/lathe/pipeline/runs"
@@ -37,9 +38,12 @@ func (ws *Workspace) publish(res *RunResult, emit func(runs.Event)) []Publicatio
 		for _, t := range inst.Publish {
 			p := Publication{Stage: s.Addr, Output: t.Output, Path: filepath.ToSlash(t.Path), Digest: s.Artifacts[t.Output]}
 			start := time.Now()
+			target := filepath.Join(ws.Pipeline.Dir, t.Path)
 			if p.Digest == "" {
 				p.Err = fmt.Errorf("publish %s: %s has no %q artifact in this run", p.Path, s.Addr, t.Output)
-			} else if err := ReplaceTree(ws.Store.ArtifactPath(p.Digest), filepath.Join(ws.Pipeline.Dir, t.Path)); err != nil {
+			} else if overlaps(target, ws.Store.Root()) {
+				p.Err = fmt.Errorf("publish %s: the target overlaps the artifact store %s", p.Path, ws.Store.Root())
+			} else if err := ReplaceTree(ws.Store.ArtifactPath(p.Digest), target); err != nil {
 				p.Err = fmt.Errorf("publish %s.%s to %s: %w", s.Addr, t.Output, p.Path, err)
 			}
 			ev := runs.Event{Type: "log", Stage: s.Addr, Duration: time.Since(start)}
@@ -53,6 +57,14 @@ func (ws *Workspace) publish(res *RunResult, emit func(runs.Event)) []Publicatio
 		}
 	}
 	return out
+}
+
+// overlaps reports whether one of two absolute paths is the other or lies
+// inside it.
+func overlaps(a, b string) bool {
+	a, b = filepath.Clean(a), filepath.Clean(b)
+	sep := string(filepath.Separator)
+	return a == b || strings.HasPrefix(a, b+sep) || strings.HasPrefix(b, a+sep)
 }
 
 // ReplaceTree makes dst a writable copy of the directory tree src, never
