@@ -15,7 +15,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 PYTHON := /usr/bin/python3
 
 .PHONY: all build test run deps deps-go deps-node deps-python vet fmt-check \
-	bench bench-kernels bench-cpu bench-tokenize bench-data fuzz
+	bench bench-kernels bench-cpu bench-llama bench-tokenize bench-data fuzz
 
 all: build
 
@@ -64,6 +64,12 @@ bench-kernels: deps-python
 	@dpkg -s libopenblas0-pthread >/dev/null 2>&1 || { apt-get update && apt-get install -y libopenblas0-pthread; }
 	./internal/cpu/bench/bench_kernels.sh
 	$(GO) test ./internal/cpu -run '^$$' -bench 'BenchmarkAttention|BenchmarkCrossEntropy' -benchtime 3x
+
+# bench-llama: training tokens/s (forward + backward + AdamW) of the Llama
+# model on the tiny and stories15M shapes, next to PyTorch's on the same ones.
+bench-llama: deps-python
+	$(GO) test ./internal/llama -run '^$$' -bench TrainStep -benchtime 3x -benchmem
+	$(PYTHON) internal/llama/testdata/train_bench.py --threads $$(nproc)
 
 bench-cpu:
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/cpu/
