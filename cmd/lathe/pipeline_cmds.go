@@ -245,6 +245,9 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	if *jobs < 1 {
 		return usageError(env, "-j must be at least 1")
 	}
+	if *verify != "" && (len(sf.targets) > 0 || len(sf.from) > 0 || sf.force || *asJSON || *summaryFile != "") {
+		return usageError(env, "-verify runs one cached stage on its own; it does not combine with -target, -from, -force, -json or -summary")
+	}
 	ci := ciMode(env, fs)
 	if ci {
 		env.isTTY = false
