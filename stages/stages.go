@@ -7,6 +7,7 @@ import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/download"
 	"github.com/lathe-ml/lathe/stages/exec"
+	"github.com/lathe-ml/lathe/stages/pretrain"
 	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
@@ -15,6 +16,7 @@ func Registry() *stage.Registry {
 	return stage.NewRegistry(
 		download.Kind(),
 		exec.Kind(),
+		pretrain.Kind(),
 		tokenize.Kind(),
 	)
 }
