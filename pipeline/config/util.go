@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
+	suggestpkg "github.com/lathe-ml/lathe/internal/suggest"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -14,18 +15,7 @@ import (
 // suggest returns the candidate closest to name, if it is close enough to
 // be a likely misspelling, or "".
 func suggest(name string, candidates []string) string {
-	best, bestDist := "", -1
-	for _, c := range candidates {
-		d := levenshtein(name, c)
-		limit := 2
-		if n := utf8.RuneCountInString(c); n > 6 {
-			limit = 3
-		}
-		if d <= limit && (bestDist < 0 || d < bestDist) {
-			best, bestDist = c, d
-		}
-	}
-	return best
+	return suggestpkg.Closest(name, candidates)
 }
 
 // didYouMean returns " Did you mean "<prefix><x>"?" for the closest
@@ -35,27 +25,6 @@ func didYouMean(name string, candidates []string, prefix string) string {
 		return fmt.Sprintf(" Did you mean %q?", prefix+s)
 	}
 	return ""
-}
-
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			cost := 1
-			if ra[i-1] == rb[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
 
 // hclQuote renders s as an HCL quoted string literal.

@@ -58,6 +58,7 @@ import (
 	"github.com/zclconf/go-cty/cty/gocty"
 
 	"github.com/lathe-ml/lathe/internal/data"
+	"github.com/lathe-ml/lathe/internal/suggest"
 	"github.com/lathe-ml/lathe/internal/tokenizer"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
@@ -150,41 +151,9 @@ func diag(summary, detail string) hcl.Diagnostics {
 
 func known(v cty.Value) bool { return !v.IsNull() && v.IsWhollyKnown() }
 
-// closest returns the candidate nearest to s by edit distance, or "" when
-// none is close enough to be a likely typo.
-func closest(s string, candidates []string) string {
-	best, bestD := "", len(s)/2+2
-	for _, c := range candidates {
-		if d := editDistance(strings.ToLower(s), strings.ToLower(c)); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
-}
-
 func didYouMean(s string, valid []string) string {
 	msg := ""
-	if c := closest(s, valid); c != "" {
+	if c := suggest.Closest(s, valid); c != "" {
 		msg = fmt.Sprintf(" Did you mean %q?", c)
 	}
 	return msg + " Valid values: " + strings.Join(quoteAll(valid), ", ") + "."
