@@ -157,7 +157,7 @@ func ValidationFailed(diags hcl.Diagnostics) bool {
 		if d.Severity != hcl.DiagError {
 			continue
 		}
-		if d.Summary != "Invalid value for variable" || !strings.Contains(d.Detail, "; the rule is at ") {
+		if _, ok := d.Extra.(config.ValidationRuleFailed); !ok {
 			return false
 		}
 		n++

@@ -246,7 +246,15 @@ func (p *Pipeline) checkRule(ctx *hcl.EvalContext, v *Variable, rule *Validation
 		Summary:  "Invalid value for variable",
 		Detail:   fmt.Sprintf("%s\n\nThe value of var.%s came from %s; the rule is at %s.", msg, v.Name, from, rangeString(rule.DeclRange)),
 		Subject:  rule.Condition.Range().Ptr(),
+		Extra:    ValidationRuleFailed{Variable: v.Name},
 	}}
+}
+
+// ValidationRuleFailed is the Extra of the diagnostic reported when a
+// variable's value breaks one of its validation rules, so that callers can
+// tell a rejected input from a broken pipeline (the CLI exits 3 for it).
+type ValidationRuleFailed struct {
+	Variable string
 }
 
 // parseRawValue reads the value of a -var option or an environment
