@@ -143,8 +143,13 @@ func (t *Trainer) defaults() error {
 		return errors.New("train: no training samples")
 	}
 	t.maxSeqLen = c.MaxSeqLen
-	if t.maxSeqLen <= 0 {
-		t.maxSeqLen = t.Model.Cfg.MaxPositions
+	if mp := t.Model.Cfg.MaxPositions; mp > 0 {
+		if t.maxSeqLen > mp {
+			return fmt.Errorf("train: max_seq_len %d exceeds the model's max_position_embeddings %d", t.maxSeqLen, mp)
+		}
+		if t.maxSeqLen <= 0 {
+			t.maxSeqLen = mp
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -332,6 +333,45 @@ func TestOpenDataset(t *testing.T) {
 	for i := range 5 {
 		if got := d.Sample(i); fmt.Sprint(got.Tokens) != fmt.Sprint(rows[i].Tokens) {
 			t.Errorf("Sample(%d) = %v, want %v", i, got.Tokens, rows[i].Tokens)
+		}
+	}
+}
+
+func TestThreadCountIndependent(t *testing.T) {
+	var ref []byte
+	for _, procs := range []int{1, 2} {
+		prev := runtime.GOMAXPROCS(procs)
+		m := tinyModel(t, "llama", 21)
+		cfg := baseCfg()
+		cfg.MaxSteps, cfg.GradAccum, cfg.SaveSteps = 3, 2, 0
+		_, err := (&Trainer{Model: m, Train: corpus(12), Cfg: cfg}).Run(context.Background())
+		runtime.GOMAXPROCS(prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := params(t, m); ref == nil {
+			ref = p
+		} else if !bytes.Equal(ref, p) {
+			t.Errorf("GOMAXPROCS=%d: weights differ from GOMAXPROCS=1", procs)
+		}
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.BatchSize = 0 }, "batch_size 0"},
+		{func(c *Config) { c.MaxSteps, c.Epochs = 0, 0 }, "set epochs or max_steps"},
+		{func(c *Config) { c.MaxSeqLen = 65 }, "exceeds the model's max_position_embeddings 64"},
+		{func(c *Config) { c.Scheduler = "step" }, `lr_scheduler "step"`},
+	} {
+		cfg := baseCfg()
+		tc.edit(&cfg)
+		_, err := (&Trainer{Model: tinyModel(t, "llama", 1), Train: corpus(4), Cfg: cfg}).Run(context.Background())
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v, want %q", err, tc.want)
 		}
 	}
 }

@@ -209,6 +209,30 @@ func TestRunEndToEnd(t *testing.T) {
 	if !strings.Contains(strings.Join(rec3.logs, "\n"), "resumed from") {
 		t.Error("the rerun did not log a resume")
 	}
+
+	// Continue training the result: model = <artifact>, the tokenizer and
+	// generation config carried from the model directory.
+	vars["base"] = stage.ArtifactVal(stage.Artifact{Kind: stage.ModelArtifact, Digest: "sha256:m", Path: model})
+	args4, diags := decode(t, Kind().Schema, "model = base\ndata = tok.dataset\nmax_steps = 2\nlearning_rate = 1e-3\n", vars)
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	req4 := newReq(t, args4, ".", t.TempDir(), &recorder{})
+	if _, err := Kind().Run(context.Background(), req4); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"tokenizer.json", "generation_config.json", "config.json"} {
+		a, _ := os.ReadFile(filepath.Join(model, f))
+		b, _ := os.ReadFile(filepath.Join(req4.OutputDir("model"), f))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("continued model: %s not carried through", f)
+		}
+	}
+	a, _ := os.ReadFile(filepath.Join(model, "model.safetensors"))
+	b, _ = os.ReadFile(filepath.Join(req4.OutputDir("model"), "model.safetensors"))
+	if bytes.Equal(a, b) {
+		t.Error("continued training left the weights unchanged")
+	}
 }
 
 func TestArgumentDiagnostics(t *testing.T) {
