@@ -28,7 +28,8 @@
 // save_steps, save_total_limit and logging_steps are therefore not part of
 // the cache key. Progress is reported in optimizer steps, metrics (loss, lr,
 // grad_norm, tokens_per_second, elapsed_seconds, eval_loss) through the
-// reporter.
+// reporter. Rows longer than max_seq_len (default: max_position_embeddings)
+// are truncated; tokenize with cutoff_len at or below it to avoid that.
 //
 // It does not do: GPU training (CPU backend only for now), mixed precision,
 // freezing or adapters (see the sft kind), or sharded weight output.
@@ -319,8 +320,13 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			evalSet = ds
 		}
 	}
-	if err := checkVocab(trainSet, model.Cfg.VocabSize); err != nil {
-		return nil, err
+	for _, s := range []train.Samples{trainSet, evalSet} {
+		if s == nil {
+			continue
+		}
+		if err := checkVocab(s, model.Cfg.VocabSize); err != nil {
+			return nil, err
+		}
 	}
 
 	cfg := train.Config{
