@@ -47,8 +47,12 @@ fmt-check:
 test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 30m ./...
 
+# run: the quickstart (a small data pipeline over exec stages), then the
+# tiny pretraining example (tokenizer training, tokenization, pretraining).
+# A second `make run` is all cache hits.
 run: build
 	./bin/lathe run examples/quickstart
+	./bin/lathe run examples/pretrain-tiny
 
 # bench: planning and a no-op rerun of a generated 200-stage pipeline with
 # 2 GiB of artifacts (the setup run that creates them is not timed), and the
