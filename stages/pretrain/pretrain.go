@@ -178,6 +178,7 @@ func Kind() *stage.Kind {
 		},
 		NonSemantic: []string{"logging_steps", "save_steps", "save_total_limit"},
 		Outputs:     checkedOutputs,
+		KeyLines:    keyLines,
 		Run:         run,
 	}
 }
@@ -254,6 +255,16 @@ type nopReporter struct{}
 func (nopReporter) Progress(int64, int64, string)     {}
 func (nopReporter) Logf(string, ...any)               {}
 func (nopReporter) Metrics(int64, map[string]float64) {}
+
+// keyLines puts the backend and compute type in the key (DESIGN §3): a
+// result computed on another backend or in another precision differs in its
+// last bits, so it is not reused.
+func keyLines(stage.KeyContext, cty.Value) ([]stage.KeyLine, error) {
+	return []stage.KeyLine{
+		{Label: "env backend", Value: "cpu"},
+		{Label: "env compute-type", Value: "f32"},
+	}, nil
+}
 
 func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	args := req.Args
