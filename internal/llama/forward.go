@@ -202,7 +202,7 @@ func (m *Model) checkBatch(b *Batch, needTargets bool) error {
 		}
 	}
 	if w := m.Cfg.SlidingWindow; w > 0 && b.T > w {
-		return fmt.Errorf("llama: sequence length %d exceeds sliding_window %d, and sliding-window attention is not implemented", b.T, w)
+		return fmt.Errorf("llama: sequence length %d exceeds sliding_window %d, and lathe has no sliding-window attention yet", b.T, w)
 	}
 	return nil
 }
