@@ -57,6 +57,8 @@ type Template struct {
 	StopWords []string
 	render    func(b *builder, system string, turns []Message)
 	genPrompt func(b *builder)
+	// external renders instead of render/genPrompt (NewTemplate).
+	external RenderFunc
 }
 
 // builder accumulates segments for one rendering.
@@ -130,9 +132,17 @@ func (t *Template) Render(system string, turns []Message, opt RenderOptions) ([]
 		system = t.DefaultSystem
 	}
 	b := &builder{bos: or(opt.BOS, "<s>"), eos: or(opt.EOS, "</s>"), opt: opt}
-	t.render(b, system, turns)
-	if opt.AddGenerationPrompt && len(turns)%2 == 1 && t.genPrompt != nil {
-		t.genPrompt(b)
+	if t.external != nil {
+		segs, err := t.external(system, turns, opt)
+		if err != nil {
+			return nil, fmt.Errorf("template %s: %w", t.Name, err)
+		}
+		b.segs = segs
+	} else {
+		t.render(b, system, turns)
+		if opt.AddGenerationPrompt && len(turns)%2 == 1 && t.genPrompt != nil {
+			t.genPrompt(b)
+		}
 	}
 	lastTurn := (len(turns) - 1) / 2
 	for i := range b.segs {
