@@ -12,7 +12,7 @@
 //	    columns = { prompt = "instruction" }
 //	    replace = { "{{name}}" = var.name }
 //	  }
-//	  template   = "qwen"
+//	  template   = "qwen"                   # or "auto": the model's own
 //	  cutoff_len = 1024
 //	  val_size   = 0.1
 //	}
@@ -35,9 +35,17 @@
 //
 // The cache key holds, besides the arguments, the content digest of every
 // local dataset file and of a tokenizer given as a local path; artifacts
-// enter it by their digests. This package does not interpret Jinja chat
-// templates (template "auto" is refused), read Parquet, or stream datasets
-// larger than memory through the shuffle (see internal/data.Build).
+// enter it by their digests.
+//
+// template = "auto" renders the model's own Jinja chat template: the
+// chat_template of the tokenizer's tokenizer_config.json (or, when that has
+// none, a chat_template.jinja beside it), with the assistant's tokens derived
+// by internal/chattemplate. It needs a tokenizer directory that has one (not
+// a trained tokenizer, nor a tokenizer.json file given alone); the template enters
+// the cache key through the tokenizer's digest.
+//
+// This package does not read Parquet, or stream datasets larger than memory
+// through the shuffle (see internal/data.Build).
 package tokenize
 
 import (
@@ -57,6 +65,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/gocty"
 
+	"github.com/lathe-ml/lathe/internal/chattemplate"
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/suggest"
 	"github.com/lathe-ml/lathe/internal/tokenizer"
@@ -201,14 +210,18 @@ func validateKeys(attr string, valid []string) func(cty.Value) hcl.Diagnostics {
 	}
 }
 
-// TemplateError explains why name is not a usable built-in template, or
-// returns nil.
+// AutoTemplate is the template name that selects the model's own Jinja chat
+// template (AutoTemplateFor).
+const AutoTemplate = "auto"
+
+// TemplateError explains why name is neither a built-in template nor
+// "auto", or returns nil.
 func TemplateError(name string) error {
-	if name == "auto" {
-		return fmt.Errorf("template \"auto\" (the model's own Jinja chat template) is not supported yet; name a built-in template: %s", strings.Join(data.TemplateNames(), ", "))
+	if name == AutoTemplate {
+		return nil
 	}
 	if _, err := data.LookupTemplate(name); err != nil {
-		return fmt.Errorf("unknown template %q.%s", name, didYouMean(name, data.TemplateNames()))
+		return fmt.Errorf("unknown template %q.%s", name, didYouMean(name, append(data.TemplateNames(), AutoTemplate)))
 	}
 	return nil
 }
@@ -305,8 +318,12 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 			needTemplate = true
 		}
 	}
-	if tpl := args.GetAttr("template"); needTemplate && tpl.IsKnown() && tpl.IsNull() {
-		diags = append(diags, diag("Missing template", "alpaca and sharegpt datasets need template = \"<name>\"; built-in templates: "+strings.Join(data.TemplateNames(), ", ")+".")...)
+	tpl := args.GetAttr("template")
+	if needTemplate && tpl.IsKnown() && tpl.IsNull() {
+		diags = append(diags, diag("Missing template", "alpaca and sharegpt datasets need template = \"<name>\" (\"auto\" for the model's own chat template); built-in templates: "+strings.Join(data.TemplateNames(), ", ")+".")...)
+	}
+	if tpl.IsKnown() && !tpl.IsNull() && tpl.AsString() == AutoTemplate && train.IsKnown() && !train.IsNull() {
+		diags = append(diags, diag("Invalid template", "template = \"auto\" takes the model's chat template from the tokenizer's tokenizer_config.json; a tokenizer trained by this stage has none. Name a built-in template: "+strings.Join(data.TemplateNames(), ", ")+".")...)
 	}
 	return diags
 }
@@ -388,6 +405,9 @@ func decode(req *stage.Request) (*config, error) {
 		return nil, diags
 	}
 	c := &config{}
+	if t := args.GetAttr("template"); !t.IsNull() {
+		c.template = t.AsString()
+	}
 	tok := args.GetAttr("tokenizer")
 	switch {
 	case tok.IsNull():
@@ -446,7 +466,8 @@ func decode(req *stage.Request) (*config, error) {
 		c.specs = append(c.specs, spec)
 		c.names = append(c.names, filepath.ToSlash(p))
 	}
-	if t := args.GetAttr("template"); !t.IsNull() {
+	// "auto" is resolved in run, from the tokenizer's config.
+	if t := args.GetAttr("template"); !t.IsNull() && t.AsString() != AutoTemplate {
 		c.template = t.AsString()
 		tpl, err := data.LookupTemplate(c.template)
 		if err != nil {
@@ -571,6 +592,14 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		if err := copyTokenizerFiles(c.tokenizerPath, tokDir); err != nil {
 			return nil, err
 		}
+		if c.template == AutoTemplate {
+			tpl, err := AutoTemplateFor(c.tokenizerPath, tcfg)
+			if err != nil {
+				return nil, err
+			}
+			c.opt.Template = tpl
+			rep.Logf("template auto: the tokenizer's own chat template")
+		}
 	}
 	c.opt.Encoder = Encoder(tok)
 	ApplyTokenizerConfig(&c.opt, tcfg)
@@ -690,6 +719,40 @@ func ApplyTokenizerConfig(opt *data.BuildOptions, cfg *tokenizer.Config) {
 		opt.Render.EOS = *cfg.EOSToken
 		opt.TextEOS = *cfg.EOSToken
 	}
+}
+
+// AutoTemplateFor returns template "auto" for the tokenizer at path (a
+// directory, or a tokenizer.json file): the chat_template of cfg, its
+// tokenizer_config.json (nil when absent), or else the chat_template.jinja
+// beside it, wrapped by internal/chattemplate. Errors name the file that
+// should have held the template.
+func AutoTemplateFor(path string, cfg *tokenizer.Config) (*data.Template, error) {
+	f, err := TokenizerFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if f == path {
+		// A bare file's neighbours are neither copied nor in the cache key.
+		return nil, fmt.Errorf("template \"auto\": tokenizer = %q is a file; give the tokenizer's directory, whose tokenizer_config.json holds the chat template", path)
+	}
+	dir := filepath.Dir(f)
+	cp := filepath.Join(dir, "tokenizer_config.json")
+	if cfg == nil {
+		return nil, fmt.Errorf("template \"auto\": no %s (the model's chat template is read from it); name a built-in template: %s", cp, strings.Join(data.TemplateNames(), ", "))
+	}
+	if cfg.ChatTemplate == "" {
+		jp := filepath.Join(dir, "chat_template.jinja")
+		if b, err := os.ReadFile(jp); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			c := *cfg
+			c.ChatTemplate = string(b)
+			cfg, cp = &c, jp
+		}
+	}
+	tpl, err := chattemplate.FromConfig(cp, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return tpl.Data(), nil
 }
 
 // encoder adapts a tokenizer to data.Encoder.

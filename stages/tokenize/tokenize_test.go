@@ -359,7 +359,8 @@ func TestSchemaDiagnostics(t *testing.T) {
 	}{
 		{"valid", "tokenizer = \"tok\"\ntemplate = \"qwen\"\n" + ds, nil},
 		{"typo template", "tokenizer = \"tok\"\ntemplate = \"qwne\"\n" + ds, []string{`unknown template "qwne"`, `Did you mean "qwen"?`, `"llama3"`}},
-		{"auto template", "tokenizer = \"tok\"\ntemplate = \"auto\"\n" + ds, []string{`"auto"`, "not supported yet"}},
+		{"auto template", "tokenizer = \"tok\"\ntemplate = \"auto\"\n" + ds, nil},
+		{"auto template, trained tokenizer", "train {\n  vocab_size = 300\n}\ntemplate = \"auto\"\n" + ds, []string{`"auto"`, "trained by this stage has none"}},
 		{"bad format", "tokenizer = \"tok\"\ntemplate = \"qwen\"\ndataset {\n  path = \"x\"\n  format = \"sharegtp\"\n}\n", []string{`Did you mean "sharegpt"?`}},
 		{"bad column", "tokenizer = \"tok\"\ntemplate = \"qwen\"\ndataset {\n  path = \"x\"\n  format = \"alpaca\"\n  columns = { promt = \"q\" }\n}\n", []string{`Did you mean "prompt"?`}},
 		{"no tokenizer", "template = \"qwen\"\n" + ds, []string{"Missing tokenizer"}},
