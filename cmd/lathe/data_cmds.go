@@ -52,7 +52,7 @@ func dataPreview(ctx context.Context, env *cliEnv, args []string) int {
 	format := fs.String("format", "", "dataset format: alpaca, sharegpt or text (required)")
 	fileType := fs.String("file-type", "", "json, jsonl or csv (default: by extension)")
 	ranking := fs.Bool("ranking", false, "preference data (chosen/rejected)")
-	tplName := fs.String("template", "", "built-in chat template (required unless --format text)")
+	tplName := fs.String("template", "", "built-in chat template, or auto: the tokenizer's own (required unless --format text)")
 	tokPath := fs.String("tokenizer", "", "tokenizer.json, or a directory holding one (required)")
 	n := fs.Int("n", 3, "number of samples to show")
 	cutoff := fs.Int("cutoff-len", tokenize.DefaultCutoffLen, "maximum tokens per sample")
@@ -92,7 +92,7 @@ func dataPreview(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	if *format != string(data.FormatText) {
 		if *tplName == "" {
-			return usageError(env, "--template is required for %s data (built-in: %s)", *format, strings.Join(data.TemplateNames(), ", "))
+			return usageError(env, "--template is required for %s data (auto, or built-in: %s)", *format, strings.Join(data.TemplateNames(), ", "))
 		}
 		if err := tokenize.TemplateError(*tplName); err != nil {
 			return usageError(env, "%v", err)
@@ -121,6 +121,12 @@ func dataPreview(ctx context.Context, env *cliEnv, args []string) int {
 	opt.tok = tok
 	opt.build.Encoder = tokenize.Encoder(tok)
 	tokenize.ApplyTokenizerConfig(&opt.build, cfg)
+	if *format != string(data.FormatText) && *tplName == tokenize.AutoTemplate {
+		if opt.build.Template, err = tokenize.AutoTemplateFor(*tokPath, cfg); err != nil {
+			fmt.Fprintf(env.stderr, "lathe: %v\n", err)
+			return exitFailed
+		}
+	}
 	if err := preview(ctx, env.stdout, spec, opt); err != nil {
 		if errors.Is(err, context.Canceled) {
 			return exitCanceled
