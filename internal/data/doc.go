@@ -38,7 +38,9 @@
 // and llama3 are also checked against their real Jinja templates run by
 // jinja2, testdata/jinja_golden.json); default and alpaca follow LLaMA
 // Factory, vicuna follows FastChat's vicuna_v1.1. Jinja templates are not
-// interpreted, so template "auto" (the model's own) is not available here.
+// interpreted here: NewTemplate wraps a renderer from elsewhere as a
+// Template, which is how internal/chattemplate provides template "auto" (the
+// model's own Jinja chat template).
 //
 // # Shards
 //
