@@ -54,8 +54,9 @@ type Tags struct {
 // Spec describes one dataset file and how to read it.
 type Spec struct {
 	Path string
-	// FileType is "json" (an array of objects), "jsonl" or "csv"; empty
-	// means by extension (.json, .jsonl/.ndjson, .csv).
+	// FileType is "json" (an array of objects), "jsonl", "csv" or
+	// "parquet"; empty means by extension (.json, .jsonl/.ndjson, .csv,
+	// .parquet).
 	FileType string
 	Format   Format
 	// Ranking marks a preference dataset (chosen/rejected).
@@ -146,7 +147,7 @@ type Reader struct {
 	err   error
 }
 
-// Open opens a dataset file for streaming. Parquet is not supported.
+// Open opens a dataset file for streaming.
 func Open(spec Spec) (*Reader, error) {
 	f, err := os.Open(spec.Path)
 	if err != nil {
@@ -162,7 +163,9 @@ func Open(spec Spec) (*Reader, error) {
 }
 
 // NewReader reads a dataset from rd; name is used in messages and, when
-// spec.FileType is empty, for the extension.
+// spec.FileType is empty, for the extension. Parquet is read in place when
+// rd is an io.ReaderAt and io.Seeker (an *os.File, a bytes.Reader) and
+// copied to a temporary file otherwise.
 func NewReader(spec Spec, name string, rd io.Reader) (*Reader, error) {
 	ft := strings.ToLower(spec.FileType)
 	if ft == "" {
@@ -174,9 +177,9 @@ func NewReader(spec Spec, name string, rd io.Reader) (*Reader, error) {
 		case ".csv":
 			ft = "csv"
 		case ".parquet":
-			return nil, fmt.Errorf("%s: parquet datasets are not supported yet; convert to JSONL", name)
+			ft = "parquet"
 		default:
-			return nil, fmt.Errorf("%s: cannot tell the file type from the extension; set file_type to json, jsonl or csv", name)
+			return nil, fmt.Errorf("%s: cannot tell the file type from the extension; set file_type to json, jsonl, csv or parquet", name)
 		}
 	}
 	switch spec.Format {
@@ -201,8 +204,14 @@ func NewReader(spec Spec, name string, rd io.Reader) (*Reader, error) {
 			return nil, err
 		}
 		r.src = s
+	case "parquet":
+		s, err := newParquetSource(spec, name, rd)
+		if err != nil {
+			return nil, err
+		}
+		r.src = s
 	default:
-		return nil, fmt.Errorf("%s: unknown file type %q (want json, jsonl or csv)", name, ft)
+		return nil, fmt.Errorf("%s: unknown file type %q (want json, jsonl, csv or parquet)", name, ft)
 	}
 	return r, nil
 }
@@ -210,12 +219,19 @@ func NewReader(spec Spec, name string, rd io.Reader) (*Reader, error) {
 // Stats returns the counts so far.
 func (r *Reader) Stats() Stats { return r.stats }
 
-// Close closes the underlying file, if Open opened it.
+// Close releases what the reader holds (a Parquet source's pages and
+// temporary file) and closes the underlying file, if Open opened it.
 func (r *Reader) Close() error {
-	if r.f != nil {
-		return r.f.Close()
+	var err error
+	if c, ok := r.src.(interface{ close() error }); ok {
+		err = c.close()
 	}
-	return nil
+	if r.f != nil {
+		if ferr := r.f.Close(); err == nil {
+			err = ferr
+		}
+	}
+	return err
 }
 
 // Next returns the next usable Example. Unusable rows are counted in Stats
@@ -243,9 +259,16 @@ func (r *Reader) Next() (Example, error) {
 		}
 		r.stats.RowsRead++
 		src := fmt.Sprintf("%s:%d", r.file, rw.line)
+		if rw.where != "" {
+			src = r.file + ":" + rw.where
+		}
 		ex, reason, detail, err := r.convert(rw.fields)
 		if err != nil {
-			r.err = &locError{r.file, rw.line, err.Error()}
+			if rw.where != "" {
+				r.err = fmt.Errorf("%s: %s: %s", r.file, rw.where, err)
+			} else {
+				r.err = &locError{r.file, rw.line, err.Error()}
+			}
 			return Example{}, r.err
 		}
 		if reason != "" {

@@ -195,7 +195,7 @@ func TestMalformedInput(t *testing.T) {
 		{"a.csv", "instruction,instruction\nq,a\n", FormatAlpaca, "a.csv:1: header column \"instruction\" appears twice"},
 		{"a.csv", "", FormatAlpaca, "a.csv:1: expected a CSV header row, got an empty file"},
 		{"a.jsonl", "\n\n", FormatAlpaca, "a.jsonl: the dataset has no rows"},
-		{"a.parquet", "PAR1", FormatAlpaca, "a.parquet: parquet datasets are not supported yet; convert to JSONL"},
+		{"a.parquet", "PAR1", FormatAlpaca, "a.parquet: not a parquet file: 4 bytes is too short"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {

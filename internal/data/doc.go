@@ -7,9 +7,9 @@
 // (instruction/input/output/system/history), sharegpt (conversations of
 // from/value, or OpenAI messages of role/content), preference pairs
 // (chosen/rejected, alpaca or sharegpt style) and plain text for pretraining
-// — from a JSON array, JSONL or CSV file, with column mapping (Columns),
-// role-tag mapping (Tags) and literal placeholder replacement (Spec.Replace)
-// applied to every text field. Files are streamed: memory is bounded by the
+// — from a JSON array, JSONL, CSV or Parquet file, with column mapping
+// (Columns), role-tag mapping (Tags) and literal placeholder replacement
+// (Spec.Replace) applied to every text field. Files are streamed: memory is bounded by the
 // largest row, not the file (a JSON array is decoded element by element).
 // A malformed record fails the read with "file:line: what was expected"
 // (JSON array errors also name the element index); a well-formed but unusable
@@ -19,8 +19,18 @@
 // becomes an Example. ParseDatasetInfo turns LLaMA Factory's
 // dataset_info.json entries into Specs; Concat chains several readers into
 // one build. JSON numbers are accepted as text; a UTF-8 BOM is skipped.
-// Not supported: Parquet (convert to JSONL), reading from the Hub (download
-// first), multimodal columns, tools/function schemas.
+//
+// Parquet files (parquet.go) are read one row group and one page per column
+// at a time, and only the columns a Spec can use are decoded. Strings,
+// numbers, booleans, lists (standard and legacy layouts), structs and maps
+// become the same raw values the JSON reader produces, so a dataset reads to
+// the same Examples from either; a null column is an absent key. Rows are
+// located as "file:row group g, row r" (both 0-based). A truncated or
+// corrupt file fails with an error naming the file, never a panic.
+//
+// Not supported: reading from the Hub (download first), multimodal columns,
+// tools/function schemas, encrypted Parquet files, INT96 (legacy
+// timestamp) values in a column that is read.
 //
 // # Templates
 //

@@ -15,7 +15,10 @@ import (
 type row struct {
 	fields map[string]any
 	line   int // 1-based line where the record starts
-	index  int // 0-based record index (JSON array element, JSONL/CSV record)
+	// where, when set, locates the record instead of line (Parquet:
+	// "row group g, row r").
+	where string
+	index int // 0-based record index (JSON array element, JSONL/CSV record)
 }
 
 // rowSource yields raw records one at a time; it returns io.EOF at the end.
