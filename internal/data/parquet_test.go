@@ -3,6 +3,7 @@ package data
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/compress"
 )
 
 // The fixture rows below carry both json and parquet tags, so the same rows
@@ -425,4 +427,108 @@ func FuzzReadParquet(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte, k uint8) {
 		drain(t, "fuzz.parquet", b, fuzzSpecs[int(k)%len(fuzzSpecs)])
 	})
+}
+
+// TestParquetCodecs reads the same rows written with each codec Hub
+// datasets use, with dictionary encoding and small pages, like the plain
+// file.
+func TestParquetCodecs(t *testing.T) {
+	var rows []pqShareGPT
+	for i := range 300 {
+		rows = append(rows, pqShareGPT{Conversations: []pqSGMsg{{"human", fmt.Sprintf("question %d", i%7)}, {"gpt", strings.Repeat("answer ", 1+i%5)}}})
+	}
+	write := func(name string, opts ...parquet.WriterOption) string {
+		p := filepath.Join(t.TempDir(), name)
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		w := parquet.NewGenericWriter[pqShareGPT](f, append(opts, parquet.PageBufferSize(512))...)
+		if _, err := w.Write(rows); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	want, _, err := ReadAll(Spec{Path: write("plain.parquet"), Format: FormatShareGPT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != len(rows) {
+		t.Fatalf("plain: %d examples, want %d", len(want), len(rows))
+	}
+	want = stripSources(want)
+	codecs := []struct {
+		name  string
+		codec compress.Codec
+	}{
+		{"snappy", &parquet.Snappy}, {"gzip", &parquet.Gzip}, {"zstd", &parquet.Zstd}, {"lz4", &parquet.Lz4Raw}, {"brotli", &parquet.Brotli},
+	}
+	for _, c := range codecs {
+		t.Run(c.name, func(t *testing.T) {
+			got, _, err := ReadAll(Spec{Path: write(c.name+".parquet", parquet.Compression(c.codec), parquet.DefaultEncoding(&parquet.RLEDictionary)), Format: FormatShareGPT})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(stripSources(got), want) {
+				t.Errorf("%s: examples differ from the uncompressed file", c.name)
+			}
+		})
+	}
+}
+
+// BenchmarkReadParquet reads the rows of BenchmarkReadJSONL from Parquet
+// (SetBytes is the JSONL size, so MB/s compare directly).
+func BenchmarkReadParquet(b *testing.B) {
+	jsonl := benchJSONL(2000)
+	var rows []pqPrefAlpaca
+	for _, line := range bytes.Split(bytes.TrimSpace(jsonl), []byte("\n")) {
+		var r struct {
+			Instruction, Input, Output string
+		}
+		if err := json.Unmarshal(line, &r); err != nil {
+			b.Fatal(err)
+		}
+		rows = append(rows, pqPrefAlpaca{Instruction: r.Instruction, Input: sp(r.Input), Chosen: r.Output})
+	}
+	type benchRow struct {
+		Instruction string `parquet:"instruction"`
+		Input       string `parquet:"input"`
+		Output      string `parquet:"output"`
+	}
+	var br []benchRow
+	for _, r := range rows {
+		br = append(br, benchRow{r.Instruction, *r.Input, r.Chosen})
+	}
+	var buf bytes.Buffer
+	w := parquet.NewGenericWriter[benchRow](&buf, parquet.Compression(&parquet.Snappy))
+	if _, err := w.Write(br); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	data := buf.Bytes()
+	b.SetBytes(int64(len(jsonl)))
+	for b.Loop() {
+		r, err := NewReader(Spec{Format: FormatAlpaca}, "bench.parquet", bytes.NewReader(data))
+		if err != nil {
+			b.Fatal(err)
+		}
+		n := 0
+		for {
+			if _, err := r.Next(); err == io.EOF {
+				break
+			} else if err != nil {
+				b.Fatal(err)
+			}
+			n++
+		}
+		if n != len(br) {
+			b.Fatalf("read %d rows, want %d", n, len(br))
+		}
+	}
 }
