@@ -249,7 +249,7 @@ func decimalText(unscaled *big.Int, scale int32) string {
 	return s
 }
 
-// field is one projected top-level column: its schema node and the range of
+// parquetField is one projected top-level column: its schema node and the range of
 // cursors holding its leaves.
 type parquetField struct {
 	col        *parquet.Column
