@@ -44,7 +44,7 @@
 // a trained tokenizer, nor a tokenizer.json file given alone); the template enters
 // the cache key through the tokenizer's digest.
 //
-// This package does not read Parquet, or stream datasets larger than memory
+// This package does not stream datasets larger than memory
 // through the shuffle (see internal/data.Build).
 package tokenize
 
@@ -100,7 +100,7 @@ var outputs = map[string]stage.Output{
 
 var (
 	formats   = []string{string(data.FormatAlpaca), string(data.FormatShareGPT), string(data.FormatText)}
-	fileTypes = []string{"json", "jsonl", "csv"}
+	fileTypes = []string{"json", "jsonl", "csv", "parquet"}
 	// columnKeys and tagKeys are the keys columns = {...} and tags = {...} accept.
 	columnKeys = []string{"prompt", "query", "response", "history", "messages", "system", "chosen", "rejected", "text"}
 	tagKeys    = []string{"role", "content", "user", "assistant", "observation", "function", "system"}
