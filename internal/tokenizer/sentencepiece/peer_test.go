@@ -31,6 +31,9 @@ var peerConfigs = []struct {
 	{"bpe_nmt_suffix_nodummy", []string{"--model_type=bpe", "--vocab_size=400", "--character_coverage=0.98", "--treat_whitespace_as_suffix=true", "--add_dummy_prefix=false", "--user_defined_symbols=<|im_end|>"}},
 	{"bpe_identity_keepws", []string{"--model_type=bpe", "--vocab_size=400", "--character_coverage=0.98", "--normalization_rule_name=identity", "--remove_extra_whitespaces=false"}},
 	{"unigram_nmt_keepws_bytes", []string{"--model_type=unigram", "--vocab_size=600", "--character_coverage=0.98", "--remove_extra_whitespaces=false", "--byte_fallback=true"}},
+	{"unigram_custom_ids", []string{"--model_type=unigram", "--vocab_size=400", "--character_coverage=0.98", "--pad_id=0", "--unk_id=1", "--bos_id=2", "--eos_id=3", "--control_symbols=<sep>,<cls>", "--unk_surface=<?>"}},
+	{"bpe_bytes_digits_short", []string{"--model_type=bpe", "--vocab_size=600", "--character_coverage=0.98", "--byte_fallback=true", "--split_digits=true", "--max_sentencepiece_length=4"}},
+	{"unigram_nmt_userdefs", []string{"--model_type=unigram", "--vocab_size=400", "--character_coverage=0.98", "--user_defined_symbols=<|im_start|>,<|im_end|>,▁hi,ab"}},
 	{"unigram_nfkc_cf_full", []string{"--model_type=unigram", "--vocab_size=700", "--character_coverage=1.0", "--hard_vocab_limit=false", "--normalization_rule_name=nmt_nfkc_cf"}},
 }
 
@@ -127,6 +130,15 @@ func TestPeerSpm(t *testing.T) {
 			m, err := Load(model)
 			if err != nil {
 				t.Fatal(err)
+			}
+			tr := m.Proto().Trainer
+			for _, c := range []struct {
+				name      string
+				got, want int
+			}{{"bos", m.BOSID(), int(tr.BOSID)}, {"eos", m.EOSID(), int(tr.EOSID)}, {"pad", m.PadID(), int(tr.PadID)}, {"unk", m.UnkID(), int(tr.UnkID)}} {
+				if c.got != c.want {
+					t.Errorf("%s id = %d, trainer_spec says %d", c.name, c.got, c.want)
+				}
 			}
 			want := parseIDLines(t, runTool(t, input, encode, "--model="+model, "--output_format=id"))
 			if len(want) != len(lines) {
