@@ -40,15 +40,10 @@ func (a *bpeAgenda) Pop() any {
 func (m *Model) encodeBPE(normalized string) []segment {
 	var symbols []bpeSymbol
 	for pos := 0; pos < len(normalized); {
-		l := 0
+		l := m.prefixMatch(normalized[pos:])
 		freeze := false
 		if m.userDefs != nil {
-			if n, _, ok := m.userDefs.longestPrefix(normalized[pos:]); ok {
-				l, freeze = n, true
-			}
-		}
-		if !freeze {
-			l = min(oneCharLen(normalized[pos]), len(normalized)-pos)
+			_, _, freeze = m.userDefs.longestPrefix(normalized[pos:])
 		}
 		idx := len(symbols)
 		symbols = append(symbols, bpeSymbol{prev: idx - 1, next: idx + 1, freeze: freeze, start: pos, end: pos + l})

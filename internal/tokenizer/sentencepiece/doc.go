@@ -17,14 +17,14 @@
 // Encoders: UNIGRAM (Viterbi over the piece lattice, as SentencePiece's
 // optimized encoder, with its unknown penalty and user-defined scores) and
 // BPE (merge of the highest-scoring adjacent pair, leftmost first, with
-// re-segmentation of UNUSED pieces). Unknown runs collapse to one <unk>, or
+// re-segmentation of UNUSED pieces); WORD and CHAR models are looked up
+// whole word / character at a time. Unknown runs collapse to one <unk>, or
 // become <0xXX> byte pieces when byte_fallback is on. Decode reverses it:
 // control pieces vanish, <unk> becomes the unk surface (" ⁇ "), byte pieces
 // are reassembled as UTF-8 (invalid bytes give U+FFFD), U+2581 becomes a
 // space and the dummy prefix space is dropped.
 //
-// It does not: implement the WORD and CHAR model types (Load rejects them),
-// sample (subword regularization, n-best, BPE dropout), train models, apply
+// It does not: sample (subword regularization, n-best, BPE dropout), train models, apply
 // extra options such as bos:eos:reverse (callers add BOS/EOS ids
 // themselves), or report offsets. A denormalizer spec, when present, is
 // applied through the same charsmap machinery but has not been cross-checked.

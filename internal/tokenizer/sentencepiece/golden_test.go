@@ -173,8 +173,8 @@ func TestRejectsUnsupported(t *testing.T) {
 	if _, err := NewModel(mp); err != nil {
 		t.Fatalf("minimal model: %v", err)
 	}
-	mp.Trainer.ModelType = Word
+	mp.Trainer.ModelType = 0
 	if _, err := NewModel(mp); err == nil || !strings.Contains(err.Error(), "model_type") {
-		t.Errorf("WORD model: err = %v", err)
+		t.Errorf("model type 0: err = %v", err)
 	}
 }

@@ -50,9 +50,9 @@ func LoadBytes(data []byte) (*Model, error) {
 // applying the same checks as SentencePiece's model loader.
 func NewModel(mp *ModelProto) (*Model, error) {
 	switch mp.Trainer.ModelType {
-	case Unigram, BPE:
+	case Unigram, BPE, Word, Char:
 	default:
-		return nil, fmt.Errorf("sentencepiece: trainer_spec.model_type: %v is not supported (only UNIGRAM and BPE)", mp.Trainer.ModelType)
+		return nil, fmt.Errorf("sentencepiece: trainer_spec.model_type: unknown model type %v", mp.Trainer.ModelType)
 	}
 	m := &Model{
 		proto:    mp,
@@ -263,6 +263,10 @@ func (m *Model) EncodePieces(text string) []Token {
 	switch m.proto.Trainer.ModelType {
 	case BPE:
 		segs = m.encodeBPE(normalized)
+	case Word:
+		segs = m.encodeWord(normalized)
+	case Char:
+		segs = m.encodeChar(normalized)
 	default:
 		segs = m.encodeUnigram(normalized)
 	}

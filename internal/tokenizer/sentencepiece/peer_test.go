@@ -3,6 +3,7 @@ package sentencepiece
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -34,6 +35,9 @@ var peerConfigs = []struct {
 	{"unigram_custom_ids", []string{"--model_type=unigram", "--vocab_size=400", "--character_coverage=0.98", "--pad_id=0", "--unk_id=1", "--bos_id=2", "--eos_id=3", "--control_symbols=<sep>,<cls>", "--unk_surface=<?>"}},
 	{"bpe_bytes_digits_short", []string{"--model_type=bpe", "--vocab_size=600", "--character_coverage=0.98", "--byte_fallback=true", "--split_digits=true", "--max_sentencepiece_length=4"}},
 	{"unigram_nmt_userdefs", []string{"--model_type=unigram", "--vocab_size=400", "--character_coverage=0.98", "--user_defined_symbols=<|im_start|>,<|im_end|>,▁hi,ab"}},
+	{"char_nmt", []string{"--model_type=char", "--vocab_size=400", "--character_coverage=0.98", "--user_defined_symbols=<|im_end|>"}},
+	{"word_identity", []string{"--model_type=word", "--vocab_size=300", "--character_coverage=0.98", "--normalization_rule_name=identity", "--use_all_vocab=false"}},
+	{"word_nmt_keepws", []string{"--model_type=word", "--vocab_size=300", "--character_coverage=0.98", "--remove_extra_whitespaces=false"}},
 	{"unigram_nfkc_cf_full", []string{"--model_type=unigram", "--vocab_size=700", "--character_coverage=1.0", "--hard_vocab_limit=false", "--normalization_rule_name=nmt_nfkc_cf"}},
 }
 
@@ -104,6 +108,36 @@ func formatIDs(ids []int) string {
 	return strings.Join(s, " ")
 }
 
+// randomLines builds deterministic pseudo-random lines from fragments of the
+// corpus (words, single characters, runs of spaces, user-defined symbols,
+// stray bytes) to reach segmentations the corpus lines alone do not.
+func randomLines(corpus []byte, n int) []byte {
+	r := rand.New(rand.NewPCG(1, 2))
+	runes := []rune(strings.ReplaceAll(string(corpus), "\n", " "))
+	words := strings.Fields(string(corpus))
+	frags := []string{" ", "  ", "\t", "<|im_start|>", "<|im_end|>", "\xff", "\xe2\x82", "\u2581", "\u3000", "\u200b", "0", "12", "ab", "hi"}
+	var b bytes.Buffer
+	for i := 0; i < n; i++ {
+		k := 1 + r.IntN(12)
+		for j := 0; j < k; j++ {
+			switch r.IntN(4) {
+			case 0:
+				b.WriteString(words[r.IntN(len(words))])
+			case 1:
+				b.WriteRune(runes[r.IntN(len(runes))])
+			case 2:
+				b.WriteString(frags[r.IntN(len(frags))])
+			default:
+				w := words[r.IntN(len(words))]
+				b.WriteString(w[:r.IntN(len(w)+1)])
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()
+}
+
 // TestPeerSpm trains models with spm_train and checks that Encode gives
 // spm_encode's ids line by line and Decode gives spm_decode's text.
 func TestPeerSpm(t *testing.T) {
@@ -118,6 +152,7 @@ func TestPeerSpm(t *testing.T) {
 		t.Fatal(err)
 	}
 	input := append(append([]byte{}, corpus...), extra...)
+	input = append(input, randomLines(corpus, 1500)...)
 	lines := splitLines(input)
 	dir := t.TempDir()
 	for _, cfg := range peerConfigs {

@@ -96,7 +96,7 @@ func TestModelErrors(t *testing.T) {
 		{"byte without fallback", cat(unk, pbPiece("<0x41>", 0, Byte)), "byte_fallback is false"},
 		{"missing bytes", cat(unk, pbBytes(2, pbUint(35, 1))), "byte piece <0x00> missing"},
 		{"bad byte piece", cat(unk, pbPiece("<0xZZ>", 0, Byte), pbBytes(2, pbUint(35, 1))), "invalid byte piece"},
-		{"char model", cat(unk, pbBytes(2, pbUint(3, uint64(Char)))), "trainer_spec.model_type: CHAR"},
+		{"unknown model type", cat(unk, pbBytes(2, pbUint(3, 7))), "trainer_spec.model_type: unknown model type ModelType(7)"},
 		{"short charsmap", cat(unk, pbBytes(3, pbBytes(2, []byte{1, 2}))), "normalizer_spec.precompiled_charsmap"},
 		{"charsmap size", cat(unk, pbBytes(3, pbBytes(2, []byte{0xff, 0, 0, 0, 1, 2}))), "trie size 255"},
 	}
