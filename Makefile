@@ -14,7 +14,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 # Debian's Python with PyTorch runs the model reference scripts.
 PYTHON := /usr/bin/python3
 
-.PHONY: all build test run deps deps-go deps-node deps-python vet fmt-check \
+.PHONY: all build test run deps deps-go deps-node deps-python deps-spm vet fmt-check \
 	bench bench-kernels bench-cpu bench-llama bench-tokenize bench-data fuzz
 
 all: build
@@ -24,7 +24,7 @@ build:
 
 # deps installs what the tests need beyond Go modules. Each step is skipped
 # when what it installs is already present.
-deps: deps-go deps-node deps-python
+deps: deps-go deps-node deps-python deps-spm
 
 deps-go:
 	$(GO) mod download
@@ -37,6 +37,11 @@ deps-node:
 
 deps-python:
 	@$(PYTHON) -c 'import torch, numpy' 2>/dev/null || { apt-get update && apt-get install -y --no-install-recommends python3-torch python3-numpy; }
+
+# SentencePiece's own tools (spm_train, spm_encode, spm_decode) for the
+# tokenizer.model cross-check.
+deps-spm:
+	@command -v spm_train >/dev/null && command -v spm_encode >/dev/null || { apt-get update && apt-get install -y sentencepiece; }
 
 vet:
 	$(GO) vet ./...
