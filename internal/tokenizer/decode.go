@@ -277,21 +277,11 @@ func parseDecoder(raw json.RawMessage, path string) (decoder, error) {
 		}
 		return bpeDec{s}, nil
 	case "Sequence":
-		items, err := o.array("decoders", true)
+		seq, err := sequence(o, "decoders", parseDecoder)
 		if err != nil {
 			return nil, err
 		}
-		var seq seqDec
-		for i, it := range items {
-			d, err := parseDecoder(it, indexPath(o.sub("decoders"), i))
-			if err != nil {
-				return nil, err
-			}
-			if d != nil {
-				seq = append(seq, d)
-			}
-		}
-		return seq, nil
+		return seqDec(seq), nil
 	}
 	return nil, perr(o.sub("type"), "unsupported decoder %q", typ)
 }

@@ -165,3 +165,25 @@ func (o jobj) pattern(key string) (*splitPattern, error) {
 	}
 	return nil, perr(o.sub(key), `expected {"String": ...} or {"Regex": ...}`)
 }
+
+// sequence parses the array o[key] of nested components (the "Sequence"
+// type of normalizers, pre-tokenizers, post-processors and decoders) with
+// parse, dropping components that parse to nothing.
+func sequence[T comparable](o jobj, key string, parse func(json.RawMessage, string) (T, error)) ([]T, error) {
+	items, err := o.array(key, true)
+	if err != nil {
+		return nil, err
+	}
+	var zero T
+	var seq []T
+	for i, it := range items {
+		c, err := parse(it, indexPath(o.sub(key), i))
+		if err != nil {
+			return nil, err
+		}
+		if c != zero {
+			seq = append(seq, c)
+		}
+	}
+	return seq, nil
+}

@@ -186,21 +186,11 @@ func parseNormalizer(raw json.RawMessage, path string) (normalizer, error) {
 		}
 		return replaceNorm{pat, c}, nil
 	case "Sequence":
-		items, err := o.array("normalizers", true)
+		seq, err := sequence(o, "normalizers", parseNormalizer)
 		if err != nil {
 			return nil, err
 		}
-		var seq seqNorm
-		for i, it := range items {
-			n, err := parseNormalizer(it, indexPath(o.sub("normalizers"), i))
-			if err != nil {
-				return nil, err
-			}
-			if n != nil {
-				seq = append(seq, n)
-			}
-		}
-		return seq, nil
+		return seqNorm(seq), nil
 	}
 	return nil, perr(o.sub("type"), "unsupported normalizer %q", typ)
 }

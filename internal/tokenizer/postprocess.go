@@ -203,21 +203,11 @@ func parsePostProcessor(raw json.RawMessage, path string) (postProcessor, error)
 		}
 		return &clsSepPost{cls: cls, sep: sep, roberta: typ == "RobertaProcessing"}, nil
 	case "Sequence":
-		items, err := o.array("processors", true)
+		seq, err := sequence(o, "processors", parsePostProcessor)
 		if err != nil {
 			return nil, err
 		}
-		var seq seqPost
-		for i, it := range items {
-			p, err := parsePostProcessor(it, indexPath(o.sub("processors"), i))
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
-		}
-		return seq, nil
+		return seqPost(seq), nil
 	}
 	return nil, perr(o.sub("type"), "unsupported post-processor %q", typ)
 }

@@ -364,21 +364,11 @@ func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
 	}
 	switch typ {
 	case "Sequence":
-		items, err := o.array("pretokenizers", true)
+		seq, err := sequence(o, "pretokenizers", parsePreTokenizer)
 		if err != nil {
 			return nil, err
 		}
-		var seq seqPre
-		for i, it := range items {
-			p, err := parsePreTokenizer(it, indexPath(o.sub("pretokenizers"), i))
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				seq = append(seq, p)
-			}
-		}
-		return seq, nil
+		return seqPre(seq), nil
 	case "Split":
 		pat, err := o.pattern("pattern")
 		if err != nil {
