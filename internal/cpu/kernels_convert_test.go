@@ -32,16 +32,16 @@ func TestBF16KnownBits(t *testing.T) {
 		{0x00018000, 0x0002}, // subnormal tie, odd below
 		{0x00010000, 0x0001}, // bf16 subnormal, exact
 	} {
-		if got := BF16FromF32(math.Float32frombits(c.f32)); got != c.bf16 {
-			t.Errorf("BF16FromF32(%#08x) = %#04x, want %#04x", c.f32, got, c.bf16)
+		if got := tensor.BF16FromF32(math.Float32frombits(c.f32)); got != c.bf16 {
+			t.Errorf("tensor.BF16FromF32(%#08x) = %#04x, want %#04x", c.f32, got, c.bf16)
 		}
 	}
 	for _, c := range []struct {
 		bf16 uint16
 		f32  uint32
 	}{{0x3f80, 0x3f800000}, {0x0001, 0x00010000}, {0xff80, 0xff800000}, {0x7fc1, 0x7fc10000}} {
-		if got := math.Float32bits(F32FromBF16(c.bf16)); got != c.f32 {
-			t.Errorf("F32FromBF16(%#04x) = %#08x, want %#08x", c.bf16, got, c.f32)
+		if got := math.Float32bits(tensor.F32FromBF16(c.bf16)); got != c.f32 {
+			t.Errorf("tensor.F32FromBF16(%#04x) = %#08x, want %#08x", c.bf16, got, c.f32)
 		}
 	}
 }
@@ -75,19 +75,19 @@ func TestF16KnownBits(t *testing.T) {
 		{0x3f801001, 0x3c01},               // above the tie
 		{math.Float32bits(-1e-10), 0x8000}, // underflow keeps the sign
 	} {
-		if got := F16FromF32(math.Float32frombits(c.f32)); got != c.f16 {
-			t.Errorf("F16FromF32(%#08x = %g) = %#04x, want %#04x", c.f32, math.Float32frombits(c.f32), got, c.f16)
+		if got := tensor.F16FromF32(math.Float32frombits(c.f32)); got != c.f16 {
+			t.Errorf("tensor.F16FromF32(%#08x = %g) = %#04x, want %#04x", c.f32, math.Float32frombits(c.f32), got, c.f16)
 		}
 	}
 	for _, c := range []struct {
 		f16 uint16
 		f32 uint32
 	}{{0x0001, 0x33800000}, {0x03ff, 0x387fc000}, {0x7bff, math.Float32bits(65504)}, {0xfc00, 0xff800000}, {0x8000, 0x80000000}, {0x3555, math.Float32bits(0.333251953125)}} {
-		if got := math.Float32bits(F32FromF16(c.f16)); got != c.f32 {
-			t.Errorf("F32FromF16(%#04x) = %#08x, want %#08x", c.f16, got, c.f32)
+		if got := math.Float32bits(tensor.F32FromF16(c.f16)); got != c.f32 {
+			t.Errorf("tensor.F32FromF16(%#04x) = %#08x, want %#08x", c.f16, got, c.f32)
 		}
 	}
-	if !math.IsNaN(float64(F32FromF16(0x7e00))) || !math.IsNaN(float64(F32FromF16(0xfc01))) {
+	if !math.IsNaN(float64(tensor.F32FromF16(0x7e00))) || !math.IsNaN(float64(tensor.F32FromF16(0xfc01))) {
 		t.Error("F32FromF16 NaN did not widen to NaN")
 	}
 }
@@ -97,11 +97,11 @@ func TestHalfRoundTripExhaustive(t *testing.T) {
 	for h := 0; h < 1<<16; h++ {
 		u := uint16(h)
 		isNaN16 := u&0x7c00 == 0x7c00 && u&0x03ff != 0
-		if got := F16FromF32(F32FromF16(u)); got != u && !(isNaN16 && got&0x7e00 == 0x7e00) {
-			t.Fatalf("f16 %#04x -> %g -> %#04x", u, F32FromF16(u), got)
+		if got := tensor.F16FromF32(tensor.F32FromF16(u)); got != u && !(isNaN16 && got&0x7e00 == 0x7e00) {
+			t.Fatalf("f16 %#04x -> %g -> %#04x", u, tensor.F32FromF16(u), got)
 		}
 		isNaNbf := u&0x7f80 == 0x7f80 && u&0x007f != 0
-		if got := BF16FromF32(F32FromBF16(u)); got != u && !(isNaNbf && got&0x7fc0 == 0x7fc0) {
+		if got := tensor.BF16FromF32(tensor.F32FromBF16(u)); got != u && !(isNaNbf && got&0x7fc0 == 0x7fc0) {
 			t.Fatalf("bf16 %#04x -> %#04x", u, got)
 		}
 	}
@@ -120,7 +120,7 @@ func TestHalfRoundingNearest(t *testing.T) {
 			narrow  func(float32) uint16
 			widen   func(uint16) float32
 			maxBits uint16
-		}{{"f16", F16FromF32, F32FromF16, 0x7c00}, {"bf16", BF16FromF32, F32FromBF16, 0x7f80}} {
+		}{{"f16", tensor.F16FromF32, tensor.F32FromF16, 0x7c00}, {"bf16", tensor.BF16FromF32, tensor.F32FromBF16, 0x7f80}} {
 			h := c.narrow(f)
 			if h&0x7fff >= c.maxBits { // rounded to Inf: only beyond the max
 				continue
@@ -155,9 +155,9 @@ func TestConvertKernel(t *testing.T) {
 		be.Convert(back, h, n)
 		got := download(t, be, back)
 		for i := range x {
-			want, wide := BF16FromF32(x[i]), F32FromBF16
+			want, wide := tensor.BF16FromF32(x[i]), tensor.F32FromBF16
 			if dt == tensor.F16 {
-				want, wide = F16FromF32(x[i]), F32FromF16
+				want, wide = tensor.F16FromF32(x[i]), tensor.F32FromF16
 			}
 			if bits[i] != want || got[i] != wide(want) {
 				t.Fatalf("%v [%d]: %g -> %#04x -> %g, want %#04x", dt, i, x[i], bits[i], got[i], want)

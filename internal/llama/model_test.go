@@ -10,6 +10,7 @@ import (
 
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/safetensors"
+	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
 func TestParseConfigErrors(t *testing.T) {
@@ -298,7 +299,7 @@ func TestSaveLoad(t *testing.T) {
 			for i := range want {
 				w := want[i]
 				if tc.dt == safetensors.BF16 {
-					w = safetensors.BF16ToFloat32(safetensors.Float32ToBF16(w))
+					w = tensor.F32FromBF16(tensor.BF16FromF32(w))
 				}
 				if got[i] != w {
 					t.Fatalf("element %d: loaded %v, want %v", i, got[i], w)

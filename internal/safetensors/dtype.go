@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
 // DType is a safetensors element type, spelled as in the file header.
@@ -75,86 +77,6 @@ func byteSize(d DType, n uint64) (size uint64, ok bool) {
 	return bits / 8, true
 }
 
-// BF16ToFloat32 widens a bfloat16 bit pattern exactly.
-func BF16ToFloat32(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
-
-// Float32ToBF16 narrows to bfloat16 rounding to nearest, ties to even. NaN
-// stays NaN (quiet, sign kept); overflow rounds to infinity.
-func Float32ToBF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	if u&0x7fffffff > 0x7f800000 { // NaN
-		return uint16(u>>16) | 0x0040
-	}
-	u += 0x7fff + (u>>16)&1
-	return uint16(u >> 16)
-}
-
-// F16ToFloat32 widens an IEEE binary16 bit pattern exactly (subnormals,
-// infinities and NaN included).
-func F16ToFloat32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f: // inf or NaN
-		return math.Float32frombits(sign | 0x7f800000 | man<<13)
-	case exp == 0:
-		if man == 0 {
-			return math.Float32frombits(sign)
-		}
-		// Subnormal: man * 2^-24.
-		f := float32(man) * (1.0 / (1 << 24))
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	default:
-		return math.Float32frombits(sign | (exp+127-15)<<23 | man<<13)
-	}
-}
-
-// Float32ToF16 narrows to IEEE binary16 rounding to nearest, ties to even,
-// producing subnormals, infinity on overflow and a quiet NaN for NaN.
-func Float32ToF16(f float32) uint16 {
-	u := math.Float32bits(f)
-	sign := uint16(u>>16) & 0x8000
-	exp := int32(u>>23) & 0xff
-	man := u & 0x7fffff
-	if exp == 0xff {
-		if man != 0 {
-			return sign | 0x7e00 | uint16(man>>13)
-		}
-		return sign | 0x7c00
-	}
-	e := exp - 127 + 15
-	if e >= 0x1f {
-		return sign | 0x7c00
-	}
-	if e <= 0 {
-		// Subnormal or zero in binary16: value = m * 2^-24 with m = full
-		// mantissa (implicit bit set) shifted right by (14 - e) ... computed
-		// with the implicit bit and round-to-nearest-even on the dropped bits.
-		if e < -10 {
-			return sign // rounds to zero (|f| < 2^-25 rounds down; exactly 2^-25 ties to 0)
-		}
-		m := man | 0x800000
-		shift := uint32(14 - e) // 14..24
-		half := uint32(1) << (shift - 1)
-		rest := m & (1<<shift - 1)
-		r := m >> shift
-		if rest > half || (rest == half && r&1 == 1) {
-			r++
-		}
-		return sign | uint16(r)
-	}
-	r := uint32(e)<<10 | man>>13
-	rest := man & 0x1fff
-	if rest > 0x1000 || (rest == 0x1000 && r&1 == 1) {
-		r++ // may carry into the exponent, up to infinity: correct
-	}
-	return sign | uint16(r)
-}
-
 // DecodeFloat32 converts little-endian raw data of dtype d (F32, F16, BF16 or
 // F64) to float32. F64 values are rounded to the nearest float32.
 func DecodeFloat32(d DType, raw []byte) ([]float32, error) {
@@ -176,11 +98,11 @@ func DecodeFloat32(d DType, raw []byte) ([]float32, error) {
 		}
 	case F16:
 		for i := range out {
-			out[i] = F16ToFloat32(le.Uint16(raw[2*i:]))
+			out[i] = tensor.F32FromF16(le.Uint16(raw[2*i:]))
 		}
 	case BF16:
 		for i := range out {
-			out[i] = BF16ToFloat32(le.Uint16(raw[2*i:]))
+			out[i] = tensor.F32FromBF16(le.Uint16(raw[2*i:]))
 		}
 	case F64:
 		for i := range out {
@@ -204,13 +126,13 @@ func EncodeFloat32(d DType, v []float32) ([]byte, error) {
 	case F16:
 		out := make([]byte, 2*len(v))
 		for i, x := range v {
-			le.PutUint16(out[2*i:], Float32ToF16(x))
+			le.PutUint16(out[2*i:], tensor.F16FromF32(x))
 		}
 		return out, nil
 	case BF16:
 		out := make([]byte, 2*len(v))
 		for i, x := range v {
-			le.PutUint16(out[2*i:], Float32ToBF16(x))
+			le.PutUint16(out[2*i:], tensor.BF16FromF32(x))
 		}
 		return out, nil
 	case F64:

@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
 // allDTypes lists every dtype with a shape whose size is a whole number of
@@ -113,8 +115,8 @@ func TestFloat32ReadWrite(t *testing.T) {
 	}{
 		{F32, func(x float32) float32 { return x }},
 		{F64, func(x float32) float32 { return x }},
-		{F16, func(x float32) float32 { return F16ToFloat32(Float32ToF16(x)) }},
-		{BF16, func(x float32) float32 { return BF16ToFloat32(Float32ToBF16(x)) }},
+		{F16, func(x float32) float32 { return tensor.F32FromF16(tensor.F16FromF32(x)) }},
+		{BF16, func(x float32) float32 { return tensor.F32FromBF16(tensor.BF16FromF32(x)) }},
 	}
 	dir := t.TempDir()
 	w, err := Create(filepath.Join(dir, "f.safetensors"))
@@ -152,13 +154,13 @@ func TestFloat32ReadWrite(t *testing.T) {
 	spot := []struct {
 		got, want float32
 	}{
-		{F16ToFloat32(Float32ToF16(65504)), 65504},
-		{F16ToFloat32(Float32ToF16(65520)), float32(math.Inf(1))},
-		{F16ToFloat32(Float32ToF16(5.960464477539063e-08)), 5.960464477539063e-08},
-		{F16ToFloat32(Float32ToF16(2.9802322387695312e-08)), 0}, // 2^-25 ties to even (0)
-		{BF16ToFloat32(Float32ToBF16(1.00390625)), 1},           // 1 + 2^-8: tie, to even
-		{BF16ToFloat32(Float32ToBF16(1.01171875)), 1.015625},    // 1 + 3*2^-8: tie, to even (up)
-		{BF16ToFloat32(Float32ToBF16(0.1)), 0.10009765625},
+		{tensor.F32FromF16(tensor.F16FromF32(65504)), 65504},
+		{tensor.F32FromF16(tensor.F16FromF32(65520)), float32(math.Inf(1))},
+		{tensor.F32FromF16(tensor.F16FromF32(5.960464477539063e-08)), 5.960464477539063e-08},
+		{tensor.F32FromF16(tensor.F16FromF32(2.9802322387695312e-08)), 0}, // 2^-25 ties to even (0)
+		{tensor.F32FromBF16(tensor.BF16FromF32(1.00390625)), 1},           // 1 + 2^-8: tie, to even
+		{tensor.F32FromBF16(tensor.BF16FromF32(1.01171875)), 1.015625},    // 1 + 3*2^-8: tie, to even (up)
+		{tensor.F32FromBF16(tensor.BF16FromF32(0.1)), 0.10009765625},
 	}
 	for i, s := range spot {
 		if s.got != s.want {
@@ -177,23 +179,23 @@ func nearestF16(x float32) uint16 {
 	lo, hi := uint16(0), uint16(0x7c00) // 0 .. +inf
 	for hi-lo > 1 {
 		mid := (lo + hi) / 2
-		if F16ToFloat32(mid) <= x {
+		if tensor.F32FromF16(mid) <= x {
 			lo = mid
 		} else {
 			hi = mid
 		}
 	}
-	if F16ToFloat32(lo) == x {
+	if tensor.F32FromF16(lo) == x {
 		return sign | lo
 	}
 	// Halfway point between lo and hi; above the largest finite value the
 	// next step (hi = inf) is taken as 65520's rounding boundary.
-	dl := float64(x) - float64(F16ToFloat32(lo))
+	dl := float64(x) - float64(tensor.F32FromF16(lo))
 	var dh float64
 	if hi == 0x7c00 {
 		dh = 65520 - float64(x) + 16
 	} else {
-		dh = float64(F16ToFloat32(hi)) - float64(x)
+		dh = float64(tensor.F32FromF16(hi)) - float64(x)
 	}
 	switch {
 	case dl < dh:
@@ -208,19 +210,19 @@ func nearestF16(x float32) uint16 {
 
 func TestFloat16Conversions(t *testing.T) {
 	for h := 0; h < 1<<16; h++ {
-		f := F16ToFloat32(uint16(h))
+		f := tensor.F32FromF16(uint16(h))
 		if math.IsNaN(float64(f)) {
-			if back := Float32ToF16(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 {
+			if back := tensor.F16FromF32(f); back&0x7c00 != 0x7c00 || back&0x3ff == 0 {
 				t.Fatalf("NaN %#04x -> %#04x is not NaN", h, back)
 			}
 			continue
 		}
-		if back := Float32ToF16(f); back != uint16(h) {
+		if back := tensor.F16FromF32(f); back != uint16(h) {
 			t.Fatalf("%#04x -> %g -> %#04x", h, f, back)
 		}
-		b := BF16ToFloat32(uint16(h))
-		if !math.IsNaN(float64(b)) && Float32ToBF16(b) != uint16(h) {
-			t.Fatalf("bf16 %#04x -> %g -> %#04x", h, b, Float32ToBF16(b))
+		b := tensor.F32FromBF16(uint16(h))
+		if !math.IsNaN(float64(b)) && tensor.BF16FromF32(b) != uint16(h) {
+			t.Fatalf("bf16 %#04x -> %g -> %#04x", h, b, tensor.BF16FromF32(b))
 		}
 	}
 	rng := rand.New(rand.NewSource(2))
@@ -234,14 +236,14 @@ func TestFloat16Conversions(t *testing.T) {
 		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 			continue
 		}
-		if got, want := Float32ToF16(x), nearestF16(x); got != want {
-			t.Fatalf("Float32ToF16(%g) = %#04x, want %#04x", x, got, want)
+		if got, want := tensor.F16FromF32(x), nearestF16(x); got != want {
+			t.Fatalf("tensor.F16FromF32(%g) = %#04x, want %#04x", x, got, want)
 		}
 		// bf16 reference: nearest of truncation and truncation+1 ulp.
 		u := math.Float32bits(x)
 		lo := uint16(u >> 16)
-		dl := math.Abs(float64(x) - float64(BF16ToFloat32(lo)))
-		next := math.Abs(float64(BF16ToFloat32(lo + 1)))
+		dl := math.Abs(float64(x) - float64(tensor.F32FromBF16(lo)))
+		next := math.Abs(float64(tensor.F32FromBF16(lo + 1)))
 		if math.IsInf(next, 0) {
 			next = math.Ldexp(1, 128) // the overflow threshold rounds as if to 2^128
 		}
@@ -250,8 +252,8 @@ func TestFloat16Conversions(t *testing.T) {
 		if dh < dl || (dh == dl && lo&1 == 1) {
 			want = lo + 1
 		}
-		if got := Float32ToBF16(x); got != want {
-			t.Fatalf("Float32ToBF16(%g) = %#04x, want %#04x", x, got, want)
+		if got := tensor.BF16FromF32(x); got != want {
+			t.Fatalf("tensor.BF16FromF32(%g) = %#04x, want %#04x", x, got, want)
 		}
 	}
 }
