@@ -268,7 +268,7 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 	r.Key = key.Sum
 	forced := e.sel.forced[inst]
 	if !forced {
-		if hit, err := e.reuse(inst, key, r); hit || err != nil {
+		if hit, err := e.reuse(ctx, inst, key, false, r); hit || err != nil {
 			if err != nil {
 				return e.fail(r, err)
 			}
@@ -300,7 +300,7 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 	}
 	defer unlock()
 	if !forced {
-		if hit, err := e.reuse(inst, key, r); hit || err != nil {
+		if hit, err := e.reuse(ctx, inst, key, true, r); hit || err != nil {
 			if err != nil {
 				return e.fail(r, err)
 			}
@@ -315,10 +315,26 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 }
 
 // reuse looks the key up and, on a hit, records the instance as cached.
-func (e *executor) reuse(inst *config.Instance, key cache.Key, r *StageResult) (bool, error) {
+// With pull (only under the key's lock) a local miss is tried on the
+// remote cache.
+func (e *executor) reuse(ctx context.Context, inst *config.Instance, key cache.Key, pull bool, r *StageResult) (bool, error) {
 	rec, err := e.ws.Store.Lookup(key.Sum)
-	if err != nil || rec == nil {
+	if err != nil {
 		return false, err
+	}
+	event := "stage-cached"
+	if rec == nil && pull && e.ws.Remote != nil {
+		// A remote entry is fetched and verified before use; any failure
+		// (a corrupt or missing object) is reported and the stage runs.
+		rec, err = e.ws.Remote.Pull(ctx, e.ws.Store, key.Sum)
+		if err != nil {
+			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Key: key.Sum, Message: "warning: remote cache entry not used, running the stage: " + err.Error()})
+			rec = nil
+		}
+		event = "stage-pulled"
+	}
+	if rec == nil {
+		return false, nil
 	}
 	outs, err := e.ws.outputsFromRecord(inst, rec)
 	if err != nil {
@@ -330,7 +346,7 @@ func (e *executor) reuse(inst *config.Instance, key cache.Key, r *StageResult) (
 	_ = e.ws.state.record(inst.Addr, key.Sum)
 	r.Status = StatusCached
 	r.Artifacts, r.Values = recordOutputs(rec)
-	e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: key.Sum})
+	e.emit(runs.Event{Type: event, Stage: inst.Addr, Key: key.Sum})
 	return true, nil
 }
 
@@ -399,6 +415,12 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 		return e.fail(r, fmt.Errorf("commit result: %w", err))
 	}
 	_ = store.RemoveCheckpoint(key.Sum)
+	if e.ws.Remote != nil {
+		// Write-back is best effort: the local result stands either way.
+		if _, err := e.ws.Remote.Push(ctx, store, committed); err != nil {
+			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Key: key.Sum, Message: "warning: remote cache push failed: " + err.Error()})
+		}
+	}
 	outs, err := e.ws.outputsFromRecord(inst, committed)
 	if err != nil {
 		return e.fail(r, err)

@@ -19,6 +19,9 @@ type Action string
 const (
 	// ActionCached: the result for this key is in the store; nothing runs.
 	ActionCached Action = "cached"
+	// ActionPull: the result is not local but the remote cache has it; it
+	// is fetched and verified instead of run.
+	ActionPull Action = "pull"
 	// ActionRun: the stage will run (new, changed or forced).
 	ActionRun Action = "run"
 	// ActionPending: an upstream stage will run first; whether this one runs
@@ -192,6 +195,22 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 		rec, err := ws.Store.Lookup(key.Sum)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", inst.Addr, err)
+		}
+		if rec == nil && !s.forced[inst] && ws.Remote != nil {
+			rrec, err := ws.Remote.Lookup(ctx, key.Sum)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", inst.Addr, err)
+			}
+			if rrec != nil {
+				outs, err := ws.outputsFromRecord(inst, rrec)
+				if err != nil {
+					return nil, err
+				}
+				outputs[inst.Addr] = outs
+				step.Action, step.Reason = ActionPull, "in the remote cache"
+				action[inst] = step.Action
+				continue
+			}
 		}
 		switch {
 		case s.forced[inst]:

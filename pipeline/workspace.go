@@ -12,6 +12,7 @@
 package pipeline
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,6 +39,10 @@ type Workspace struct {
 	// LockPath is where it is read from and written to.
 	Lock     *lockfile.File
 	LockPath string
+	// Remote, when set, is a shared cache behind Store: plan marks local
+	// misses it holds as "pull", run pulls them (verified) instead of
+	// running, and pushes every result it commits.
+	Remote RemoteCache
 
 	state   *stateIndex
 	pinMu   sync.Mutex
@@ -177,4 +182,15 @@ func (e *UnknownAddressError) Error() string {
 	known := append([]string(nil), e.Known...)
 	sort.Strings(known)
 	return "no stage " + e.Addr + " in this pipeline; stages are: " + strings.Join(known, ", ")
+}
+
+// RemoteCache is a shared store behind the local one (see pipeline/remote).
+type RemoteCache interface {
+	// Lookup returns the remote record of key, or nil when it has none.
+	Lookup(ctx context.Context, key string) (*cache.Record, error)
+	// Pull fetches key into s, verifying its trees, and returns the local
+	// record; nil, nil when the remote has no entry.
+	Pull(ctx context.Context, s *cache.Store, key string) (*cache.Record, error)
+	// Push uploads a committed record and its artifacts from s.
+	Push(ctx context.Context, s *cache.Store, rec *cache.Record) (bool, error)
 }
