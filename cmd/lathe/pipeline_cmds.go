@@ -19,6 +19,7 @@ import (
 
 	"github.com/lathe-ml/lathe/pipeline"
 	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/remote"
 	"github.com/lathe-ml/lathe/stages"
 )
 
@@ -33,6 +34,40 @@ func (pf *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.Var(&pf.vars, "var", "set a variable: -var 'name=value' (repeatable)")
 	fs.Var(&pf.varFiles, "var-file", "read variables from an HCL or JSON file (repeatable)")
 	fs.StringVar(&pf.cacheDir, "cache", "", "artifact store directory (default $LATHE_CACHE, else .lathe beside the pipeline)")
+}
+
+// remoteFlags configure the shared remote cache of plan and run.
+type remoteFlags struct {
+	url      string
+	readOnly bool
+}
+
+func (rf *remoteFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&rf.url, "remote-cache", "", "shared remote cache `URL` behind the local store: file:///dir, s3://bucket?region=... (default $"+remote.EnvVar+")")
+	fs.BoolVar(&rf.readOnly, "remote-read-only", false, "pull from the remote cache but never push to it")
+}
+
+// attach opens the remote cache, if one is configured, as ws.Remote. The
+// returned function closes it.
+func (rf *remoteFlags) attach(ctx context.Context, env *cliEnv, ws *pipeline.Workspace) (func(), error) {
+	url := rf.url
+	if url == "" {
+		for _, kv := range env.environ {
+			if v, ok := strings.CutPrefix(kv, remote.EnvVar+"="); ok {
+				url = v
+			}
+		}
+	}
+	if url == "" {
+		return func() {}, nil
+	}
+	r, err := remote.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	r.ReadOnly = rf.readOnly
+	ws.Remote = r
+	return func() { r.Close() }, nil
 }
 
 // load parses and validates the pipeline named by the positional arguments
@@ -138,6 +173,8 @@ func cmdPlan(ctx context.Context, env *cliEnv, args []string) int {
 	var sf selectionFlags
 	pf.register(fs)
 	sf.register(fs)
+	var rf remoteFlags
+	rf.register(fs)
 	explain := fs.String("explain", "", "show the cache key behind STAGE's decision, as a diff against its last result")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
 	fs.Bool("ci", false, "CI mode: plain output, no colour (also when CI=true)")
@@ -162,6 +199,11 @@ func cmdPlan(ctx context.Context, env *cliEnv, args []string) int {
 		}
 		return code
 	}
+	closeRemote, err := rf.attach(ctx, env, ws)
+	if err != nil {
+		return reportError(env, ws, err)
+	}
+	defer closeRemote()
 	plan, err := ws.Plan(ctx, sf.selection())
 	if err != nil {
 		return reportError(env, ws, err)
@@ -220,6 +262,9 @@ func printPlan(w io.Writer, plan *pipeline.Plan) {
 	tw.Flush()
 	c := plan.Counts()
 	fmt.Fprintf(w, "\nPlan: %d to run, %d pending on upstream results, %d cached", c[pipeline.ActionRun], c[pipeline.ActionPending], c[pipeline.ActionCached])
+	if n := c[pipeline.ActionPull]; n > 0 {
+		fmt.Fprintf(w, ", %d to pull from the remote cache", n)
+	}
 	if c[pipeline.ActionSkip] > 0 {
 		fmt.Fprintf(w, ", %d not targeted", c[pipeline.ActionSkip])
 	}
@@ -232,6 +277,8 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	var sf selectionFlags
 	pf.register(fs)
 	sf.register(fs)
+	var rf remoteFlags
+	rf.register(fs)
 	jobs := fs.Int("j", 2, "how many stages may run at once")
 	keepGoing := fs.Bool("keep-going", false, "after a failure, keep running stages that do not depend on it")
 	fs.Bool("ci", false, "CI mode: plain log lines, no live progress or colour (also when CI=true)")
@@ -259,6 +306,11 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	if *verify != "" {
 		return runVerify(ctx, env, ws, *verify, ci)
 	}
+	closeRemote, err := rf.attach(ctx, env, ws)
+	if err != nil {
+		return reportError(env, ws, err)
+	}
+	defer closeRemote()
 	view := newRunView(env, ci)
 	res, err := ws.Run(ctx, pipeline.RunOptions{
 		Selection:   sf.selection(),
