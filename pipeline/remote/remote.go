@@ -16,6 +16,7 @@ import (
 
 	"gocloud.dev/blob"
 	_ "gocloud.dev/blob/fileblob" // file:// URLs
+	_ "gocloud.dev/blob/s3blob"   // s3:// URLs (credentials from the AWS environment)
 	"gocloud.dev/gcerrors"
 
 	"github.com/lathe-ml/lathe/pipeline/cache"
