@@ -322,7 +322,7 @@ func (e *executor) reuse(ctx context.Context, inst *config.Instance, key cache.K
 	if err != nil {
 		return false, err
 	}
-	event := "stage-cached"
+	note := ""
 	if rec == nil && pull && e.ws.Remote != nil {
 		// A remote entry is fetched and verified before use; any failure
 		// (a corrupt or missing object) is reported and the stage runs.
@@ -331,7 +331,7 @@ func (e *executor) reuse(ctx context.Context, inst *config.Instance, key cache.K
 			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Key: key.Sum, Message: "warning: remote cache entry not used, running the stage: " + err.Error()})
 			rec = nil
 		}
-		event = "stage-pulled"
+		note = "pulled from the remote cache"
 	}
 	if rec == nil {
 		return false, nil
@@ -344,9 +344,11 @@ func (e *executor) reuse(ctx context.Context, inst *config.Instance, key cache.K
 	e.outputs[inst.Addr] = outs
 	e.mu.Unlock()
 	_ = e.ws.state.record(inst.Addr, key.Sum)
-	r.Status = StatusCached
+	r.Status, r.Note = StatusCached, note
 	r.Artifacts, r.Values = recordOutputs(rec)
-	e.emit(runs.Event{Type: event, Stage: inst.Addr, Key: key.Sum})
+	// A pulled result is a cache hit like any other (the run record and its
+	// counts stay as they were); the message says where it came from.
+	e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: key.Sum, Message: note})
 	return true, nil
 }
 

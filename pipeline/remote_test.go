@@ -53,6 +53,11 @@ func TestRemoteSharesResults(t *testing.T) {
 	if ranB.Load() != 0 {
 		t.Fatalf("machine B ran %d stages, want 0", ranB.Load())
 	}
+	for _, s := range res.Stages {
+		if s.Status != pipeline.StatusCached || s.Note != "pulled from the remote cache" {
+			t.Errorf("%s: %s (%s), want cached (pulled from the remote cache)", s.Addr, s.Status, s.Note)
+		}
+	}
 	if got := res.Outputs["len_b"].AsBigFloat().String(); got != "3" {
 		t.Errorf("len_b on B = %s, want 3", got)
 	}
