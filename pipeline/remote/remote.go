@@ -251,6 +251,7 @@ func unpackTree(r io.Reader, dir string) error {
 		return err
 	}
 	tr := tar.NewReader(r)
+	links := map[string]bool{} // symlinks extracted so far: never written through
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -264,6 +265,11 @@ func unpackTree(r io.Reader, dir string) error {
 		if clean != name || clean == "." || strings.HasPrefix(clean, "../") || clean == ".." || path.IsAbs(clean) {
 			return fmt.Errorf("bad path %q in archive", h.Name)
 		}
+		for parent := path.Dir(clean); parent != "."; parent = path.Dir(parent) {
+			if links[parent] {
+				return fmt.Errorf("entry %q lies below the symbolic link %q", h.Name, parent)
+			}
+		}
 		p := filepath.Join(dir, filepath.FromSlash(clean))
 		switch h.Typeflag {
 		case tar.TypeDir:
@@ -271,6 +277,11 @@ func unpackTree(r io.Reader, dir string) error {
 				return err
 			}
 		case tar.TypeSymlink:
+			target := path.Join(path.Dir(clean), h.Linkname)
+			if path.IsAbs(h.Linkname) || target == ".." || strings.HasPrefix(target, "../") {
+				return fmt.Errorf("symbolic link %q -> %q leaves the tree", h.Name, h.Linkname)
+			}
+			links[clean] = true
 			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 				return err
 			}

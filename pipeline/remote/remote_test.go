@@ -1,6 +1,8 @@
 package remote
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -209,5 +211,44 @@ func TestConcurrentWritersLeaveOneEntry(t *testing.T) {
 	b := openStore(t)
 	if got, err := r.Pull(ctx, b, key); err != nil || got == nil {
 		t.Fatalf("pull after the race = %v, %v", got, err)
+	}
+}
+
+// A hostile archive cannot write outside the directory it is unpacked into.
+func TestUnpackRefusesEscapes(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries []tar.Header
+	}{
+		{"dotdot path", []tar.Header{{Typeflag: tar.TypeReg, Name: "../x"}}},
+		{"absolute path", []tar.Header{{Typeflag: tar.TypeReg, Name: "/x"}}},
+		{"absolute link", []tar.Header{{Typeflag: tar.TypeSymlink, Name: "l", Linkname: "/etc"}}},
+		{"escaping link", []tar.Header{{Typeflag: tar.TypeSymlink, Name: "a/l", Linkname: "../../x"}}},
+		{"write through link", []tar.Header{
+			{Typeflag: tar.TypeSymlink, Name: "l", Linkname: "sub"},
+			{Typeflag: tar.TypeReg, Name: "l/x"},
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			tw := tar.NewWriter(&buf)
+			for _, h := range tc.entries {
+				h.Mode = 0o644
+				if err := tw.WriteHeader(&h); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tw.Close(); err != nil {
+				t.Fatal(err)
+			}
+			parent := t.TempDir()
+			if err := unpackTree(&buf, filepath.Join(parent, "out")); err == nil {
+				t.Fatal("unpack accepted a hostile archive")
+			}
+			if _, err := os.Lstat(filepath.Join(parent, "x")); err == nil {
+				t.Fatal("a file was written outside the tree")
+			}
+		})
 	}
 }
