@@ -62,6 +62,7 @@
 // # What it does not do
 //
 // It does not decide what goes into a key, does not run stages, does not
-// share a store across machines and never repairs anything silently: Verify
+// share a store across machines (pipeline/remote does that on top of it)
+// and never repairs anything silently: Verify
 // reports, and Remove deletes only what the caller asks it to.
 package cache
