@@ -114,9 +114,6 @@ func Kind() *stage.Kind {
 	}
 }
 
-func diag(summary, detail string) hcl.Diagnostics {
-	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: detail}}
-}
 
 func validateRepoID(attr string) func(cty.Value) hcl.Diagnostics {
 	return func(v cty.Value) hcl.Diagnostics {
@@ -124,7 +121,7 @@ func validateRepoID(attr string) func(cty.Value) hcl.Diagnostics {
 			return nil
 		}
 		if !repoIDRE.MatchString(v.AsString()) || strings.Contains(v.AsString(), "..") {
-			return diag("Invalid repository id", fmt.Sprintf("%s = %q: want a Hub repository id such as \"org/name\".", attr, v.AsString()))
+			return stage.Error("Invalid repository id", fmt.Sprintf("%s = %q: want a Hub repository id such as \"org/name\".", attr, v.AsString()))
 		}
 		return nil
 	}
@@ -136,7 +133,7 @@ func validateURL(v cty.Value) hcl.Diagnostics {
 	}
 	u, err := url.Parse(v.AsString())
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return diag("Invalid url", fmt.Sprintf("url = %q: want an http or https URL.", v.AsString()))
+		return stage.Error("Invalid url", fmt.Sprintf("url = %q: want an http or https URL.", v.AsString()))
 	}
 	return nil
 }
@@ -146,7 +143,7 @@ func validateSHA256(v cty.Value) hcl.Diagnostics {
 		return nil
 	}
 	if !sha256RE.MatchString(strings.TrimPrefix(v.AsString(), "sha256:")) {
-		return diag("Invalid sha256", fmt.Sprintf("sha256 = %q: want 64 hexadecimal digits.", v.AsString()))
+		return stage.Error("Invalid sha256", fmt.Sprintf("sha256 = %q: want 64 hexadecimal digits.", v.AsString()))
 	}
 	return nil
 }
@@ -221,21 +218,21 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 		if len(given) > 1 {
 			what = strings.Join(given, " and ") + " are"
 		}
-		return diag("Exactly one source", "A download stage takes exactly one of repo, dataset, url or path; "+what+" set.")
+		return stage.Error("Exactly one source", "A download stage takes exactly one of repo, dataset, url or path; "+what+" set.")
 	}
 	var diags hcl.Diagnostics
 	src := given[0]
 	shaSet, _ := isSet(args, "sha256")
 	if src == "url" && !shaSet {
-		diags = append(diags, diag("Missing sha256", "A url source needs sha256 = \"<64 hex digits>\" so that the download is verified and cacheable.")...)
+		diags = append(diags, stage.Error("Missing sha256", "A url source needs sha256 = \"<64 hex digits>\" so that the download is verified and cacheable.")...)
 	}
 	if src != "url" && shaSet {
-		diags = append(diags, diag("Unexpected sha256", "sha256 only applies to a url source.")...)
+		diags = append(diags, stage.Error("Unexpected sha256", "sha256 only applies to a url source.")...)
 	}
 	if src == "url" || src == "path" {
 		for _, n := range []string{"revision", "include", "exclude"} {
 			if set, _ := isSet(args, n); set {
-				diags = append(diags, diag("Unexpected "+n, n+" only applies to repo and dataset sources.")...)
+				diags = append(diags, stage.Error("Unexpected "+n, n+" only applies to repo and dataset sources.")...)
 			}
 		}
 	}

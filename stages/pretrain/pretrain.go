@@ -43,7 +43,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -71,14 +70,6 @@ func optional(name string, t cty.Type, def cty.Value) hcldec.Spec {
 	return &hcldec.DefaultSpec{Primary: &hcldec.AttrSpec{Name: name, Type: t}, Default: &hcldec.LiteralSpec{Value: def}}
 }
 
-func validated(spec hcldec.Spec, f func(cty.Value) hcl.Diagnostics) hcldec.Spec {
-	return &hcldec.ValidateSpec{Wrapped: spec, Func: f}
-}
-
-func diag(summary, detail string) hcl.Diagnostics {
-	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: detail}}
-}
-
 func minNum(attr string, lo float64, exclusive bool) func(cty.Value) hcl.Diagnostics {
 	return func(v cty.Value) hcl.Diagnostics {
 		if v.IsNull() || !v.IsKnown() {
@@ -90,7 +81,7 @@ func minNum(attr string, lo float64, exclusive bool) func(cty.Value) hcl.Diagnos
 			if exclusive {
 				op = ">"
 			}
-			return diag("Invalid "+attr, fmt.Sprintf("%s must be %s %v, got %v.", attr, op, lo, f))
+			return stage.Error("Invalid "+attr, fmt.Sprintf("%s must be %s %v, got %v.", attr, op, lo, f))
 		}
 		return nil
 	}
@@ -105,46 +96,30 @@ func minInt(attr string, lo int64) func(cty.Value) hcl.Diagnostics {
 			return nil
 		}
 		if !v.AsBigFloat().IsInt() {
-			return diag("Invalid "+attr, attr+" must be a whole number.")
+			return stage.Error("Invalid "+attr, attr+" must be a whole number.")
 		}
 		return nil
-	}
-}
-
-func artifactKind(attr string, kinds ...string) func(cty.Value) hcl.Diagnostics {
-	return func(v cty.Value) hcl.Diagnostics {
-		if v.IsNull() || !v.IsKnown() {
-			return nil
-		}
-		if k, ok := stage.ArtifactKindOf(v.Type()); ok {
-			for _, want := range kinds {
-				if k == want {
-					return nil
-				}
-			}
-		}
-		return diag("Invalid "+attr, fmt.Sprintf("%s must be a %s artifact, not %s.", attr, strings.Join(kinds, " or "), v.Type().FriendlyName()))
 	}
 }
 
 // Kind returns the pretrain stage kind.
 func Kind() *stage.Kind {
 	intAttr := func(name string, lo int64) hcldec.Spec {
-		return validated(&hcldec.AttrSpec{Name: name, Type: cty.Number}, minInt(name, lo))
+		return stage.Validated(&hcldec.AttrSpec{Name: name, Type: cty.Number}, minInt(name, lo))
 	}
 	configSpec := hcldec.ObjectSpec{
-		"model_type":              validated(optional("model_type", cty.String, cty.StringVal("llama")), enum("model_type", modelTypes)),
-		"hidden_size":             validated(&hcldec.AttrSpec{Name: "hidden_size", Type: cty.Number, Required: true}, minInt("hidden_size", 1)),
-		"num_hidden_layers":       validated(&hcldec.AttrSpec{Name: "num_hidden_layers", Type: cty.Number, Required: true}, minInt("num_hidden_layers", 1)),
-		"num_attention_heads":     validated(&hcldec.AttrSpec{Name: "num_attention_heads", Type: cty.Number, Required: true}, minInt("num_attention_heads", 1)),
+		"model_type":              stage.Validated(optional("model_type", cty.String, cty.StringVal("llama")), enum("model_type", modelTypes)),
+		"hidden_size":             stage.Validated(&hcldec.AttrSpec{Name: "hidden_size", Type: cty.Number, Required: true}, minInt("hidden_size", 1)),
+		"num_hidden_layers":       stage.Validated(&hcldec.AttrSpec{Name: "num_hidden_layers", Type: cty.Number, Required: true}, minInt("num_hidden_layers", 1)),
+		"num_attention_heads":     stage.Validated(&hcldec.AttrSpec{Name: "num_attention_heads", Type: cty.Number, Required: true}, minInt("num_attention_heads", 1)),
 		"num_key_value_heads":     intAttr("num_key_value_heads", 1),
 		"head_dim":                intAttr("head_dim", 1),
-		"intermediate_size":       validated(&hcldec.AttrSpec{Name: "intermediate_size", Type: cty.Number, Required: true}, minInt("intermediate_size", 1)),
-		"max_position_embeddings": validated(optional("max_position_embeddings", cty.Number, cty.NumberIntVal(2048)), minInt("max_position_embeddings", 1)),
-		"rope_theta":              validated(optional("rope_theta", cty.Number, cty.NumberIntVal(10000)), minNum("rope_theta", 0, true)),
-		"rms_norm_eps":            validated(optional("rms_norm_eps", cty.Number, cty.NumberFloatVal(1e-6)), minNum("rms_norm_eps", 0, true)),
+		"intermediate_size":       stage.Validated(&hcldec.AttrSpec{Name: "intermediate_size", Type: cty.Number, Required: true}, minInt("intermediate_size", 1)),
+		"max_position_embeddings": stage.Validated(optional("max_position_embeddings", cty.Number, cty.NumberIntVal(2048)), minInt("max_position_embeddings", 1)),
+		"rope_theta":              stage.Validated(optional("rope_theta", cty.Number, cty.NumberIntVal(10000)), minNum("rope_theta", 0, true)),
+		"rms_norm_eps":            stage.Validated(optional("rms_norm_eps", cty.Number, cty.NumberFloatVal(1e-6)), minNum("rms_norm_eps", 0, true)),
 		"tie_word_embeddings":     optional("tie_word_embeddings", cty.Bool, cty.False),
-		"initializer_range":       validated(optional("initializer_range", cty.Number, cty.NumberFloatVal(0.02)), minNum("initializer_range", 0, true)),
+		"initializer_range":       stage.Validated(optional("initializer_range", cty.Number, cty.NumberFloatVal(0.02)), minNum("initializer_range", 0, true)),
 	}
 	return &stage.Kind{
 		Name:    "pretrain",
@@ -152,29 +127,29 @@ func Kind() *stage.Kind {
 		Summary: "train a causal language model on tokenized text (from a config or continuing a model)",
 		Schema: hcldec.ObjectSpec{
 			"config":                &hcldec.BlockSpec{TypeName: "config", Nested: configSpec},
-			"model":                 validated(&hcldec.AttrSpec{Name: "model", Type: cty.DynamicPseudoType}, artifactKind("model", stage.ModelArtifact)),
-			"data":                  validated(&hcldec.AttrSpec{Name: "data", Type: cty.DynamicPseudoType, Required: true}, artifactKind("data", stage.DatasetArtifact)),
-			"validation":            validated(&hcldec.AttrSpec{Name: "validation", Type: cty.DynamicPseudoType}, artifactKind("validation", stage.DatasetArtifact)),
-			"tokenizer":             validated(&hcldec.AttrSpec{Name: "tokenizer", Type: cty.DynamicPseudoType}, artifactKind("tokenizer", stage.TokenizerArtifact, stage.ModelArtifact)),
-			"learning_rate":         validated(optional("learning_rate", cty.Number, cty.NumberFloatVal(5e-5)), minNum("learning_rate", 0, false)),
-			"lr_scheduler":          validated(optional("lr_scheduler", cty.String, cty.StringVal(train.Cosine)), enum("lr_scheduler", train.Schedules)),
-			"warmup_steps":          validated(optional("warmup_steps", cty.Number, cty.Zero), minInt("warmup_steps", 0)),
-			"warmup_ratio":          validated(optional("warmup_ratio", cty.Number, cty.Zero), ratio("warmup_ratio")),
+			"model":                 stage.Validated(&hcldec.AttrSpec{Name: "model", Type: cty.DynamicPseudoType}, stage.RequireArtifact("model", stage.ModelArtifact)),
+			"data":                  stage.Validated(&hcldec.AttrSpec{Name: "data", Type: cty.DynamicPseudoType, Required: true}, stage.RequireArtifact("data", stage.DatasetArtifact)),
+			"validation":            stage.Validated(&hcldec.AttrSpec{Name: "validation", Type: cty.DynamicPseudoType}, stage.RequireArtifact("validation", stage.DatasetArtifact)),
+			"tokenizer":             stage.Validated(&hcldec.AttrSpec{Name: "tokenizer", Type: cty.DynamicPseudoType}, stage.RequireArtifact("tokenizer", stage.TokenizerArtifact, stage.ModelArtifact)),
+			"learning_rate":         stage.Validated(optional("learning_rate", cty.Number, cty.NumberFloatVal(5e-5)), minNum("learning_rate", 0, false)),
+			"lr_scheduler":          stage.Validated(optional("lr_scheduler", cty.String, cty.StringVal(train.Cosine)), enum("lr_scheduler", train.Schedules)),
+			"warmup_steps":          stage.Validated(optional("warmup_steps", cty.Number, cty.Zero), minInt("warmup_steps", 0)),
+			"warmup_ratio":          stage.Validated(optional("warmup_ratio", cty.Number, cty.Zero), ratio("warmup_ratio")),
 			"epochs":                intAttr("epochs", 1),
 			"max_steps":             intAttr("max_steps", 1),
-			"batch_size":            validated(optional("batch_size", cty.Number, cty.NumberIntVal(8)), minInt("batch_size", 1)),
-			"gradient_accumulation": validated(optional("gradient_accumulation", cty.Number, cty.NumberIntVal(1)), minInt("gradient_accumulation", 1)),
+			"batch_size":            stage.Validated(optional("batch_size", cty.Number, cty.NumberIntVal(8)), minInt("batch_size", 1)),
+			"gradient_accumulation": stage.Validated(optional("gradient_accumulation", cty.Number, cty.NumberIntVal(1)), minInt("gradient_accumulation", 1)),
 			"max_seq_len":           intAttr("max_seq_len", 1),
-			"max_grad_norm":         validated(optional("max_grad_norm", cty.Number, cty.NumberFloatVal(1)), minNum("max_grad_norm", 0, false)),
-			"weight_decay":          validated(optional("weight_decay", cty.Number, cty.Zero), minNum("weight_decay", 0, false)),
-			"adam_beta1":            validated(optional("adam_beta1", cty.Number, cty.NumberFloatVal(0.9)), ratio("adam_beta1")),
-			"adam_beta2":            validated(optional("adam_beta2", cty.Number, cty.NumberFloatVal(0.999)), ratio("adam_beta2")),
-			"adam_epsilon":          validated(optional("adam_epsilon", cty.Number, cty.NumberFloatVal(1e-8)), minNum("adam_epsilon", 0, true)),
-			"seed":                  validated(optional("seed", cty.Number, cty.NumberIntVal(42)), minInt("seed", 0)),
-			"eval_steps":            validated(optional("eval_steps", cty.Number, cty.Zero), minInt("eval_steps", 0)),
-			"save_steps":            validated(optional("save_steps", cty.Number, cty.NumberIntVal(500)), minInt("save_steps", 0)),
-			"save_total_limit":      validated(optional("save_total_limit", cty.Number, cty.NumberIntVal(2)), minInt("save_total_limit", 0)),
-			"logging_steps":         validated(optional("logging_steps", cty.Number, cty.NumberIntVal(10)), minInt("logging_steps", 1)),
+			"max_grad_norm":         stage.Validated(optional("max_grad_norm", cty.Number, cty.NumberFloatVal(1)), minNum("max_grad_norm", 0, false)),
+			"weight_decay":          stage.Validated(optional("weight_decay", cty.Number, cty.Zero), minNum("weight_decay", 0, false)),
+			"adam_beta1":            stage.Validated(optional("adam_beta1", cty.Number, cty.NumberFloatVal(0.9)), ratio("adam_beta1")),
+			"adam_beta2":            stage.Validated(optional("adam_beta2", cty.Number, cty.NumberFloatVal(0.999)), ratio("adam_beta2")),
+			"adam_epsilon":          stage.Validated(optional("adam_epsilon", cty.Number, cty.NumberFloatVal(1e-8)), minNum("adam_epsilon", 0, true)),
+			"seed":                  stage.Validated(optional("seed", cty.Number, cty.NumberIntVal(42)), minInt("seed", 0)),
+			"eval_steps":            stage.Validated(optional("eval_steps", cty.Number, cty.Zero), minInt("eval_steps", 0)),
+			"save_steps":            stage.Validated(optional("save_steps", cty.Number, cty.NumberIntVal(500)), minInt("save_steps", 0)),
+			"save_total_limit":      stage.Validated(optional("save_total_limit", cty.Number, cty.NumberIntVal(2)), minInt("save_total_limit", 0)),
+			"logging_steps":         stage.Validated(optional("logging_steps", cty.Number, cty.NumberIntVal(10)), minInt("logging_steps", 1)),
 		},
 		NonSemantic: []string{"logging_steps", "save_steps", "save_total_limit"},
 		Outputs:     checkedOutputs,
@@ -195,7 +170,7 @@ func enum(attr string, valid []string) func(cty.Value) hcl.Diagnostics {
 				return nil
 			}
 		}
-		return diag("Invalid "+attr, fmt.Sprintf("%s must be one of %q, got %q.", attr, valid, v.AsString()))
+		return stage.Error("Invalid "+attr, fmt.Sprintf("%s must be one of %q, got %q.", attr, valid, v.AsString()))
 	}
 }
 
@@ -206,7 +181,7 @@ func ratio(attr string) func(cty.Value) hcl.Diagnostics {
 		}
 		if !v.IsNull() && v.IsKnown() {
 			if f, _ := v.AsBigFloat().Float64(); f > 1 {
-				return diag("Invalid "+attr, fmt.Sprintf("%s must be between 0 and 1, got %v.", attr, f))
+				return stage.Error("Invalid "+attr, fmt.Sprintf("%s must be between 0 and 1, got %v.", attr, f))
 			}
 		}
 		return nil
@@ -218,13 +193,13 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 	cfg, model, tok := args.GetAttr("config"), args.GetAttr("model"), args.GetAttr("tokenizer")
 	switch {
 	case cfg.IsNull() && model.IsNull():
-		return diag("Missing model", "Give a config block (train from scratch) or model = <a model artifact> (continue training).")
+		return stage.Error("Missing model", "Give a config block (train from scratch) or model = <a model artifact> (continue training).")
 	case !cfg.IsNull() && !model.IsNull():
-		return diag("Conflicting arguments", "Give either a config block or model, not both.")
+		return stage.Error("Conflicting arguments", "Give either a config block or model, not both.")
 	case !cfg.IsNull() && tok.IsNull():
-		return diag("Missing tokenizer", "A model trained from a config block takes its vocabulary from tokenizer = <a tokenizer artifact>.")
+		return stage.Error("Missing tokenizer", "A model trained from a config block takes its vocabulary from tokenizer = <a tokenizer artifact>.")
 	case !args.GetAttr("epochs").IsNull() && !args.GetAttr("max_steps").IsNull():
-		return diag("Conflicting arguments", "Give epochs or max_steps, not both.")
+		return stage.Error("Conflicting arguments", "Give epochs or max_steps, not both.")
 	}
 	return nil
 }

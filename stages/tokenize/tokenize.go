@@ -110,25 +110,21 @@ func optional(name string, t cty.Type, def cty.Value) hcldec.Spec {
 	return &hcldec.DefaultSpec{Primary: &hcldec.AttrSpec{Name: name, Type: t}, Default: &hcldec.LiteralSpec{Value: def}}
 }
 
-func validated(spec hcldec.Spec, f func(cty.Value) hcl.Diagnostics) hcldec.Spec {
-	return &hcldec.ValidateSpec{Wrapped: spec, Func: f}
-}
-
 // Kind returns the tokenize stage kind.
 func Kind() *stage.Kind {
 	datasetSpec := hcldec.ObjectSpec{
 		"path":      &hcldec.AttrSpec{Name: "path", Type: cty.String},
-		"files":     validated(&hcldec.AttrSpec{Name: "files", Type: cty.DynamicPseudoType}, validateArtifact("files", stage.DatasetArtifact, stage.FilesArtifact)),
-		"format":    validated(&hcldec.AttrSpec{Name: "format", Type: cty.String, Required: true}, validateEnum("format", formats)),
-		"file_type": validated(&hcldec.AttrSpec{Name: "file_type", Type: cty.String}, validateEnum("file_type", fileTypes)),
+		"files":     stage.Validated(&hcldec.AttrSpec{Name: "files", Type: cty.DynamicPseudoType}, stage.RequireArtifact("files", stage.DatasetArtifact, stage.FilesArtifact)),
+		"format":    stage.Validated(&hcldec.AttrSpec{Name: "format", Type: cty.String, Required: true}, validateEnum("format", formats)),
+		"file_type": stage.Validated(&hcldec.AttrSpec{Name: "file_type", Type: cty.String}, validateEnum("file_type", fileTypes)),
 		"ranking":   optional("ranking", cty.Bool, cty.False),
-		"columns":   validated(&hcldec.AttrSpec{Name: "columns", Type: cty.Map(cty.String)}, validateKeys("columns", columnKeys)),
-		"tags":      validated(&hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String)}, validateKeys("tags", tagKeys)),
+		"columns":   stage.Validated(&hcldec.AttrSpec{Name: "columns", Type: cty.Map(cty.String)}, validateKeys("columns", columnKeys)),
+		"tags":      stage.Validated(&hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String)}, validateKeys("tags", tagKeys)),
 		"replace":   &hcldec.AttrSpec{Name: "replace", Type: cty.Map(cty.String)},
 	}
 	trainSpec := hcldec.ObjectSpec{
-		"vocab_size":     validated(&hcldec.AttrSpec{Name: "vocab_size", Type: cty.Number, Required: true}, validateMinInt("vocab_size", 257)),
-		"min_frequency":  validated(optional("min_frequency", cty.Number, cty.NumberIntVal(2)), validateMinInt("min_frequency", 1)),
+		"vocab_size":     stage.Validated(&hcldec.AttrSpec{Name: "vocab_size", Type: cty.Number, Required: true}, validateMinInt("vocab_size", 257)),
+		"min_frequency":  stage.Validated(optional("min_frequency", cty.Number, cty.NumberIntVal(2)), validateMinInt("min_frequency", 1)),
 		"special_tokens": &hcldec.AttrSpec{Name: "special_tokens", Type: cty.List(cty.String)},
 	}
 	return &stage.Kind{
@@ -136,15 +132,15 @@ func Kind() *stage.Kind {
 		Version: Version,
 		Summary: "tokenize datasets with a chat template into training and validation shards",
 		Schema: hcldec.ObjectSpec{
-			"tokenizer":       validated(&hcldec.AttrSpec{Name: "tokenizer", Type: cty.DynamicPseudoType}, validateTokenizer),
+			"tokenizer":       stage.Validated(&hcldec.AttrSpec{Name: "tokenizer", Type: cty.DynamicPseudoType}, validateTokenizer),
 			"train":           &hcldec.BlockSpec{TypeName: "train", Nested: trainSpec},
 			"dataset":         &hcldec.BlockListSpec{TypeName: "dataset", Nested: datasetSpec, MinItems: 1},
-			"template":        validated(&hcldec.AttrSpec{Name: "template", Type: cty.String}, validateTemplate),
-			"cutoff_len":      validated(optional("cutoff_len", cty.Number, cty.NumberIntVal(DefaultCutoffLen)), validateMinInt("cutoff_len", 1)),
+			"template":        stage.Validated(&hcldec.AttrSpec{Name: "template", Type: cty.String}, validateTemplate),
+			"cutoff_len":      stage.Validated(optional("cutoff_len", cty.Number, cty.NumberIntVal(DefaultCutoffLen)), validateMinInt("cutoff_len", 1)),
 			"packing":         optional("packing", cty.Bool, cty.False),
-			"val_size":        validated(optional("val_size", cty.Number, cty.Zero), validateValSize),
-			"seed":            validated(optional("seed", cty.Number, cty.NumberIntVal(42)), validateMinInt("seed", 0)),
-			"max_samples":     validated(optional("max_samples", cty.Number, cty.Zero), validateMinInt("max_samples", 0)),
+			"val_size":        stage.Validated(optional("val_size", cty.Number, cty.Zero), validateValSize),
+			"seed":            stage.Validated(optional("seed", cty.Number, cty.NumberIntVal(42)), validateMinInt("seed", 0)),
+			"max_samples":     stage.Validated(optional("max_samples", cty.Number, cty.Zero), validateMinInt("max_samples", 0)),
 			"train_on_prompt": optional("train_on_prompt", cty.Bool, cty.False),
 			"mask_history":    optional("mask_history", cty.Bool, cty.False),
 		},
@@ -152,10 +148,6 @@ func Kind() *stage.Kind {
 		KeyLines: keyLines,
 		Run:      run,
 	}
-}
-
-func diag(summary, detail string) hcl.Diagnostics {
-	return hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: detail}}
 }
 
 func known(v cty.Value) bool { return !v.IsNull() && v.IsWhollyKnown() }
@@ -187,7 +179,7 @@ func validateEnum(attr string, valid []string) func(cty.Value) hcl.Diagnostics {
 				return nil
 			}
 		}
-		return diag("Invalid "+attr, fmt.Sprintf("%s = %q is not supported.", attr, s)+didYouMean(s, valid))
+		return stage.Error("Invalid "+attr, fmt.Sprintf("%s = %q is not supported.", attr, s)+didYouMean(s, valid))
 	}
 }
 
@@ -203,7 +195,7 @@ func validateKeys(attr string, valid []string) func(cty.Value) hcl.Diagnostics {
 				found = found || k == ok
 			}
 			if !found {
-				diags = append(diags, diag("Invalid "+attr+" key", fmt.Sprintf("%s has no key %q.", attr, k)+didYouMean(k, valid))...)
+				diags = append(diags, stage.Error("Invalid "+attr+" key", fmt.Sprintf("%s has no key %q.", attr, k)+didYouMean(k, valid))...)
 			}
 		}
 		return diags
@@ -231,7 +223,7 @@ func validateTemplate(v cty.Value) hcl.Diagnostics {
 		return nil
 	}
 	if err := TemplateError(v.AsString()); err != nil {
-		return diag("Invalid template", err.Error())
+		return stage.Error("Invalid template", err.Error())
 	}
 	return nil
 }
@@ -243,7 +235,7 @@ func validateMinInt(attr string, lo int64) func(cty.Value) hcl.Diagnostics {
 		}
 		var n int64
 		if err := gocty.FromCtyValue(v, &n); err != nil || n < lo {
-			return diag("Invalid "+attr, fmt.Sprintf("%s = %s: want a whole number >= %d.", attr, v.AsBigFloat().Text('g', -1), lo))
+			return stage.Error("Invalid "+attr, fmt.Sprintf("%s = %s: want a whole number >= %d.", attr, v.AsBigFloat().Text('g', -1), lo))
 		}
 		return nil
 	}
@@ -255,32 +247,16 @@ func validateValSize(v cty.Value) hcl.Diagnostics {
 	}
 	f, _ := v.AsBigFloat().Float64()
 	if f < 0 || (f >= 1 && f != float64(int64(f))) {
-		return diag("Invalid val_size", fmt.Sprintf("val_size = %v: want a fraction in [0, 1) or a whole number of samples.", f))
+		return stage.Error("Invalid val_size", fmt.Sprintf("val_size = %v: want a fraction in [0, 1) or a whole number of samples.", f))
 	}
 	return nil
-}
-
-func validateArtifact(attr string, kinds ...string) func(cty.Value) hcl.Diagnostics {
-	return func(v cty.Value) hcl.Diagnostics {
-		if v.IsNull() || !v.IsKnown() {
-			return nil
-		}
-		if k, ok := stage.ArtifactKindOf(v.Type()); ok {
-			for _, want := range kinds {
-				if k == want {
-					return nil
-				}
-			}
-		}
-		return diag("Invalid "+attr, fmt.Sprintf("%s must be a %s artifact (e.g. download.data.dataset), not %s.", attr, strings.Join(kinds, " or "), v.Type().FriendlyName()))
-	}
 }
 
 func validateTokenizer(v cty.Value) hcl.Diagnostics {
 	if v.IsNull() || !v.IsKnown() || v.Type() == cty.String {
 		return nil
 	}
-	return validateArtifact("tokenizer", stage.TokenizerArtifact, stage.ModelArtifact, stage.FilesArtifact)(v)
+	return stage.RequireArtifact("tokenizer", stage.TokenizerArtifact, stage.ModelArtifact, stage.FilesArtifact)(v)
 }
 
 // checkArgs reports the argument combinations the schema cannot express.
@@ -293,9 +269,9 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 	if tok.IsKnown() && train.IsKnown() {
 		switch {
 		case tok.IsNull() && train.IsNull():
-			diags = append(diags, diag("Missing tokenizer", "A tokenize stage needs a tokenizer (an artifact such as download.base.tokenizer, or a local path) or a train { vocab_size = N } block.")...)
+			diags = append(diags, stage.Error("Missing tokenizer", "A tokenize stage needs a tokenizer (an artifact such as download.base.tokenizer, or a local path) or a train { vocab_size = N } block.")...)
 		case !tok.IsNull() && !train.IsNull():
-			diags = append(diags, diag("Conflicting tokenizer", "Set either tokenizer or a train block, not both.")...)
+			diags = append(diags, stage.Error("Conflicting tokenizer", "Set either tokenizer or a train block, not both.")...)
 		}
 	}
 	ds := args.GetAttr("dataset")
@@ -309,10 +285,10 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 		}
 		p, f := d.GetAttr("path"), d.GetAttr("files")
 		if p.IsKnown() && !p.IsNull() && p.AsString() == "" {
-			diags = append(diags, diag("Empty dataset path", fmt.Sprintf("dataset block %d: path is empty.", i+1))...)
+			diags = append(diags, stage.Error("Empty dataset path", fmt.Sprintf("dataset block %d: path is empty.", i+1))...)
 		}
 		if f.IsKnown() && p.IsKnown() && f.IsNull() && p.IsNull() {
-			diags = append(diags, diag("Missing dataset path", fmt.Sprintf("dataset block %d: set path (a file relative to the pipeline), or files (an artifact) with path inside it.", i+1))...)
+			diags = append(diags, stage.Error("Missing dataset path", fmt.Sprintf("dataset block %d: set path (a file relative to the pipeline), or files (an artifact) with path inside it.", i+1))...)
 		}
 		if fm := d.GetAttr("format"); fm.IsKnown() && !fm.IsNull() && fm.AsString() != string(data.FormatText) {
 			needTemplate = true
@@ -320,10 +296,10 @@ func checkArgs(args cty.Value) hcl.Diagnostics {
 	}
 	tpl := args.GetAttr("template")
 	if needTemplate && tpl.IsKnown() && tpl.IsNull() {
-		diags = append(diags, diag("Missing template", "alpaca and sharegpt datasets need template = \"<name>\" (\"auto\" for the model's own chat template); built-in templates: "+strings.Join(data.TemplateNames(), ", ")+".")...)
+		diags = append(diags, stage.Error("Missing template", "alpaca and sharegpt datasets need template = \"<name>\" (\"auto\" for the model's own chat template); built-in templates: "+strings.Join(data.TemplateNames(), ", ")+".")...)
 	}
 	if tpl.IsKnown() && !tpl.IsNull() && tpl.AsString() == AutoTemplate && train.IsKnown() && !train.IsNull() {
-		diags = append(diags, diag("Invalid template", "template = \"auto\" takes the model's chat template from the tokenizer's tokenizer_config.json; a tokenizer trained by this stage has none. Name a built-in template: "+strings.Join(data.TemplateNames(), ", ")+".")...)
+		diags = append(diags, stage.Error("Invalid template", "template = \"auto\" takes the model's chat template from the tokenizer's tokenizer_config.json; a tokenizer trained by this stage has none. Name a built-in template: "+strings.Join(data.TemplateNames(), ", ")+".")...)
 	}
 	return diags
 }
