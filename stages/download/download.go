@@ -114,7 +114,6 @@ func Kind() *stage.Kind {
 	}
 }
 
-
 func validateRepoID(attr string) func(cty.Value) hcl.Diagnostics {
 	return func(v cty.Value) hcl.Diagnostics {
 		if v.IsNull() || !v.IsKnown() {
