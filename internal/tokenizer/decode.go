@@ -215,15 +215,8 @@ func (s seqDec) decodeChain(toks []string) []string {
 }
 
 func parseDecoder(raw json.RawMessage, path string) (decoder, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	o, err := parseObj(raw, path)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.str("type", "", true)
-	if err != nil {
+	o, typ, ok, err := component(raw, path)
+	if !ok || err != nil {
 		return nil, err
 	}
 	switch typ {

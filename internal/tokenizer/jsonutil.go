@@ -187,3 +187,19 @@ func sequence[T comparable](o jobj, key string, parse func(json.RawMessage, stri
 	}
 	return seq, nil
 }
+
+// component opens a tokenizer component (normalizer, pre-tokenizer,
+// post-processor or decoder): a JSON object with a "type". A JSON null means
+// no component: ok is false and err nil.
+func component(raw json.RawMessage, path string) (o jobj, typ string, ok bool, err error) {
+	if isNull(raw) {
+		return jobj{}, "", false, nil
+	}
+	if o, err = parseObj(raw, path); err != nil {
+		return jobj{}, "", false, err
+	}
+	if typ, err = o.str("type", "", true); err != nil {
+		return jobj{}, "", false, err
+	}
+	return o, typ, true, nil
+}

@@ -137,15 +137,8 @@ func isRustWhitespace(r rune) bool {
 }
 
 func parseNormalizer(raw json.RawMessage, path string) (normalizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	o, err := parseObj(raw, path)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.str("type", "", true)
-	if err != nil {
+	o, typ, ok, err := component(raw, path)
+	if !ok || err != nil {
 		return nil, err
 	}
 	switch typ {

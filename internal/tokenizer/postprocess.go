@@ -85,15 +85,8 @@ func (s seqPost) process(a, b []int, pair bool) []int {
 }
 
 func parsePostProcessor(raw json.RawMessage, path string) (postProcessor, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	o, err := parseObj(raw, path)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.str("type", "", true)
-	if err != nil {
+	o, typ, ok, err := component(raw, path)
+	if !ok || err != nil {
 		return nil, err
 	}
 	switch typ {

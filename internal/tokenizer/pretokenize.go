@@ -351,15 +351,8 @@ func (s seqPre) preTokenize(in []piece) []piece {
 }
 
 func parsePreTokenizer(raw json.RawMessage, path string) (preTokenizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	o, err := parseObj(raw, path)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := o.str("type", "", true)
-	if err != nil {
+	o, typ, ok, err := component(raw, path)
+	if !ok || err != nil {
 		return nil, err
 	}
 	switch typ {
