@@ -55,7 +55,7 @@ func TestKernelsDoNotAllocate(t *testing.T) {
 		"GlobalNorm": func() { be.GlobalNorm(norm, grads) },
 		"ClipByNorm": func() { be.ClipByNorm(grads, norm, 1e-3) },
 		"Convert":    func() { be.Convert(h16, x, n*dim) },
-		"DequantNF4": func() { be.DequantNF4(o, q) },
+		"DequantNF4": func() { be.DequantNF4(o, q, 0, q.N) },
 	} {
 		fn() // warm up: starts workers, grows scratch
 		if a := testing.AllocsPerRun(20, fn); a != 0 {

@@ -97,18 +97,34 @@ func (be *Backend) Fill(b tensor.Buffer, v float32) {
 	be.k.fill = fillK{}
 }
 
-type addK struct{ out, a, b []float32 }
+type addK struct {
+	out, a, b []float32
+	mul       bool
+}
 
 func (k *addK) run(lo, hi int) {
 	out, a, b := k.out[lo:hi], k.a[lo:hi], k.b[lo:hi]
+	if k.mul {
+		for i := range out {
+			out[i] = a[i] * b[i]
+		}
+		return
+	}
 	for i := range out {
 		out[i] = a[i] + b[i]
 	}
 }
 
+// Mul sets out = a·b elementwise over n elements.
+func (be *Backend) Mul(out, a, b tensor.Buffer, n int) {
+	be.k.add = addK{f32("cpu.Mul out", out, n), f32("cpu.Mul a", a, n), f32("cpu.Mul b", b, n), true}
+	be.par(n, grainElems, &be.k.add)
+	be.k.add = addK{}
+}
+
 // Add sets out = a + b over n elements.
 func (be *Backend) Add(out, a, b tensor.Buffer, n int) {
-	be.k.add = addK{f32("cpu.Add out", out, n), f32("cpu.Add a", a, n), f32("cpu.Add b", b, n)}
+	be.k.add = addK{f32("cpu.Add out", out, n), f32("cpu.Add a", a, n), f32("cpu.Add b", b, n), false}
 	be.par(n, grainElems, &be.k.add)
 	be.k.add = addK{}
 }

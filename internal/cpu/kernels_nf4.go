@@ -1,6 +1,7 @@
 package cpu
 
 import (
+	"fmt"
 	"math"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
@@ -44,6 +45,7 @@ type nf4K struct {
 	scale2     []float32
 	offset     float32
 	phase      int // 0: absmax, 1: second-level quantisation per group, 2: codes, 3: dequantise
+	block0     int // dequantise: the first block (out starts there)
 }
 
 func (k *nf4K) run(lo, hi int) {
@@ -87,9 +89,10 @@ func (k *nf4K) run(lo, hi int) {
 			}
 		}
 	case 3:
-		for b := lo; b < hi; b++ {
+		for ob := lo; ob < hi; ob++ {
+			b := ob + k.block0
 			a := nf4Absmax(k.absQ[b], k.scale2[b/tensor.NF4GroupSize], k.offset)
-			out := k.out[b*bs : (b+1)*bs]
+			out := k.out[ob*bs : (ob+1)*bs]
 			for i, c := range k.codes[b*bs/2 : (b+1)*bs/2] {
 				out[2*i] = tensor.NF4Codes[c>>4] * a
 				out[2*i+1] = tensor.NF4Codes[c&15] * a
@@ -135,12 +138,16 @@ func (be *Backend) QuantizeNF4(q tensor.NF4Tensor, x tensor.Buffer) {
 	*k = nf4K{}
 }
 
-// DequantNF4 expands q into out [q.N].
-func (be *Backend) DequantNF4(out tensor.Buffer, q tensor.NF4Tensor) {
+// DequantNF4 expands values [start, start+n) of q into out [n].
+func (be *Backend) DequantNF4(out tensor.Buffer, q tensor.NF4Tensor, start, n int) {
+	const bs = tensor.NF4BlockSize
+	if start < 0 || n < 0 || start%bs != 0 || n%bs != 0 || start+n > q.N {
+		panic(fmt.Sprintf("cpu.DequantNF4: range [%d,%d) of %d values is not whole %d-value blocks", start, start+n, q.N, bs))
+	}
 	codes, absQ, scale2, offset := nf4Views("cpu.DequantNF4", q)
-	blocks, _ := tensor.NF4Sizes(q.N)
-	be.k.nf4 = nf4K{out: f32("cpu.DequantNF4 out", out, q.N), codes: codes, absQ: absQ,
-		scale2: scale2, offset: offset[0], phase: 3}
-	be.par(blocks, 64, &be.k.nf4)
+	b0 := start / bs
+	be.k.nf4 = nf4K{out: f32("cpu.DequantNF4 out", out, n), codes: codes, absQ: absQ,
+		scale2: scale2, offset: offset[0], phase: 3, block0: b0}
+	be.par(n/bs, 64, &be.k.nf4)
 	be.k.nf4 = nf4K{}
 }

@@ -69,7 +69,7 @@ func TestNF4DecodeFixture(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := upload(t, be, make([]float32, 64))
-	be.DequantNF4(out, q)
+	be.DequantNF4(out, q, 0, q.N)
 	want := make([]float64, 64)
 	for i := range want {
 		want[i] = float64(float32(publishedNF4[i%16]) * 3)
@@ -81,7 +81,7 @@ func TestNF4DecodeFixture(t *testing.T) {
 	if err := be.Upload(q.Absmax, []byte{0xC1}); err != nil {
 		t.Fatal(err)
 	}
-	be.DequantNF4(out, q)
+	be.DequantNF4(out, q, 0, q.N)
 	a := float32(-63)*(float32(2)/127) + 1
 	if got := download(t, be, out)[15]; got != a {
 		t.Errorf("value with code 15 and absmax code -63 = %v, want %v", got, a)
@@ -102,7 +102,7 @@ func TestNF4RoundTrip(t *testing.T) {
 		}
 		xb, out := upload(t, be, x), upload(t, be, make([]float32, n))
 		be.QuantizeNF4(q, xb)
-		be.DequantNF4(out, q)
+		be.DequantNF4(out, q, 0, q.N)
 		got := download(t, be, out)
 
 		blocks, groups := tensor.NF4Sizes(n)

@@ -177,7 +177,7 @@ func TestDeterminismAcrossProcs(t *testing.T) {
 	elementwise("DequantNF4", func(o tensor.Buffer) {
 		q, _ := tensor.AllocNF4(be, n*dim)
 		be.QuantizeNF4(q, xb)
-		be.DequantNF4(o, q)
+		be.DequantNF4(o, q, 0, q.N)
 	})
 	for name, fn := range cases {
 		sameUnderProcs(t, name, fn)

@@ -13,13 +13,18 @@ func (be *Backend) CrossEntropy(losses, dx, dw, x, w, targets, workspace tensor.
 	if c.N < 0 || c.C <= 0 || c.V <= 0 || c.ChunkRows <= 0 {
 		panic(fmt.Sprintf("cpu.CrossEntropy: bad shape %+v", c))
 	}
-	var dxs, dws []float32
+	var dxs, dws, rs []float32
 	if !dx.IsNil() {
 		dxs = f32("cpu.CrossEntropy dx", dx, c.N*c.C)
-		dws = f32("cpu.CrossEntropy dw", dw, c.V*c.C)
+		if !dw.IsNil() {
+			dws = f32("cpu.CrossEntropy dw", dw, c.V*c.C)
+		}
+		if !c.RowScale.IsNil() {
+			rs = f32("cpu.CrossEntropy rowScale", c.RowScale, c.N)
+		}
 	}
-	CrossEntropy(f32("cpu.CrossEntropy losses", losses, c.N), dxs, dws,
+	crossEntropy(f32("cpu.CrossEntropy losses", losses, c.N), dxs, dws,
 		f32("cpu.CrossEntropy x", x, c.N*c.C), f32("cpu.CrossEntropy w", w, c.V*c.C),
-		i32("cpu.CrossEntropy targets", targets, c.N), c.N, c.C, c.V, c.GradScale,
+		i32("cpu.CrossEntropy targets", targets, c.N), c.N, c.C, c.V, c.GradScale, rs,
 		f32("cpu.CrossEntropy workspace", workspace, c.ChunkRows*c.V), c.ChunkRows)
 }

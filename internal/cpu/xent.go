@@ -19,6 +19,7 @@ type xentJob struct {
 	V              int
 	grad           bool
 	gradScale      float32
+	rowScale       []float32 // nil: 1 for every row
 	fn             func(lo, hi int)
 }
 
@@ -38,6 +39,15 @@ var xentJobList reuseList[xentJob]
 // GOMAXPROCS; they do depend on chunkRows (it groups the dw sum). It
 // allocates nothing once warm, apart from what Sgemm allocates.
 func CrossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, gradScale float32, workspace []float32, chunkRows int) {
+	if dx != nil && dw == nil {
+		panic("cpu.CrossEntropy: dx without dw")
+	}
+	crossEntropy(losses, dx, dw, x, w, targets, N, C, V, gradScale, nil, workspace, chunkRows)
+}
+
+// crossEntropy is CrossEntropy with optional per-row gradient scales
+// (rowScale [N] or nil) and an optional head gradient (dw nil: frozen).
+func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, gradScale float32, rowScale, workspace []float32, chunkRows int) {
 	switch {
 	case N < 0 || C <= 0 || V <= 0:
 		panic(fmt.Sprintf("cpu.CrossEntropy: bad shape N=%d C=%d V=%d", N, C, V))
@@ -55,7 +65,7 @@ func CrossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 		panic(fmt.Sprintf("cpu.CrossEntropy: workspace has %d elements, want min(chunkRows,N)*V=%d", len(workspace), min(chunkRows, N)*V))
 	case dx != nil && len(dx) < N*C:
 		panic(fmt.Sprintf("cpu.CrossEntropy: dx has %d elements, want N*C=%d", len(dx), N*C))
-	case dx != nil && len(dw) < V*C:
+	case dw != nil && len(dw) < V*C:
 		panic(fmt.Sprintf("cpu.CrossEntropy: dw has %d elements, want V*C=%d", len(dw), V*C))
 	}
 	for i, t := range targets[:N] {
@@ -94,15 +104,21 @@ func CrossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 		blockGemm(false, true, rows, V, C, 1, xc, C, w, C, 0, logits, V)
 
 		job.losses, job.logits, job.targets = losses[r0:r0+rows], logits, tg
+		job.rowScale = nil
+		if rowScale != nil {
+			job.rowScale = rowScale[r0 : r0+rows]
+		}
 		// Rows are independent; ~V·20 flops each, so a few rows per task.
 		parallelFor(rows, max(1, 4096/V), job.fn)
 
 		if grad {
 			blockGemm(false, false, rows, C, V, 1, logits, V, w, C, 0, dx[r0*C:], C)
-			blockGemm(true, false, V, C, rows, 1, logits, V, xc, C, 1, dw, C)
+			if dw != nil {
+				blockGemm(true, false, V, C, rows, 1, logits, V, xc, C, 1, dw, C)
+			}
 		}
 	}
-	job.losses, job.logits, job.targets = nil, nil, nil
+	job.losses, job.logits, job.targets, job.rowScale = nil, nil, nil, nil
 	xentJobList.put(job)
 }
 
@@ -129,10 +145,14 @@ func (j *xentJob) rows(lo, hi int) {
 		if !j.grad {
 			continue
 		}
-		k := float32(float64(j.gradScale) / sum)
+		gs := j.gradScale
+		if j.rowScale != nil {
+			gs *= j.rowScale[r]
+		}
+		k := float32(float64(gs) / sum)
 		for c := range row {
 			row[c] *= k
 		}
-		row[t] -= j.gradScale
+		row[t] -= gs
 	}
 }

@@ -22,6 +22,10 @@ type Batch struct {
 	// Segments [B*T]: packed rows; a token attends only to earlier tokens
 	// with the same id. Nil means one segment per row.
 	Segments []int32
+	// DropoutSeed, when not 0, turns LoRA dropout on for this batch with
+	// masks drawn from it (a training micro-batch); 0 means no dropout
+	// (evaluation, reference log-probs).
+	DropoutSeed uint64
 }
 
 // ceChunkRows is the number of rows the fused cross-entropy computes
@@ -40,6 +44,7 @@ type layerActs struct {
 	xmid         tensor.Buffer // [n,H] residual after attention
 	ln2, rstd2   tensor.Buffer
 	gate, up, sw tensor.Buffer // [n,I]
+	lu           [numLinear]tensor.Buffer // LoRA x·Aᵀ [n,r] per adapted module
 }
 
 type activations struct {
@@ -58,16 +63,22 @@ type activations struct {
 	dk, dv          tensor.Buffer // [n,Hkv*D]
 	dgate, dup, dsw tensor.Buffer // [n,I]
 	logits          tensor.Buffer // [n,V], allocated by Logits only
+	du              tensor.Buffer // LoRA backward [n,r]
+	xd, mask        tensor.Buffer // LoRA dropout [n,maxIn] (only with dropout)
+	vals, dvals     tensor.Buffer // value head [n]
+	rowW            tensor.Buffer // per-token loss weights [n]
+	maskHost        []float32
 	lossHost        []float32
 	st              fwdState
 	posHost         []int32
 }
 
 type fwdState struct {
-	B, T, n int
-	count   int
-	hasSeg  bool
-	grads   bool
+	B, T, n  int
+	count    int
+	hasSeg   bool
+	grads    bool
+	dropSeed uint64
 }
 
 func (m *Model) freeActivations() {
@@ -143,12 +154,25 @@ func (m *Model) Reserve(n int) error {
 			L.att, L.lse = take(n*qd), take(n*c.Heads)
 			L.xmid, L.ln2, L.rstd2 = take(n*H), take(n*H), take(n)
 			L.gate, L.up, L.sw = take(n*I), take(n*I), take(n*I)
+			for i := range numLinear {
+				if m.adapted(i) {
+					L.lu[i] = take(n * m.opts.LoRA.Rank)
+				}
+			}
 		}
 		a.xf, a.lnf, a.rstdf, a.losses = take(n*H), take(n*H), take(n), take(n)
 		a.ceWS = take(ceChunkRows * V)
 		a.dres, a.dtmp, a.dln = take(n*H), take(n*H), take(n*H)
 		a.dq, a.datt, a.dk, a.dv = take(n*qd), take(n*qd), take(n*kvd), take(n*kvd)
 		a.dgate, a.dup, a.dsw = take(n*I), take(n*I), take(n*I)
+		a.vals, a.dvals, a.rowW = take(n), take(n), take(n)
+		if lo := m.opts.LoRA; lo != nil {
+			a.du = take(n * lo.Rank)
+			if lo.Dropout > 0 {
+				maxIn := max(H, qd, I)
+				a.xd, a.mask = take(n*maxIn), take(n*maxIn)
+			}
+		}
 	}
 	layout()
 	var err error
@@ -219,6 +243,9 @@ func (m *Model) upload(b *Batch, needTargets bool) (*fwdState, error) {
 	a := m.act
 	st := &a.st // kept in the activations so a step allocates nothing
 	*st = fwdState{B: b.B, T: b.T, n: n, hasSeg: b.Segments != nil}
+	if lo := m.opts.LoRA; lo != nil && lo.Dropout > 0 && !m.adaptersOff {
+		st.dropSeed = b.DropoutSeed
+	}
 	pos := b.Positions
 	if pos == nil {
 		pos = a.posHost[:n]
@@ -251,28 +278,6 @@ func (m *Model) upload(b *Batch, needTargets bool) (*fwdState, error) {
 	return st, nil
 }
 
-// linear: y [n,out] = x [n,in]·Wᵀ (+ bias).
-func (m *Model) linear(y, x tensor.Buffer, w, bias *Param, n, out, in int) {
-	tensor.MatMul(m.be, y, x, w.W, n, out, in, false, true, 0)
-	if bias != nil {
-		m.be.AddBias(y, bias.W, n, out)
-	}
-}
-
-// linearBackward: dx [n,in] (= or += with accumulate) dy·W; dW += dyᵀ·x;
-// dbias += Σ dy.
-func (m *Model) linearBackward(dx, dy, x tensor.Buffer, w, bias *Param, n, out, in int, accumulate bool) {
-	beta := float32(0)
-	if accumulate {
-		beta = 1
-	}
-	tensor.MatMul(m.be, dx, dy, w.W, n, in, out, false, false, beta)
-	tensor.MatMul(m.be, w.Grad, dy, x, out, in, n, true, false, 1)
-	if bias != nil {
-		m.be.BiasGrad(bias.Grad, dy, n, out)
-	}
-}
-
 // forward runs the decoder up to the final norm (a.lnf).
 func (m *Model) forward(st *fwdState) {
 	c, a, be := m.Cfg, m.act, m.be
@@ -295,7 +300,6 @@ func (m *Model) forward(st *fwdState) {
 func (m *Model) layerForward(st *fwdState, l int, next tensor.Buffer) {
 	c, a, be := m.Cfg, m.act, m.be
 	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
-	qd, kvd := c.Heads*D, c.KVHeads*D
 	eps := float32(c.RMSNormEps)
 	L, P := &a.layers[l], &m.layers[l]
 	pos := a.pos.View(0, n)
@@ -306,9 +310,9 @@ func (m *Model) layerForward(st *fwdState, l int, next tensor.Buffer) {
 	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
 	// attention block
 	be.RMSNormForward(L.ln1, L.rstd1, L.x, P.ln1.W, n, H, eps)
-	m.linear(L.q, L.ln1, P.q, P.qb, n, qd, H)
-	m.linear(L.k, L.ln1, P.k, P.kb, n, kvd, H)
-	m.linear(L.v, L.ln1, P.v, P.vb, n, kvd, H)
+	m.linear(st, l, linQ, L.q, L.ln1)
+	m.linear(st, l, linK, L.k, L.ln1)
+	m.linear(st, l, linV, L.v, L.ln1)
 	qin, kin := L.q, L.k
 	if c.QKNorm {
 		be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, n*c.Heads, D, eps)
@@ -318,14 +322,14 @@ func (m *Model) layerForward(st *fwdState, l int, next tensor.Buffer) {
 	be.RoPEForward(L.qr, qin, pos, m.invFreq, n, c.Heads, D, D)
 	be.RoPEForward(L.kr, kin, pos, m.invFreq, n, c.KVHeads, D, D)
 	be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, attn)
-	m.linear(L.xmid, L.att, P.o, P.ob, n, H, qd)
+	m.linear(st, l, linO, L.xmid, L.att)
 	be.Add(L.xmid, L.xmid, L.x, n*H)
 	// MLP block
 	be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, n, H, eps)
-	m.linear(L.gate, L.ln2, P.gate, P.gateB, n, I, H)
-	m.linear(L.up, L.ln2, P.up, P.upB, n, I, H)
+	m.linear(st, l, linGate, L.gate, L.ln2)
+	m.linear(st, l, linUp, L.up, L.ln2)
 	be.SwiGLUForward(L.sw, L.gate, L.up, n*I)
-	m.linear(next, L.sw, P.down, P.downB, n, H, I)
+	m.linear(st, l, linDown, next, L.sw)
 	be.Add(next, next, L.xmid, n*H)
 }
 
@@ -395,6 +399,15 @@ func (m *Model) lossAndGrad(st *fwdState) {
 		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
 }
 
+// gradOrSink returns p's gradient, or a scratch sink for a frozen norm
+// weight (whose backward kernel computes it alongside the input gradient).
+func (m *Model) gradOrSink(p *Param) tensor.Buffer {
+	if p.Trainable() {
+		return p.Grad
+	}
+	return m.normSink.View(0, p.Len())
+}
+
 // meanLoss downloads the per-token losses and averages them over the
 // counted targets in a fixed order.
 func (m *Model) meanLoss(st *fwdState) (float32, error) {
@@ -420,7 +433,6 @@ func (m *Model) meanLoss(st *fwdState) (float32, error) {
 func (m *Model) backward(st *fwdState) error {
 	c, a, be := m.Cfg, m.act, m.be
 	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
-	qd, kvd := c.Heads*D, c.KVHeads*D
 	seg := tensor.Buffer{}
 	if st.hasSeg {
 		seg = a.seg.View(0, n)
@@ -428,10 +440,13 @@ func (m *Model) backward(st *fwdState) error {
 	pos := a.pos.View(0, n)
 	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
 
-	be.RMSNormBackward(a.dres, m.norm.Grad, a.dln, a.xf, m.norm.W, a.rstdf, n, H)
+	be.RMSNormBackward(a.dres, m.gradOrSink(m.norm), a.dln, a.xf, m.norm.W, a.rstdf, n, H)
 
-	for l := len(a.layers) - 1; l >= 0; l-- {
+	for l := len(a.layers) - 1; l >= m.stopLayer; l-- {
 		L, P := &a.layers[l], &m.layers[l]
+		// Below the lowest trainable layer nothing needs this layer's
+		// input gradient.
+		needInput := l > m.stopLayer || m.embed.Trainable()
 		if m.recompute && l+1 < len(a.layers) {
 			// Refill the shared activations with layer l's; the output
 			// (identical to the stored input of layer l+1) goes to dtmp,
@@ -439,28 +454,37 @@ func (m *Model) backward(st *fwdState) error {
 			m.layerForward(st, l, a.dtmp)
 		}
 		// MLP block: dres is dL/d(layer output).
-		m.linearBackward(a.dsw, a.dres, L.sw, P.down, P.downB, n, H, I, false)
+		m.linearBackward(st, l, linDown, a.dsw, a.dres, L.sw, false)
 		be.SwiGLUBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)
-		m.linearBackward(a.dln, a.dgate, L.ln2, P.gate, P.gateB, n, I, H, false)
-		m.linearBackward(a.dln, a.dup, L.ln2, P.up, P.upB, n, I, H, true)
-		be.RMSNormBackward(a.dtmp, P.ln2.Grad, a.dln, L.xmid, P.ln2.W, L.rstd2, n, H)
+		m.linearBackward(st, l, linGate, a.dln, a.dgate, L.ln2, false)
+		m.linearBackward(st, l, linUp, a.dln, a.dup, L.ln2, true)
+		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln2), a.dln, L.xmid, P.ln2.W, L.rstd2, n, H)
 		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d xmid
 		// attention block
-		m.linearBackward(a.datt, a.dres, L.att, P.o, P.ob, n, H, qd, false)
+		m.linearBackward(st, l, linO, a.datt, a.dres, L.att, false)
 		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, L.qr, L.kr, L.v, L.att, L.lse, seg, attn)
 		be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, D)
 		be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, D)
 		if c.QKNorm {
-			be.RMSNormBackward(a.dq, P.qn.Grad, a.dq, L.q, P.qn.W, L.rstdq, n*c.Heads, D)
-			be.RMSNormBackward(a.dk, P.kn.Grad, a.dk, L.k, P.kn.W, L.rstdk, n*c.KVHeads, D)
+			be.RMSNormBackward(a.dq, m.gradOrSink(P.qn), a.dq, L.q, P.qn.W, L.rstdq, n*c.Heads, D)
+			be.RMSNormBackward(a.dk, m.gradOrSink(P.kn), a.dk, L.k, P.kn.W, L.rstdk, n*c.KVHeads, D)
 		}
-		m.linearBackward(a.dln, a.dq, L.ln1, P.q, P.qb, n, qd, H, false)
-		m.linearBackward(a.dln, a.dk, L.ln1, P.k, P.kb, n, kvd, H, true)
-		m.linearBackward(a.dln, a.dv, L.ln1, P.v, P.vb, n, kvd, H, true)
-		be.RMSNormBackward(a.dtmp, P.ln1.Grad, a.dln, L.x, P.ln1.W, L.rstd1, n, H)
+		dln := a.dln
+		if !needInput && !P.ln1.Trainable() {
+			dln = tensor.Buffer{}
+		}
+		m.linearBackward(st, l, linQ, dln, a.dq, L.ln1, false)
+		m.linearBackward(st, l, linK, dln, a.dk, L.ln1, true)
+		m.linearBackward(st, l, linV, dln, a.dv, L.ln1, true)
+		if dln.IsNil() {
+			continue
+		}
+		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln1), a.dln, L.x, P.ln1.W, L.rstd1, n, H)
 		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d x_l
 	}
-	be.EmbeddingBackward(m.embed.Grad, a.dres, a.ids.View(0, n), n, H)
+	if m.embed.Trainable() {
+		be.EmbeddingBackward(m.embed.Grad, a.dres, a.ids.View(0, n), n, H)
+	}
 	if err := be.Sync(); err != nil {
 		return fmt.Errorf("llama: backward: %w", err)
 	}
@@ -494,4 +518,86 @@ func (m *Model) Logits(b *Batch) ([]float32, error) {
 	}
 	m.lastFwd = nil
 	return out, nil
+}
+
+// TokenLosses runs the model on b and returns the per-position
+// cross-entropy (−log p of each target; 0 where the target is ignored),
+// B·T values valid until the next call. Activations are kept for
+// BackwardWeighted.
+func (m *Model) TokenLosses(b *Batch) ([]float32, error) {
+	if _, err := m.Forward(b); err != nil {
+		return nil, err
+	}
+	return m.act.lossHost[:b.B*b.T], nil
+}
+
+// BackwardWeighted accumulates into the gradients the gradient of
+// Σ_t weights[t]·loss_t over the last TokenLosses (or Forward) batch: a
+// loss that is any function of per-sequence log-prob sums (DPO, ORPO,
+// SimPO) passes its derivative with respect to each sequence's sum,
+// negated, as the weight of that sequence's tokens.
+func (m *Model) BackwardWeighted(weights []float32) error {
+	st := m.lastFwd
+	if st == nil {
+		return errors.New("llama: BackwardWeighted without a preceding TokenLosses")
+	}
+	if len(weights) != st.n {
+		return fmt.Errorf("llama: %d weights for %d positions", len(weights), st.n)
+	}
+	m.lastFwd = nil
+	a, c := m.act, m.Cfg
+	if err := tensor.UploadF32(m.be, a.rowW.View(0, st.n), weights); err != nil {
+		return fmt.Errorf("llama: weights: %w", err)
+	}
+	m.be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: ceChunkRows, RowScale: a.rowW.View(0, st.n)})
+	return m.backward(st)
+}
+
+// Values runs the model on b (targets not needed) and returns the value
+// head's output at every position, v = h·wᵀ + bias on the final hidden
+// state h (B·T values, valid until the next call). The model must have
+// been made with Options.ValueHead. Activations are kept for
+// BackwardValues.
+func (m *Model) Values(b *Batch) ([]float32, error) {
+	if m.vhead == nil {
+		return nil, errors.New("llama: the model has no value head")
+	}
+	st, err := m.upload(b, false)
+	if err != nil {
+		return nil, err
+	}
+	m.forward(st)
+	a := m.act
+	v := a.vals.View(0, st.n)
+	tensor.MatMul(m.be, v, a.lnf, m.vhead.W, st.n, 1, m.Cfg.Hidden, false, true, 0)
+	m.be.AddBias(v, m.vheadB.W, st.n, 1)
+	out := a.lossHost[:st.n]
+	if err := tensor.DownloadF32(m.be, out, v); err != nil {
+		return nil, fmt.Errorf("llama: values: %w", err)
+	}
+	m.lastFwd = st
+	return out, nil
+}
+
+// BackwardValues accumulates into the gradients the gradient of
+// Σ_t dv[t]·v_t for the values of the last Values call (dv holds dL/dv).
+func (m *Model) BackwardValues(dv []float32) error {
+	st := m.lastFwd
+	if st == nil || m.vhead == nil {
+		return errors.New("llama: BackwardValues without a preceding Values")
+	}
+	if len(dv) != st.n {
+		return fmt.Errorf("llama: %d value gradients for %d positions", len(dv), st.n)
+	}
+	m.lastFwd = nil
+	a, be, H := m.act, m.be, m.Cfg.Hidden
+	d := a.dvals.View(0, st.n)
+	if err := tensor.UploadF32(be, d, dv); err != nil {
+		return fmt.Errorf("llama: value gradients: %w", err)
+	}
+	tensor.MatMul(be, a.dln, d, m.vhead.W, st.n, H, 1, false, false, 0) // dh = dv·w
+	tensor.MatMul(be, m.vhead.Grad, d, a.lnf, 1, H, st.n, true, false, 1)
+	be.BiasGrad(m.vheadB.Grad, d, st.n, 1)
+	return m.backward(st)
 }

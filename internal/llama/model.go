@@ -11,24 +11,33 @@ import (
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
-// Param is one named parameter tensor: a view into the model's single
-// parameter allocation, and the matching view of the gradient allocation.
+// Param is one named parameter tensor: a view into the model's parameter
+// allocation (or, for weights held in 4 bits, an NF4 tensor) and, for a
+// trainable parameter, the matching view of the gradient allocation.
 type Param struct {
 	Name  string
 	Shape []int
-	W     tensor.Buffer
-	Grad  tensor.Buffer
+	// W is the F32 weight; the zero Buffer when Q holds the weight.
+	W tensor.Buffer
+	// Grad is the gradient; the zero Buffer for a frozen parameter.
+	Grad tensor.Buffer
+	// Q is the NF4 weight of a frozen linear layer under QLoRA, else nil.
+	Q *tensor.NF4Tensor
 	// NoDecay marks norms and biases (the HF Trainer's no-weight-decay
 	// group).
 	NoDecay bool
 }
 
 // Len returns the number of elements.
-func (p *Param) Len() int { return p.W.Len() }
+func (p *Param) Len() int { return tensor.Shape(p.Shape).Numel() }
+
+// Trainable reports whether the parameter has a gradient.
+func (p *Param) Trainable() bool { return !p.Grad.IsNil() }
 
 type layerParams struct {
 	ln1, q, k, v, o, qb, kb, vb, ob, qn, kn *Param
 	ln2, gate, up, down, gateB, upB, downB  *Param
+	lin                                     [numLinear]linear
 }
 
 // Model is a Llama-family decoder on a Backend: parameters and gradients
@@ -39,11 +48,21 @@ type Model struct {
 	be     tensor.Backend
 	Params []*Param
 	byName map[string]*Param
+	opts   Options
 
 	paramMem, gradMem tensor.Buffer
 	embed, norm, head *Param
+	vhead, vheadB     *Param
 	layers            []layerParams
 	invFreq           tensor.Buffer
+	trainable         []*Param
+	// stopLayer is the lowest layer Backward must reach: below it nothing
+	// is trainable and the input gradient is not needed.
+	stopLayer   int
+	scratch     tensor.Buffer // frozen-norm dw sink, NF4 tile
+	normSink    tensor.Buffer
+	nf4Tile     tensor.Buffer
+	adaptersOff bool
 
 	act       *activations
 	recompute bool
@@ -51,12 +70,22 @@ type Model struct {
 	lastFwd   *fwdState
 }
 
-// New allocates a model with zeroed parameters for cfg on be.
-func New(cfg Config, be tensor.Backend) (*Model, error) {
+// New allocates a model with zeroed parameters for cfg on be, every
+// parameter trainable.
+func New(cfg Config, be tensor.Backend) (*Model, error) { return NewWith(cfg, be, Options{}) }
+
+// NewWith allocates a model for cfg on be with the parameter-efficient
+// options of o (frozen parameters, NF4 weights, LoRA adapters, a value
+// head). Parameters are zero (NF4 weights hold zeros) until loaded or
+// initialised.
+func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}}
+	if err := o.validate(cfg); err != nil {
+		return nil, err
+	}
+	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}, opts: o}
 	H, D, I := cfg.Hidden, cfg.HeadDim, cfg.Intermediate
 	qd, kvd := cfg.Heads*D, cfg.KVHeads*D
 	add := func(name string, noDecay bool, shape ...int) *Param {
@@ -96,6 +125,15 @@ func New(cfg Config, be tensor.Backend) (*Model, error) {
 			L.upB = add(p+"mlp.up_proj.bias", true, I)
 			L.downB = add(p+"mlp.down_proj.bias", true, H)
 		}
+		L.lin = [numLinear]linear{
+			{w: L.q, b: L.qb, out: qd, in: H}, {w: L.k, b: L.kb, out: kvd, in: H},
+			{w: L.v, b: L.vb, out: kvd, in: H}, {w: L.o, b: L.ob, out: H, in: qd},
+			{w: L.gate, b: L.gateB, out: I, in: H}, {w: L.up, b: L.upB, out: I, in: H},
+			{w: L.down, b: L.downB, out: H, in: I},
+		}
+		for i := range L.lin {
+			L.lin[i].module = p + linearKinds[i].path
+		}
 	}
 	m.norm = add("model.norm.weight", true, H)
 	if cfg.TieEmbeddings {
@@ -103,23 +141,61 @@ func New(cfg Config, be tensor.Backend) (*Model, error) {
 	} else {
 		m.head = add("lm_head.weight", false, cfg.VocabSize, H)
 	}
-	total := 0
-	for _, p := range m.Params {
-		total += tensor.Shape(p.Shape).Numel()
+	base := len(m.Params)
+	if err := m.addAdapters(add); err != nil {
+		return nil, err
+	}
+	if o.ValueHead {
+		m.vhead = add(ValueHeadWeight, false, 1, H)
+		m.vheadB = add(ValueHeadBias, true, 1)
+	}
+	// Which parameters train, and which are held in NF4.
+	var trainable []*Param
+	total, gtotal := 0, 0
+	for i, p := range m.Params {
+		if i < base && o.NF4 != nil && o.NF4(p.Name) {
+			q, err := tensor.AllocNF4(be, p.Len())
+			if err != nil {
+				m.Free()
+				return nil, fmt.Errorf("llama: nf4 %s: %w", p.Name, err)
+			}
+			p.Q = &q
+			continue
+		}
+		total += p.Len()
+		if i >= base || o.Trainable == nil || o.Trainable(p.Name) {
+			trainable = append(trainable, p)
+			gtotal += p.Len()
+		}
 	}
 	var err error
 	if m.paramMem, err = be.Alloc(tensor.F32, total); err != nil {
+		m.Free()
 		return nil, fmt.Errorf("llama: parameters (%d floats): %w", total, err)
 	}
-	if m.gradMem, err = be.Alloc(tensor.F32, total); err != nil {
-		be.Free(m.paramMem)
-		return nil, fmt.Errorf("llama: gradients (%d floats): %w", total, err)
+	if gtotal > 0 {
+		if m.gradMem, err = be.Alloc(tensor.F32, gtotal); err != nil {
+			m.Free()
+			return nil, fmt.Errorf("llama: gradients (%d floats): %w", gtotal, err)
+		}
 	}
 	off := 0
 	for _, p := range m.Params {
-		n := tensor.Shape(p.Shape).Numel()
-		p.W, p.Grad = m.paramMem.View(off, n), m.gradMem.View(off, n)
-		off += n
+		if p.Q == nil {
+			p.W = m.paramMem.View(off, p.Len())
+			off += p.Len()
+		}
+	}
+	off = 0
+	for _, p := range trainable {
+		p.Grad = m.gradMem.View(off, p.Len())
+		off += p.Len()
+	}
+	m.trainable = trainable
+	m.stopLayer = m.lowestTrainableLayer()
+	if err := m.allocScratch(); err != nil {
+		m.Free()
+		return nil, err
 	}
 	inv, err := cfg.rope().InvFreq()
 	if err != nil {
@@ -136,17 +212,32 @@ func New(cfg Config, be tensor.Backend) (*Model, error) {
 	return m, nil
 }
 
-// NumParams returns the number of parameter elements (tied weights once).
-func (m *Model) NumParams() int { return m.paramMem.Len() }
+// NumParams returns the number of parameter elements (tied weights once),
+// NF4 weights included.
+func (m *Model) NumParams() int {
+	n := 0
+	for _, p := range m.Params {
+		n += p.Len()
+	}
+	return n
+}
+
+// Trainable returns the parameters that have gradients, in the order of
+// Params (their gradients are laid out in that order in GradBuffer).
+func (m *Model) Trainable() []*Param { return m.trainable }
+
+// NumTrainable returns the number of trainable parameter elements.
+func (m *Model) NumTrainable() int { return m.gradMem.Len() }
 
 // Param returns the named parameter (HF name) or nil.
 func (m *Model) Param(name string) *Param { return m.byName[name] }
 
-// ParamBuffer and GradBuffer are the whole parameter and gradient
-// allocations (one buffer each, same layout), e.g. for a global norm.
+// ParamBuffer is the F32 parameter allocation (every parameter not held
+// in NF4, in the order of Params).
 func (m *Model) ParamBuffer() tensor.Buffer { return m.paramMem }
 
-// GradBuffer: see ParamBuffer.
+// GradBuffer is the gradient allocation: the trainable parameters'
+// gradients in the order of Trainable (the zero Buffer when none train).
 func (m *Model) GradBuffer() tensor.Buffer { return m.gradMem }
 
 // Backend returns the backend the model lives on.
@@ -154,12 +245,18 @@ func (m *Model) Backend() tensor.Backend { return m.be }
 
 // Free releases every allocation of the model.
 func (m *Model) Free() {
-	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq} {
+	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch} {
 		if !b.IsNil() {
 			m.be.Free(b)
 		}
 	}
-	m.paramMem, m.gradMem, m.invFreq = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
+	m.paramMem, m.gradMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
+	for _, p := range m.Params {
+		if p.Q != nil {
+			p.Q.Free(m.be)
+			p.Q = nil
+		}
+	}
 	m.freeActivations()
 	if m.adam != nil {
 		m.be.Free(m.adam.m)
@@ -170,7 +267,11 @@ func (m *Model) Free() {
 
 // ZeroGrad sets every gradient to zero. Backward accumulates (+=) into
 // the gradients, so call it before each optimizer step's first micro-batch.
-func (m *Model) ZeroGrad() { m.be.Zero(m.gradMem) }
+func (m *Model) ZeroGrad() {
+	if !m.gradMem.IsNil() {
+		m.be.Zero(m.gradMem)
+	}
+}
 
 // InitRandom initialises the parameters as transformers' _init_weights
 // does: linear and embedding weights ~ N(0, std), norms 1, biases 0,
@@ -178,6 +279,9 @@ func (m *Model) ZeroGrad() { m.be.Zero(m.gradMem) }
 func (m *Model) InitRandom(seed uint64, std float64) error {
 	rng := rand.New(rand.NewPCG(seed, 0x6c6c616d61))
 	for _, p := range m.Params {
+		if m.isAdapter(p) {
+			continue // initialised by initAdapters, as PEFT does
+		}
 		v := make([]float32, p.Len())
 		switch {
 		case strings.HasSuffix(p.Name, "norm.weight"):
@@ -190,11 +294,11 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 				v[i] = float32(rng.NormFloat64() * std)
 			}
 		}
-		if err := tensor.UploadF32(m.be, p.W, v); err != nil {
+		if err := m.setParam(p, v); err != nil {
 			return fmt.Errorf("llama: init %s: %w", p.Name, err)
 		}
 	}
-	return nil
+	return m.initAdapters()
 }
 
 // Load reads config.json and the safetensors weights (model.safetensors or
@@ -202,16 +306,25 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 // dir. Every parameter must be present; a stored lm_head.weight is ignored
 // when the embeddings are tied, as are rotary_emb.inv_freq buffers; any
 // other extra tensor is an error.
-func Load(dir string, be tensor.Backend) (*Model, error) {
+func Load(dir string, be tensor.Backend) (*Model, error) { return LoadWith(dir, be, Options{}) }
+
+// LoadWith is Load with NewWith's options: the base weights come from dir
+// (quantised to NF4 as they are read where o asks), adapters start as
+// PEFT initialises them.
+func LoadWith(dir string, be tensor.Backend, o Options) (*Model, error) {
 	cfg, err := LoadConfig(filepath.Join(dir, "config.json"))
 	if err != nil {
 		return nil, err
 	}
-	m, err := New(cfg, be)
+	m, err := NewWith(cfg, be, o)
 	if err != nil {
 		return nil, err
 	}
 	if err := m.LoadWeights(dir); err != nil {
+		m.Free()
+		return nil, err
+	}
+	if err := m.initAdapters(); err != nil {
 		m.Free()
 		return nil, err
 	}
@@ -226,13 +339,16 @@ func (m *Model) LoadWeights(dir string) error {
 	}
 	defer set.Close()
 	for _, ti := range set.Tensors() {
-		if m.byName[ti.Name] != nil || strings.HasSuffix(ti.Name, "rotary_emb.inv_freq") ||
+		if p := m.byName[ti.Name]; (p != nil && !m.isAdapter(p)) || strings.HasSuffix(ti.Name, "rotary_emb.inv_freq") ||
 			(ti.Name == "lm_head.weight" && m.Cfg.TieEmbeddings) {
 			continue
 		}
 		return fmt.Errorf("llama: load %s: unexpected tensor %q for %s config", dir, ti.Name, m.Cfg.ModelType)
 	}
 	for _, p := range m.Params {
+		if m.isAdapter(p) {
+			continue
+		}
 		ti, ok := set.Tensor(p.Name)
 		if !ok {
 			return fmt.Errorf("llama: load %s: missing tensor %q", dir, p.Name)
@@ -244,15 +360,17 @@ func (m *Model) LoadWeights(dir string) error {
 		if err != nil {
 			return fmt.Errorf("llama: load %s: %w", dir, err)
 		}
-		if err := tensor.UploadF32(m.be, p.W, v); err != nil {
+		if err := m.setParam(p, v); err != nil {
 			return fmt.Errorf("llama: load %s: %s: %w", dir, p.Name, err)
 		}
 	}
 	return nil
 }
 
-// Save writes dir/config.json and dir/model.safetensors with the parameters
-// in dtype dt (F32, BF16 or F16; rounding to nearest even).
+// Save writes dir/config.json and dir/model.safetensors with the base
+// parameters in dtype dt (F32, BF16 or F16; rounding to nearest even); NF4
+// weights are written dequantised, adapters and the value head are not
+// written (see Merged, SaveTensors).
 func (m *Model) Save(dir string, dt safetensors.DType) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("llama: save: %w", err)
@@ -274,8 +392,11 @@ func (m *Model) Save(dir string, dt safetensors.DType) error {
 	}
 	w.SetMetadata(map[string]string{"format": "pt"})
 	for _, p := range m.Params {
-		v := make([]float32, p.Len())
-		if err := tensor.DownloadF32(m.be, v, p.W); err != nil {
+		if m.isAdapter(p) {
+			continue
+		}
+		v, err := m.paramValues(p)
+		if err != nil {
 			w.Abort()
 			return fmt.Errorf("llama: save %s: %w", p.Name, err)
 		}
@@ -307,7 +428,7 @@ type adamState struct {
 // moment buffers are allocated on the first call.
 func (m *Model) AdamW(c AdamWConfig) error {
 	if m.adam == nil {
-		n := m.paramMem.Len()
+		n := m.NumTrainable()
 		mb, err := m.be.Alloc(tensor.F32, n)
 		if err != nil {
 			return fmt.Errorf("llama: adamw moments: %w", err)
@@ -322,7 +443,7 @@ func (m *Model) AdamW(c AdamWConfig) error {
 	m.adam.step++
 	if c.NoDecayNormsBias {
 		off := 0
-		for _, p := range m.Params {
+		for _, p := range m.trainable {
 			h := tensor.AdamW{LR: c.LR, Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay, Step: m.adam.step}
 			if p.NoDecay {
 				h.WeightDecay = 0
@@ -332,8 +453,13 @@ func (m *Model) AdamW(c AdamWConfig) error {
 			off += n
 		}
 	} else {
-		m.be.AdamW(m.paramMem, m.gradMem, m.adam.m, m.adam.v, m.paramMem.Len(),
-			tensor.AdamW{LR: c.LR, Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay, Step: m.adam.step})
+		off := 0
+		for _, p := range m.trainable {
+			n := p.Len()
+			m.be.AdamW(p.W, p.Grad, m.adam.m.View(off, n), m.adam.v.View(off, n), n,
+				tensor.AdamW{LR: c.LR, Beta1: c.Beta1, Beta2: c.Beta2, Eps: c.Eps, WeightDecay: c.WeightDecay, Step: m.adam.step})
+			off += n
+		}
 	}
 	return m.be.Sync()
 }

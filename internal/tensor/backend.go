@@ -73,12 +73,16 @@ type Backend interface {
 	Axpy(y, x Buffer, alpha float32, n int)
 	// Scale: x *= alpha over n elements.
 	Scale(x Buffer, alpha float32, n int)
+	// Mul: out = a·b elementwise over n elements (out may alias a or b).
+	Mul(out, a, b Buffer, n int)
 
 	// CrossEntropy is the fused LM head + softmax cross-entropy; see
 	// CrossEntropy's field docs. losses [N], x [N,C], w [V,C], targets I32
 	// [N] (entries < 0 are ignored), workspace [chunkRows*V]. If dx is not
 	// the zero Buffer, dx [N,C] is overwritten with dL/dx and dw [V,C]
-	// accumulates dL/dw for L = gradScale·Σ losses.
+	// accumulates dL/dw (unless dw is the zero Buffer: a frozen head) for
+	// L = gradScale·Σ rowScale[i]·losses[i] (rowScale 1 when c.RowScale is
+	// the zero Buffer).
 	CrossEntropy(losses, dx, dw, x, w, targets, workspace Buffer, c CrossEntropy)
 
 	// AdamW updates param in place from grad, with moment buffers m and v
@@ -101,8 +105,10 @@ type Backend interface {
 
 	// QuantizeNF4 quantises x [q.N] into q; see NF4Tensor for the format.
 	QuantizeNF4(q NF4Tensor, x Buffer)
-	// DequantNF4 expands q into out [q.N] (F32).
-	DequantNF4(out Buffer, q NF4Tensor)
+	// DequantNF4 expands values [start, start+n) of q into out [n] (F32);
+	// start and n are multiples of NF4BlockSize (a whole tensor is 0, q.N).
+	// A caller dequantising tile by tile keeps only one tile in F32.
+	DequantNF4(out Buffer, q NF4Tensor, start, n int)
 }
 
 // Allocator is the memory half of a Backend.
@@ -156,6 +162,10 @@ type CrossEntropy struct {
 	N, C, V   int
 	GradScale float32
 	ChunkRows int
+	// RowScale, when not the zero Buffer, is F32 [N]: row i's gradient is
+	// additionally scaled by RowScale[i] (per-sequence weights, e.g. the
+	// DPO loss's derivative with respect to each sequence's log-prob).
+	RowScale Buffer
 }
 
 // AdamW is one AdamW step (Loshchilov & Hutter, as torch.optim.AdamW):

@@ -9,13 +9,13 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-
-	"github.com/lathe-ml/lathe/internal/safetensors"
 )
 
-// Checkpoint file names inside a checkpoint-<step> directory (besides the
-// model's config.json and model.safetensors).
+// Checkpoint file names inside a checkpoint-<step> directory.
 const (
+	// WeightsFile holds the trainable parameters (all of them in full
+	// training; the adapters under LoRA) in F32 with in-model names.
+	WeightsFile   = "trainable.safetensors"
 	StateFile     = "trainer_state.json"
 	OptimizerFile = "optimizer.bin"
 	ckptPrefix    = "checkpoint-"
@@ -25,7 +25,7 @@ const (
 type state struct {
 	Step       int     `json:"step"`
 	TotalSteps int     `json:"total_steps"`
-	NumParams  int     `json:"num_params"`
+	NumParams  int     `json:"num_trainable_params"`
 	Seed       uint64  `json:"seed"`
 	Epoch      int     `json:"epoch"`
 	Position   int     `json:"position"`
@@ -98,7 +98,7 @@ func (t *Trainer) checkpoint() error {
 		os.RemoveAll(tmp)
 		return fmt.Errorf("train: checkpoint step %d: %w", t.step, err)
 	}
-	if err := t.Model.Save(tmp, safetensors.F32); err != nil {
+	if err := t.Model.SaveTrainable(filepath.Join(tmp, WeightsFile)); err != nil {
 		return fail(err)
 	}
 	f, err := os.Create(filepath.Join(tmp, OptimizerFile))
@@ -119,7 +119,7 @@ func (t *Trainer) checkpoint() error {
 	if err != nil {
 		return fail(err)
 	}
-	st := state{Step: t.step, TotalSteps: t.total, NumParams: t.Model.NumParams(), Seed: t.Cfg.Seed,
+	st := state{Step: t.step, TotalSteps: t.total, NumParams: t.Model.NumTrainable(), Seed: t.Cfg.Seed,
 		Epoch: t.cur.epoch, Position: t.cur.pos, RNG: t.cur.rngAtEp, Tokens: t.tokens, History: t.hist}
 	b, err := json.MarshalIndent(&st, "", "  ")
 	if err != nil {
@@ -128,7 +128,7 @@ func (t *Trainer) checkpoint() error {
 	if err := os.WriteFile(filepath.Join(tmp, StateFile), append(b, '\n'), 0o644); err != nil {
 		return fail(err)
 	}
-	for _, n := range []string{"config.json", safetensors.SingleFileName, StateFile} {
+	for _, n := range []string{WeightsFile, OptimizerFile, StateFile} {
 		if err := syncFile(filepath.Join(tmp, n)); err != nil {
 			return fail(err)
 		}
@@ -195,14 +195,14 @@ func (t *Trainer) resume() (int, string, error) {
 		return fail(err)
 	}
 	switch {
-	case st.NumParams != t.Model.NumParams():
-		return fail(fmt.Errorf("checkpoint has %d parameters, the model %d", st.NumParams, t.Model.NumParams()))
+	case st.NumParams != t.Model.NumTrainable():
+		return fail(fmt.Errorf("checkpoint has %d trainable parameters, the model %d", st.NumParams, t.Model.NumTrainable()))
 	case st.TotalSteps != t.total || st.Seed != t.Cfg.Seed:
 		return fail(fmt.Errorf("checkpoint was written by a run of %d steps with seed %d, this run has %d steps with seed %d", st.TotalSteps, st.Seed, t.total, t.Cfg.Seed))
 	case st.Step > t.total:
 		return fail(fmt.Errorf("checkpoint step %d beyond the last step %d", st.Step, t.total))
 	}
-	if err := t.Model.LoadWeights(p); err != nil {
+	if err := t.Model.LoadTensors(filepath.Join(p, WeightsFile), true); err != nil {
 		return fail(err)
 	}
 	f, err := os.Open(filepath.Join(p, OptimizerFile))

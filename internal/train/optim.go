@@ -10,10 +10,10 @@ import (
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
-// Groups splits a model's parameters into the decay group and the no-decay
-// group (biases and norm weights), as the HF Trainer does.
+// Groups splits a model's trainable parameters into the decay group and
+// the no-decay group (biases and norm weights), as the HF Trainer does.
 func Groups(m *llama.Model) (decay, noDecay []*llama.Param) {
-	for _, p := range m.Params {
+	for _, p := range m.Trainable() {
 		if p.NoDecay {
 			noDecay = append(noDecay, p)
 		} else {
@@ -36,10 +36,14 @@ type AdamW struct {
 	m, v   tensor.Buffer
 }
 
-// NewAdamW allocates zeroed moments for every parameter of model.
+// NewAdamW allocates zeroed moments for every trainable parameter of
+// model.
 func NewAdamW(model *llama.Model, beta1, beta2, eps, weightDecay float32) (*AdamW, error) {
 	be := model.Backend()
-	n := model.NumParams()
+	n := model.NumTrainable()
+	if n == 0 {
+		return nil, fmt.Errorf("train: the model has no trainable parameters")
+	}
 	mb, err := be.Alloc(tensor.F32, n)
 	if err != nil {
 		return nil, fmt.Errorf("train: adamw moments: %w", err)
@@ -50,7 +54,7 @@ func NewAdamW(model *llama.Model, beta1, beta2, eps, weightDecay float32) (*Adam
 		return nil, fmt.Errorf("train: adamw moments: %w", err)
 	}
 	return &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay,
-		be: be, params: model.Params, m: mb, v: vb}, nil
+		be: be, params: model.Trainable(), m: mb, v: vb}, nil
 }
 
 // Free releases the moments.

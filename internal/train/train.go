@@ -7,7 +7,6 @@ import (
 	"math"
 	"time"
 
-	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
@@ -50,19 +49,22 @@ type Config struct {
 }
 
 // Point is one entry of the metric history: the step's mean training loss,
-// learning rate and gradient norm (before clipping).
+// learning rate and gradient norm (before clipping), and the objective's
+// further metrics.
 type Point struct {
-	Step     int     `json:"step"`
-	Loss     float64 `json:"loss"`
-	LR       float64 `json:"lr"`
-	GradNorm float64 `json:"grad_norm"`
-	Tokens   int64   `json:"tokens"`
+	Step     int                `json:"step"`
+	Loss     float64            `json:"loss"`
+	LR       float64            `json:"lr"`
+	GradNorm float64            `json:"grad_norm"`
+	Tokens   int64              `json:"tokens"`
+	Metrics  map[string]float64 `json:"metrics,omitempty"`
 }
 
-// EvalPoint is one evaluation's mean validation loss.
+// EvalPoint is one evaluation's mean validation loss and metrics.
 type EvalPoint struct {
-	Step int     `json:"step"`
-	Loss float64 `json:"eval_loss"`
+	Step    int                `json:"step"`
+	Loss    float64            `json:"eval_loss"`
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // History is the deterministic record of a run, carried through
@@ -83,7 +85,14 @@ type Result struct {
 // Trainer runs the loop for one model.
 type Trainer struct {
 	Model *llama.Model
-	Train Samples
+	// Objective is the training loss; nil means the language-modelling
+	// loss over Train.
+	Objective Objective
+	// EvalObjective is the validation loss; nil means the
+	// language-modelling loss over Eval (no evaluation when Eval is nil
+	// too).
+	EvalObjective Objective
+	Train         Samples
 	// Eval is the validation set (nil: no evaluation).
 	Eval Samples
 	Cfg  Config
@@ -139,8 +148,6 @@ func (t *Trainer) defaults() error {
 		return fmt.Errorf("train: max_grad_norm %v / weight_decay %v: want >= 0", c.MaxGradNorm, c.WeightDecay)
 	case c.EvalSteps < 0 || c.SaveSteps < 0 || c.SaveTotalLimit < 0:
 		return errors.New("train: eval_steps, save_steps and save_total_limit must be >= 0")
-	case t.Train == nil || t.Train.Len() == 0:
-		return errors.New("train: no training samples")
 	}
 	t.maxSeqLen = c.MaxSeqLen
 	if mp := t.Model.Cfg.MaxPositions; mp > 0 {
@@ -151,8 +158,20 @@ func (t *Trainer) defaults() error {
 			t.maxSeqLen = mp
 		}
 	}
+	if t.Objective == nil && t.Train != nil {
+		t.Objective = &LM{Model: t.Model, Samples: t.Train, MaxSeqLen: t.maxSeqLen}
+	}
+	if t.EvalObjective == nil && t.Eval != nil {
+		t.EvalObjective = &LM{Model: t.Model, Samples: t.Eval, MaxSeqLen: t.maxSeqLen}
+	}
+	if t.Objective == nil || t.Objective.Len() == 0 {
+		return errors.New("train: no training samples")
+	}
 	return nil
 }
+
+// MaxSeqLen returns the sequence cap the run uses (after defaults).
+func (t *Trainer) MaxSeqLen() int { return t.maxSeqLen }
 
 // TotalSteps returns the number of optimizer steps the run makes: MaxSteps,
 // or ceil(micro-batches per epoch · Epochs / GradAccum).
@@ -161,7 +180,13 @@ func (t *Trainer) TotalSteps() int {
 	if c.MaxSteps > 0 {
 		return c.MaxSteps
 	}
-	micro := (t.Train.Len() + c.BatchSize - 1) / c.BatchSize
+	n := 0
+	if t.Objective != nil {
+		n = t.Objective.Len()
+	} else if t.Train != nil {
+		n = t.Train.Len()
+	}
+	micro := (n + c.BatchSize - 1) / c.BatchSize
 	ga := max(c.GradAccum, 1)
 	return (micro*c.Epochs + ga - 1) / ga
 }
@@ -196,7 +221,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 	if t.Cfg.MaxSteps > 0 {
 		epochs = 0
 	}
-	t.cur = newCursor(t.Train.Len(), t.Cfg.BatchSize, epochs, t.Cfg.Seed)
+	t.cur = newCursor(t.Objective.Len(), t.Cfg.BatchSize, epochs, t.Cfg.Seed)
 	res := &Result{}
 	if t.Cfg.CheckpointDir != "" {
 		step, dir, err := t.resume()
@@ -214,8 +239,8 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("train: %w", err)
 		}
 	}
-	grads := make([]tensor.Buffer, len(t.Model.Params))
-	for i, p := range t.Model.Params {
+	grads := make([]tensor.Buffer, len(t.Model.Trainable()))
+	for i, p := range t.Model.Trainable() {
 		grads[i] = p.Grad
 	}
 	start := time.Now()
@@ -224,7 +249,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, t.interrupted(err)
 		}
-		loss, count, ok, err := t.accumulate()
+		loss, count, tokens, metrics, ok, err := t.accumulate()
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +258,7 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		}
 		step := t.step + 1
 		if count == 0 {
-			return nil, fmt.Errorf("train: step %d: no trained tokens in the batch (every target is masked)", step)
+			return nil, fmt.Errorf("train: step %d: nothing to train on in the batch (every target is masked)", step)
 		}
 		be.GlobalNorm(t.gradNorm, grads)
 		norm := make([]float32, 1)
@@ -251,26 +276,34 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 			return nil, err
 		}
 		t.step = step
-		t.tokens += int64(count)
-		t.hist.Train = append(t.hist.Train, Point{Step: step, Loss: loss, LR: lr, GradNorm: float64(norm[0]), Tokens: int64(count)})
+		t.tokens += int64(tokens)
+		t.hist.Train = append(t.hist.Train, Point{Step: step, Loss: loss, LR: lr, GradNorm: float64(norm[0]), Tokens: int64(tokens), Metrics: metrics})
 		if t.OnStep != nil {
 			t.OnStep(step, t.total)
 		}
 		if t.OnMetrics != nil && (step%t.Cfg.LoggingSteps == 0 || step == t.total) {
 			el := time.Since(start).Seconds()
-			t.OnMetrics(step, map[string]float64{"loss": loss, "lr": lr, "grad_norm": float64(norm[0]),
-				"tokens_per_second": float64(t.tokens-startTokens) / max(el, 1e-9), "elapsed_seconds": el, "epoch": float64(t.cur.epoch)})
+			vals := map[string]float64{"loss": loss, "lr": lr, "grad_norm": float64(norm[0]),
+				"tokens_per_second": float64(t.tokens-startTokens) / max(el, 1e-9), "elapsed_seconds": el, "epoch": float64(t.cur.epoch)}
+			for k, v := range metrics {
+				vals[k] = v
+			}
+			t.OnMetrics(step, vals)
 		}
 		last := step == t.total
-		if t.Eval != nil && t.Eval.Len() > 0 && (last || (t.Cfg.EvalSteps > 0 && step%t.Cfg.EvalSteps == 0)) {
-			el, err := t.Evaluate()
+		if t.EvalObjective != nil && t.EvalObjective.Len() > 0 && (last || (t.Cfg.EvalSteps > 0 && step%t.Cfg.EvalSteps == 0)) {
+			el, em, err := t.EvaluateMetrics()
 			if err != nil {
 				return nil, err
 			}
-			t.hist.Eval = append(t.hist.Eval, EvalPoint{Step: step, Loss: el})
+			t.hist.Eval = append(t.hist.Eval, EvalPoint{Step: step, Loss: el, Metrics: em})
 			t.logf("step %d: eval_loss %.4f", step, el)
 			if t.OnMetrics != nil {
-				t.OnMetrics(step, map[string]float64{"eval_loss": el})
+				vals := map[string]float64{"eval_loss": el}
+				for k, v := range em {
+					vals["eval_"+k] = v
+				}
+				t.OnMetrics(step, vals)
 			}
 		}
 		if t.Cfg.CheckpointDir != "" && t.Cfg.SaveSteps > 0 && step%t.Cfg.SaveSteps == 0 && !last {
@@ -304,100 +337,123 @@ func (t *Trainer) interrupted(cause error) error {
 	return cause
 }
 
-// fwdBwd is satisfied by models that compute the LM head once for the loss
-// and its gradient.
-type fwdBwd interface {
-	ForwardBackward(b *llama.Batch) (float32, error)
+// dropoutSeed is micro-batch k of step's adapter-dropout seed: derived
+// from the run's seed and position only, so a resumed run draws the same
+// masks.
+func (t *Trainer) dropoutSeed(step, k int) uint64 {
+	x := t.Cfg.Seed ^ uint64(step)<<20 ^ uint64(k) ^ 0x9e3779b97f4a7c15
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	return x | 1
 }
 
 // accumulate runs GradAccum micro-batches into the zeroed gradients and
-// leaves them holding the gradient of the mean loss over all their trained
-// tokens. It returns that loss and the token count; ok is false when the
+// leaves them holding the gradient of the mean loss over all their
+// counted units (tokens or pairs). It returns that loss, the count, the
+// trained tokens and the count-weighted mean metrics; ok is false when the
 // data ran out before the first micro-batch.
-func (t *Trainer) accumulate() (float64, int, bool, error) {
+func (t *Trainer) accumulate() (loss float64, total, tokens int, metrics map[string]float64, ok bool, err error) {
 	m := t.Model
 	be := m.Backend()
 	m.ZeroGrad()
 	var lossSum float64
-	total, prev := 0, 0
+	sums := map[string]float64{}
+	prev := 0
 	grads := m.GradBuffer()
 	for k := 0; k < t.Cfg.GradAccum; k++ {
 		idx := t.cur.next()
 		if idx == nil {
 			if k == 0 {
-				return 0, 0, false, nil
+				return 0, 0, 0, nil, false, nil
 			}
 			break
 		}
-		rows := make([]data.Sample, len(idx))
-		for i, j := range idx {
-			rows[i] = t.Train.Sample(j)
-		}
-		b, count := MakeBatch(rows, t.maxSeqLen)
+		count := t.Objective.Count(idx)
 		if count == 0 {
 			continue
 		}
-		// Keep grads = (sum of per-token gradients so far) / count of the
-		// micro-batch being added, so Backward's 1/count scaling adds in.
+		// Keep grads = (sum of per-unit gradients so far) / count of the
+		// micro-batch being added, so the objective's 1/count scaling adds in.
 		if prev > 0 {
 			be.Scale(grads, float32(prev)/float32(count), grads.Len())
 		}
-		var loss float32
-		var err error
-		if fb, ok := any(m).(fwdBwd); ok {
-			loss, err = fb.ForwardBackward(b)
-		} else {
-			loss, err = m.Forward(b)
-			if err == nil {
-				err = m.Backward()
-			}
-		}
+		out, err := t.Objective.Step(idx, true, t.dropoutSeed(t.step+1, k))
 		if err != nil {
-			return 0, 0, false, fmt.Errorf("train: step %d: %w", t.step+1, err)
+			return 0, 0, 0, nil, false, fmt.Errorf("train: step %d: %w", t.step+1, err)
 		}
-		lossSum += float64(loss) * float64(count)
+		lossSum += out.Loss * float64(count)
+		for name, v := range out.Metrics {
+			sums[name] += v * float64(count)
+		}
 		total += count
+		tokens += out.Tokens
 		prev = count
 	}
 	if total > 0 && prev != total {
 		be.Scale(grads, float32(prev)/float32(total), grads.Len())
 	}
 	if err := be.Sync(); err != nil {
-		return 0, 0, false, fmt.Errorf("train: %w", err)
+		return 0, 0, 0, nil, false, fmt.Errorf("train: %w", err)
 	}
 	if total == 0 {
-		return 0, 0, true, nil
+		return 0, 0, 0, nil, true, nil
 	}
-	return lossSum / float64(total), total, true, nil
+	return lossSum / float64(total), total, tokens, means(sums, total), true, nil
 }
 
-// Evaluate returns the mean loss over every trained token of the
-// validation set, in order, in batches of BatchSize.
+func means(sums map[string]float64, total int) map[string]float64 {
+	if len(sums) == 0 {
+		return nil
+	}
+	out := make(map[string]float64, len(sums))
+	for k, v := range sums {
+		out[k] = v / float64(total)
+	}
+	return out
+}
+
+// Evaluate returns the mean validation loss over every counted unit, in
+// order, in batches of BatchSize.
 func (t *Trainer) Evaluate() (float64, error) {
-	if t.Eval == nil {
-		return 0, errors.New("train: no validation set")
+	l, _, err := t.EvaluateMetrics()
+	return l, err
+}
+
+// EvaluateMetrics is Evaluate with the objective's metrics.
+func (t *Trainer) EvaluateMetrics() (float64, map[string]float64, error) {
+	o := t.EvalObjective
+	if o == nil && t.Eval != nil {
+		o = &LM{Model: t.Model, Samples: t.Eval, MaxSeqLen: t.maxSeqLen}
+		t.EvalObjective = o
+	}
+	if o == nil {
+		return 0, nil, errors.New("train: no validation set")
 	}
 	var sum float64
+	sums := map[string]float64{}
 	total := 0
 	bs := max(t.Cfg.BatchSize, 1)
-	for i := 0; i < t.Eval.Len(); i += bs {
-		rows := make([]data.Sample, 0, bs)
-		for j := i; j < min(i+bs, t.Eval.Len()); j++ {
-			rows = append(rows, t.Eval.Sample(j))
+	for i := 0; i < o.Len(); i += bs {
+		idx := make([]int, 0, bs)
+		for j := i; j < min(i+bs, o.Len()); j++ {
+			idx = append(idx, j)
 		}
-		b, count := MakeBatch(rows, t.maxSeqLen)
-		if count == 0 {
+		if o.Count(idx) == 0 {
 			continue
 		}
-		loss, err := t.Model.Forward(b)
+		out, err := o.Step(idx, false, 0)
 		if err != nil {
-			return 0, fmt.Errorf("train: eval: %w", err)
+			return 0, nil, fmt.Errorf("train: eval: %w", err)
 		}
-		sum += float64(loss) * float64(count)
-		total += count
+		sum += out.Loss * float64(out.Count)
+		for name, v := range out.Metrics {
+			sums[name] += v * float64(out.Count)
+		}
+		total += out.Count
 	}
 	if total == 0 {
-		return 0, errors.New("train: eval: the validation set has no trained tokens")
+		return 0, nil, errors.New("train: eval: the validation set has nothing to evaluate (every target is masked)")
 	}
-	return sum / float64(total), nil
+	return sum / float64(total), means(sums, total), nil
 }

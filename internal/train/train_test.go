@@ -186,7 +186,7 @@ func TestAccumulationEquivalence(t *testing.T) {
 			t.Fatal(err)
 		}
 		tr.cur = newCursor(data.Len(), bs, 0, cfg.Seed)
-		loss, n, ok, err := tr.accumulate()
+		loss, n, _, _, ok, err := tr.accumulate()
 		if err != nil || !ok {
 			t.Fatal(ok, err)
 		}

@@ -291,15 +291,53 @@ def attention_mask(cfg, position_ids, segment_ids):
     return m
 
 
+# LoRA scale of the adapters loaded by load_adapter (PEFT: lora_alpha / r,
+# or lora_alpha / sqrt(r) with use_rslora).
+LORA_SCALE = [0.0]
+
+
 def linear(x, params, name, has_bias):
     y = x @ params[name + ".weight"].t()
     if has_bias:
         y = y + params[name + ".bias"]
+    a = params.get(name + ".lora_A.weight")
+    if a is not None:
+        # PEFT's LoRA Linear.forward (no dropout at evaluation):
+        # result + lora_B(lora_A(dropout(x))) * scaling
+        y = y + (x @ a.t()) @ params[name + ".lora_B.weight"].t() * LORA_SCALE[0]
     return y
 
 
-def forward(cfg, params, input_ids, position_ids=None, segment_ids=None):
-    """Returns logits [B, T, V] in the parameters' dtype."""
+def load_adapter(adapter_dir, params, dtype):
+    """Adds a PEFT LoRA adapter's tensors to params under in-model names
+    (PEFT stores base_model.model.<module>.lora_A.weight) and sets the
+    scale from adapter_config.json, the way PEFT reads them."""
+    with open(os.path.join(adapter_dir, "adapter_config.json")) as f:
+        ac = json.load(f)
+    if ac.get("peft_type") != "LORA":
+        raise ValueError("adapter: peft_type %r" % ac.get("peft_type"))
+    r, alpha = ac["r"], ac["lora_alpha"]
+    LORA_SCALE[0] = alpha / math.sqrt(r) if ac.get("use_rslora") else alpha / r
+    tensors, _ = st_load(os.path.join(adapter_dir, "adapter_model.safetensors"))
+    prefix = "base_model.model."
+    for name, t in tensors.items():
+        if not name.startswith(prefix):
+            raise ValueError("adapter: tensor %s lacks the PEFT prefix" % name)
+        inner = name[len(prefix):].replace(".default.", ".")
+        module = inner.rsplit(".lora_", 1)[0]
+        if module + ".weight" not in params:
+            raise ValueError("adapter: %s adapts no linear module of the model" % name)
+        params[inner] = t.to(dtype).clone().requires_grad_(True)
+
+
+def final_hidden(cfg, params, input_ids, position_ids=None, segment_ids=None):
+    """The final normed hidden states [B, T, H] (forward without the head)."""
+    return forward(cfg, params, input_ids, position_ids, segment_ids, hidden=True)
+
+
+def forward(cfg, params, input_ids, position_ids=None, segment_ids=None, hidden=False):
+    """Returns logits [B, T, V] in the parameters' dtype (the final hidden
+    states [B, T, H] with hidden)."""
     B, T = input_ids.shape
     Hq, Hkv, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     rep = Hq // Hkv
@@ -338,6 +376,8 @@ def forward(cfg, params, input_ids, position_ids=None, segment_ids=None):
         u = linear(h, params, p + "mlp.up_proj", cfg.mlp_bias)
         x = x + linear(torch.nn.functional.silu(g) * u, params, p + "mlp.down_proj", cfg.mlp_bias)
     x = rms_norm(x, params["model.norm.weight"], cfg.rms_norm_eps)
+    if hidden:
+        return x
     head = params["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"]
     return x @ head.t()
 
@@ -410,12 +450,38 @@ def adamw_steps(cfg, params, batch, steps, lr, betas, eps, wd, no_decay_norms_bi
 def cmd_run(a):
     dtype = {"float64": torch.float64, "float32": torch.float32}[a.dtype]
     cfg, params = load_model(a.model, dtype)
+    if a.adapter:
+        load_adapter(a.adapter, params, dtype)
     batch = load_batch(a.batch)
     ids, tg, pos, seg = batch
     if int(ids.max()) >= cfg.vocab_size or int(ids.min()) < 0:
         raise ValueError("input_ids out of the vocabulary")
-    logits = forward(cfg, params, ids, pos, seg)
-    loss, n = causal_lm_loss(logits, tg)
+    extra = {}
+    if a.loss == "mean":
+        logits = forward(cfg, params, ids, pos, seg)
+        loss, n = causal_lm_loss(logits, tg)
+    else:
+        # weighted: Σ w[b,t]·CE[b,t]; value: Σ w[b,t]·v[b,t] with the value
+        # head v = h·wᵀ + b on the final hidden state (TRL's ValueHead).
+        with open(a.weights) as f:
+            w = torch.tensor(json.load(f), dtype=dtype).reshape(ids.shape)
+        n = int((tg != IGNORE_INDEX).sum())
+        if a.loss == "weighted":
+            logits = forward(cfg, params, ids, pos, seg)
+            lf = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            ce = torch.nn.functional.cross_entropy(lf.reshape(-1, lf.shape[-1]), tg.reshape(-1),
+                                                   ignore_index=IGNORE_INDEX, reduction="none").reshape(ids.shape)
+            loss = (w * ce).sum()
+            extra["token_losses"] = ce.detach()
+        else:
+            vh, _ = st_load(os.path.join(a.model, "value_head.safetensors"))
+            for k in ("v_head.summary.weight", "v_head.summary.bias"):
+                params[k] = vh[k].to(dtype).clone().requires_grad_(True)
+            h = final_hidden(cfg, params, ids, pos, seg)
+            vals = (h @ params["v_head.summary.weight"].t()).squeeze(-1) + params["v_head.summary.bias"]
+            loss = (w * vals).sum()
+            extra["values"] = vals.detach()
+            logits = forward(cfg, params, ids, pos, seg)
     loss.backward()
     odt = {"F32": torch.float32, "F64": torch.float64}[a.out_dtype]
     out = {
@@ -424,7 +490,11 @@ def cmd_run(a):
         "num_targets": torch.tensor(n, dtype=torch.int64),
     }
     for name, p in params.items():
+        if p.grad is None:  # e.g. the LM head under --loss value
+            p.grad = torch.zeros_like(p)
         out["grad." + name] = p.grad.detach().to(odt)
+    for name, t in extra.items():
+        out[name] = t.to(odt)
     summary = {"loss": float(loss), "num_targets": n, "dtype": a.dtype}
     if a.adamw_steps > 0:
         fresh_cfg, fresh = load_model(a.model, dtype)
@@ -748,6 +818,10 @@ def main():
     r.add_argument("--weight-decay", type=float, default=0.0)
     r.add_argument("--no-decay-norms-bias", action="store_true",
                    help="HF Trainer grouping: no weight decay for *.bias and *norm* parameters")
+    r.add_argument("--adapter", help="a PEFT LoRA adapter directory applied to the model")
+    r.add_argument("--loss", default="mean", choices=["mean", "weighted", "value"],
+                   help="mean causal-LM loss; Σ w·CE per token; or Σ w·value (needs --weights)")
+    r.add_argument("--weights", help="JSON [B][T] of per-token weights for --loss weighted|value")
 
     sub.add_parser("selftest", help="check the reference against itself")
     sub.add_parser("variants", help="list gen's variants")

@@ -1,0 +1,465 @@
+package llama
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+
+	"github.com/lathe-ml/lathe/internal/safetensors"
+	"github.com/lathe-ml/lathe/internal/tensor"
+)
+
+// Options selects what of a model trains and how it is held: the
+// parameter-efficient methods (freeze, LoRA, QLoRA) and a value head.
+type Options struct {
+	// Trainable reports whether a base parameter (HF name) gets a
+	// gradient; nil means every base parameter trains. Adapters and the
+	// value head always train.
+	Trainable func(name string) bool
+	// NF4 reports which base weights are held as NF4 4-bit values
+	// (QLoRA); they must be linear weights and frozen.
+	NF4 func(name string) bool
+	// LoRA adds low-rank adapters; nil for none.
+	LoRA *LoRAOptions
+	// ValueHead adds a scalar head on the final hidden state
+	// (v_head.summary.weight [1,H], v_head.summary.bias [1]) for reward
+	// models and PPO values.
+	ValueHead bool
+}
+
+// LoRAOptions describes the adapters: on each listed linear module,
+// y = x·Wᵀ + Scale·(drop(x)·Aᵀ)·Bᵀ with A [Rank,in] and B [out,Rank].
+type LoRAOptions struct {
+	// Modules are module paths such as "model.layers.0.self_attn.q_proj".
+	Modules []string
+	Rank    int
+	Scale   float32
+	// Dropout is the probability of zeroing an input element of the
+	// adapter path in training batches (Batch.DropoutSeed != 0).
+	Dropout float32
+	// Seed seeds A's initialisation (PEFT's kaiming-uniform; B is zero so
+	// the adapted model starts equal to the base).
+	Seed uint64
+}
+
+// Value-head parameter names (TRL / LLaMA Factory's value_head.safetensors).
+const (
+	ValueHeadWeight = "v_head.summary.weight"
+	ValueHeadBias   = "v_head.summary.bias"
+)
+
+// LoRA parameter name suffixes: module + ".lora_A.weight" etc.
+const (
+	LoRAASuffix = ".lora_A.weight"
+	LoRABSuffix = ".lora_B.weight"
+)
+
+// The linear modules of a decoder layer, in the order of layerParams.lin.
+const (
+	linQ = iota
+	linK
+	linV
+	linO
+	linGate
+	linUp
+	linDown
+	numLinear
+)
+
+var linearKinds = [numLinear]struct{ kind, path string }{
+	{"q_proj", "self_attn.q_proj"}, {"k_proj", "self_attn.k_proj"}, {"v_proj", "self_attn.v_proj"},
+	{"o_proj", "self_attn.o_proj"}, {"gate_proj", "mlp.gate_proj"}, {"up_proj", "mlp.up_proj"},
+	{"down_proj", "mlp.down_proj"},
+}
+
+// LinearKinds returns the linear module kinds of a decoder layer
+// (q_proj ... down_proj), the names LoRA targets use.
+func LinearKinds() []string {
+	out := make([]string, numLinear)
+	for i, k := range linearKinds {
+		out[i] = k.kind
+	}
+	return out
+}
+
+// LinearModules returns the module paths of the given kinds in every
+// layer of a model with the given number of layers, layer by layer.
+func LinearModules(kinds []string, layers int) []string {
+	var out []string
+	for l := range layers {
+		for _, k := range linearKinds {
+			if slices.Contains(kinds, k.kind) {
+				out = append(out, fmt.Sprintf("model.layers.%d.%s", l, k.path))
+			}
+		}
+	}
+	return out
+}
+
+// linear is one projection of a layer: the base weight (F32 or NF4), an
+// optional bias and an optional LoRA pair.
+type linear struct {
+	module  string
+	w, b    *Param
+	a, bl   *Param // LoRA A [r,in], B [out,r]
+	out, in int
+}
+
+func (o *Options) validate(cfg Config) error {
+	if o.LoRA != nil {
+		l := o.LoRA
+		if l.Rank < 1 {
+			return fmt.Errorf("llama: lora rank %d: want >= 1", l.Rank)
+		}
+		if l.Dropout < 0 || l.Dropout >= 1 {
+			return fmt.Errorf("llama: lora dropout %v: want [0,1)", l.Dropout)
+		}
+		if len(l.Modules) == 0 {
+			return fmt.Errorf("llama: lora has no target modules")
+		}
+	}
+	return nil
+}
+
+// addAdapters creates the LoRA parameters for the listed modules.
+func (m *Model) addAdapters(add func(string, bool, ...int) *Param) error {
+	lo := m.opts.LoRA
+	if lo == nil {
+		return nil
+	}
+	want := map[string]bool{}
+	for _, mod := range lo.Modules {
+		want[mod] = true
+	}
+	for l := range m.layers {
+		for i := range m.layers[l].lin {
+			L := &m.layers[l].lin[i]
+			if !want[L.module] {
+				continue
+			}
+			delete(want, L.module)
+			L.a = add(L.module+LoRAASuffix, false, lo.Rank, L.in)
+			L.bl = add(L.module+LoRABSuffix, false, L.out, lo.Rank)
+		}
+	}
+	if len(want) > 0 {
+		var left []string
+		for k := range want {
+			left = append(left, k)
+		}
+		slices.Sort(left)
+		return fmt.Errorf("llama: lora target %q is not a linear module of this %d-layer model", left[0], m.Cfg.Layers)
+	}
+	return nil
+}
+
+// isAdapter reports whether p is a LoRA or value-head parameter (not part
+// of the base model's files).
+func (m *Model) isAdapter(p *Param) bool {
+	return strings.HasSuffix(p.Name, LoRAASuffix) || strings.HasSuffix(p.Name, LoRABSuffix) ||
+		p.Name == ValueHeadWeight || p.Name == ValueHeadBias
+}
+
+// initAdapters initialises the adapters as PEFT does (A ~ kaiming-uniform
+// with a = √5, i.e. U(−1/√in, 1/√in); B = 0) and the value head as TRL's
+// nn.Linear default (U(−1/√H, 1/√H), bias U(−1/√H, 1/√H)).
+func (m *Model) initAdapters() error {
+	seed := uint64(0)
+	if m.opts.LoRA != nil {
+		seed = m.opts.LoRA.Seed
+	}
+	rng := rand.New(rand.NewPCG(seed, 0x6c6f7261)) // "lora"
+	uniform := func(p *Param, bound float64) error {
+		v := make([]float32, p.Len())
+		for i := range v {
+			v[i] = float32((2*rng.Float64() - 1) * bound)
+		}
+		return m.setParam(p, v)
+	}
+	for l := range m.layers {
+		for i := range m.layers[l].lin {
+			L := &m.layers[l].lin[i]
+			if L.a == nil {
+				continue
+			}
+			if err := uniform(L.a, 1/math.Sqrt(float64(L.in))); err != nil {
+				return fmt.Errorf("llama: init %s: %w", L.a.Name, err)
+			}
+			m.be.Zero(L.bl.W)
+		}
+	}
+	if m.vhead != nil {
+		b := 1 / math.Sqrt(float64(m.Cfg.Hidden))
+		if err := uniform(m.vhead, b); err != nil {
+			return err
+		}
+		if err := uniform(m.vheadB, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setParam uploads v as p's value, quantising NF4 weights through a
+// temporary F32 buffer.
+func (m *Model) setParam(p *Param, v []float32) error {
+	if p.Q == nil {
+		return tensor.UploadF32(m.be, p.W, v)
+	}
+	tmp, err := m.be.Alloc(tensor.F32, len(v))
+	if err != nil {
+		return err
+	}
+	defer m.be.Free(tmp)
+	if err := tensor.UploadF32(m.be, tmp, v); err != nil {
+		return err
+	}
+	m.be.QuantizeNF4(*p.Q, tmp)
+	return m.be.Sync()
+}
+
+// paramValues downloads p's value (dequantised for NF4 weights).
+func (m *Model) paramValues(p *Param) ([]float32, error) {
+	v := make([]float32, p.Len())
+	if p.Q == nil {
+		return v, tensor.DownloadF32(m.be, v, p.W)
+	}
+	tmp, err := m.be.Alloc(tensor.F32, len(v))
+	if err != nil {
+		return nil, err
+	}
+	defer m.be.Free(tmp)
+	m.be.DequantNF4(tmp, *p.Q, 0, p.Q.N)
+	return v, tensor.DownloadF32(m.be, v, tmp)
+}
+
+// ParamValues returns the named parameter's values (NF4 weights
+// dequantised).
+func (m *Model) ParamValues(name string) ([]float32, error) {
+	p := m.byName[name]
+	if p == nil {
+		return nil, fmt.Errorf("llama: no parameter %q", name)
+	}
+	return m.paramValues(p)
+}
+
+// SetParamValues sets the named parameter (quantising NF4 weights).
+func (m *Model) SetParamValues(name string, v []float32) error {
+	p := m.byName[name]
+	if p == nil {
+		return fmt.Errorf("llama: no parameter %q", name)
+	}
+	if len(v) != p.Len() {
+		return fmt.Errorf("llama: %s has %d values, got %d", name, p.Len(), len(v))
+	}
+	return m.setParam(p, v)
+}
+
+// lowestTrainableLayer is the lowest layer holding a trainable parameter
+// (0 when the embedding trains, Layers when no layer does).
+func (m *Model) lowestTrainableLayer() int {
+	if m.embed.Trainable() {
+		return 0
+	}
+	for l := range m.layers {
+		for _, p := range m.Params {
+			if p.Trainable() && strings.HasPrefix(p.Name, fmt.Sprintf("model.layers.%d.", l)) {
+				return l
+			}
+		}
+	}
+	return m.Cfg.Layers
+}
+
+// nf4TileElems bounds the F32 tile an NF4 matmul dequantises at a time.
+const nf4TileElems = 1 << 15
+
+// nf4TileRows is the number of weight rows per dequantised tile: about
+// nf4TileElems values, rows·in a multiple of the NF4 block.
+func nf4TileRows(out, in int) int {
+	g := tensor.NF4BlockSize / gcd(in, tensor.NF4BlockSize)
+	tr := max(nf4TileElems/in/g*g, g)
+	return min(tr, out)
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// allocScratch allocates the sink for frozen norms' weight gradients and
+// the NF4 dequantisation tile.
+func (m *Model) allocScratch() error {
+	c := m.Cfg
+	sink := max(c.Hidden, c.HeadDim)
+	tile := 0
+	for l := range m.layers {
+		for _, L := range m.layers[l].lin {
+			if L.w.Q != nil {
+				g := tensor.NF4BlockSize / gcd(L.in, tensor.NF4BlockSize)
+				if L.out*L.in%tensor.NF4BlockSize != 0 || (L.out > nf4TileRows(L.out, L.in) && nf4TileRows(L.out, L.in)%g != 0) {
+					return fmt.Errorf("llama: %s [%d,%d] cannot be held in NF4 (size not a multiple of %d)", L.w.Name, L.out, L.in, tensor.NF4BlockSize)
+				}
+				tile = max(tile, nf4TileRows(L.out, L.in)*L.in)
+			}
+		}
+	}
+	var err error
+	if m.scratch, err = m.be.Alloc(tensor.F32, sink+tile); err != nil {
+		return fmt.Errorf("llama: scratch: %w", err)
+	}
+	m.normSink = m.scratch.View(0, sink)
+	if tile > 0 {
+		m.nf4Tile = m.scratch.View(sink, tile)
+	}
+	return nil
+}
+
+// SetAdaptersEnabled turns the LoRA adapters on (the default) or off; off,
+// the model computes the base model (e.g. a DPO or PPO reference policy
+// without a second copy of the weights).
+func (m *Model) SetAdaptersEnabled(on bool) { m.adaptersOff = !on }
+
+// HasAdapters reports whether the model carries LoRA adapters.
+func (m *Model) HasAdapters() bool { return m.opts.LoRA != nil }
+
+// NF4Bytes returns the bytes held by NF4 weights (codes, scales) and the
+// number of values they hold.
+func (m *Model) NF4Bytes() (bytes, values int) {
+	for _, p := range m.Params {
+		if q := p.Q; q != nil {
+			for _, b := range []tensor.Buffer{q.Codes, q.Absmax, q.Scale2, q.Offset} {
+				bytes += b.Bytes()
+			}
+			values += q.N
+		}
+	}
+	return bytes, values
+}
+
+// TrainableTensors downloads the trainable parameters (name → values).
+func (m *Model) TrainableTensors() (map[string][]float32, error) {
+	out := make(map[string][]float32, len(m.trainable))
+	for _, p := range m.trainable {
+		v, err := m.paramValues(p)
+		if err != nil {
+			return nil, fmt.Errorf("llama: %s: %w", p.Name, err)
+		}
+		out[p.Name] = v
+	}
+	return out, nil
+}
+
+// SaveTrainable writes the trainable parameters to a safetensors file
+// (F32), e.g. a checkpoint's weights.
+func (m *Model) SaveTrainable(path string) error {
+	w, err := safetensors.Create(path)
+	if err != nil {
+		return fmt.Errorf("llama: save trainable: %w", err)
+	}
+	for _, p := range m.trainable {
+		v, err := m.paramValues(p)
+		if err == nil {
+			err = w.AddFloat32(p.Name, safetensors.F32, p.Shape, v)
+		}
+		if err != nil {
+			w.Abort()
+			return fmt.Errorf("llama: save trainable %s: %w", p.Name, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("llama: save trainable: %w", err)
+	}
+	return nil
+}
+
+// LoadTensors sets the named parameters from a safetensors file; every
+// tensor in the file must name a parameter of the same shape. With
+// requireTrainable, the file must hold exactly the trainable parameters
+// (a checkpoint of this model).
+func (m *Model) LoadTensors(path string, requireTrainable bool) error {
+	f, err := safetensors.Open(path)
+	if err != nil {
+		return fmt.Errorf("llama: load %s: %w", path, err)
+	}
+	defer f.Close()
+	seen := map[string]bool{}
+	for _, ti := range f.Tensors() {
+		p := m.byName[ti.Name]
+		if p == nil {
+			return fmt.Errorf("llama: load %s: tensor %q is not a parameter of this model", path, ti.Name)
+		}
+		if !tensor.Shape(ti.Shape).Equal(p.Shape) {
+			return fmt.Errorf("llama: load %s: tensor %q has shape %v, the model %v", path, ti.Name, ti.Shape, p.Shape)
+		}
+		v, err := f.Float32(ti.Name)
+		if err == nil {
+			err = m.setParam(p, v)
+		}
+		if err != nil {
+			return fmt.Errorf("llama: load %s: %s: %w", path, ti.Name, err)
+		}
+		seen[ti.Name] = true
+	}
+	if requireTrainable {
+		for _, p := range m.trainable {
+			if !seen[p.Name] {
+				return fmt.Errorf("llama: load %s: missing trainable parameter %q", path, p.Name)
+			}
+		}
+		if len(seen) != len(m.trainable) {
+			return fmt.Errorf("llama: load %s: holds %d tensors, the model trains %d", path, len(seen), len(m.trainable))
+		}
+	}
+	return nil
+}
+
+// MergeAdapters folds every LoRA pair into its base weight
+// (W += Scale·B·A, accumulated in float64) and zeroes B, so the model
+// computes the same function with the adapters off. NF4 weights are
+// requantised after merging (lossy); merge an F32 base for exact results.
+func (m *Model) MergeAdapters() error {
+	lo := m.opts.LoRA
+	if lo == nil {
+		return nil
+	}
+	r := lo.Rank
+	for l := range m.layers {
+		for i := range m.layers[l].lin {
+			L := &m.layers[l].lin[i]
+			if L.a == nil {
+				continue
+			}
+			w, err := m.paramValues(L.w)
+			if err != nil {
+				return err
+			}
+			a, err := m.paramValues(L.a)
+			if err != nil {
+				return err
+			}
+			b, err := m.paramValues(L.bl)
+			if err != nil {
+				return err
+			}
+			for o := range L.out {
+				for j := range L.in {
+					var s float64
+					for k := range r {
+						s += float64(b[o*r+k]) * float64(a[k*L.in+j])
+					}
+					w[o*L.in+j] = float32(float64(w[o*L.in+j]) + float64(lo.Scale)*s)
+				}
+			}
+			if err := m.setParam(L.w, w); err != nil {
+				return err
+			}
+			m.be.Zero(L.bl.W)
+		}
+	}
+	return m.be.Sync()
+}
