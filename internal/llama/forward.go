@@ -43,7 +43,7 @@ type layerActs struct {
 	att, lse     tensor.Buffer // [n,Hq*D], [B*Hq*T]
 	xmid         tensor.Buffer // [n,H] residual after attention
 	ln2, rstd2   tensor.Buffer
-	gate, up, sw tensor.Buffer // [n,I]
+	gate, up, sw tensor.Buffer            // [n,I]
 	lu           [numLinear]tensor.Buffer // LoRA x·Aᵀ [n,r] per adapted module
 }
 
