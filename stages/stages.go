@@ -6,8 +6,11 @@ package stages
 import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/download"
+	"github.com/lathe-ml/lathe/stages/dpo"
 	"github.com/lathe-ml/lathe/stages/exec"
 	"github.com/lathe-ml/lathe/stages/pretrain"
+	"github.com/lathe-ml/lathe/stages/rewardmodel"
+	"github.com/lathe-ml/lathe/stages/sft"
 	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
@@ -15,8 +18,11 @@ import (
 func Registry() *stage.Registry {
 	return stage.NewRegistry(
 		download.Kind(),
+		dpo.Kind(),
 		exec.Kind(),
 		pretrain.Kind(),
+		rewardmodel.Kind(),
+		sft.Kind(),
 		tokenize.Kind(),
 	)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/safetensors"
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
@@ -418,42 +419,40 @@ func (m *Model) LoadTensors(path string, requireTrainable bool) error {
 	return nil
 }
 
+// mergedValues returns linear L's effective weight W + Scale·B·A (W
+// dequantised when held in NF4), accumulated in float64.
+func (m *Model) mergedValues(L *linear) ([]float32, error) {
+	w, err := m.paramValues(L.w)
+	if err != nil || L.a == nil || m.adaptersOff {
+		return w, err
+	}
+	a, err := m.paramValues(L.a)
+	if err != nil {
+		return nil, err
+	}
+	b, err := m.paramValues(L.bl)
+	if err != nil {
+		return nil, err
+	}
+	lo := m.opts.LoRA
+	return lora.Merge(w, L.out, L.in, a, b, lo.Rank, float64(lo.Scale)), nil
+}
+
 // MergeAdapters folds every LoRA pair into its base weight
 // (W += Scale·B·A, accumulated in float64) and zeroes B, so the model
 // computes the same function with the adapters off. NF4 weights are
-// requantised after merging (lossy); merge an F32 base for exact results.
+// requantised after merging (lossy); SaveMerged writes an exact F32 merge
+// instead.
 func (m *Model) MergeAdapters() error {
-	lo := m.opts.LoRA
-	if lo == nil {
-		return nil
-	}
-	r := lo.Rank
 	for l := range m.layers {
 		for i := range m.layers[l].lin {
 			L := &m.layers[l].lin[i]
 			if L.a == nil {
 				continue
 			}
-			w, err := m.paramValues(L.w)
+			w, err := m.mergedValues(L)
 			if err != nil {
 				return err
-			}
-			a, err := m.paramValues(L.a)
-			if err != nil {
-				return err
-			}
-			b, err := m.paramValues(L.bl)
-			if err != nil {
-				return err
-			}
-			for o := range L.out {
-				for j := range L.in {
-					var s float64
-					for k := range r {
-						s += float64(b[o*r+k]) * float64(a[k*L.in+j])
-					}
-					w[o*L.in+j] = float32(float64(w[o*L.in+j]) + float64(lo.Scale)*s)
-				}
 			}
 			if err := m.setParam(L.w, w); err != nil {
 				return err
@@ -462,4 +461,24 @@ func (m *Model) MergeAdapters() error {
 		}
 	}
 	return m.be.Sync()
+}
+
+// SaveMerged writes the model as Save does, with every LoRA pair folded
+// into its base weight (NF4 bases dequantised first): a plain Hugging Face
+// model computing what the adapted model computes.
+func (m *Model) SaveMerged(dir string, dt safetensors.DType) error {
+	merged := map[*Param]*linear{}
+	for l := range m.layers {
+		for i := range m.layers[l].lin {
+			if L := &m.layers[l].lin[i]; L.a != nil {
+				merged[L.w] = L
+			}
+		}
+	}
+	return m.save(dir, dt, func(p *Param) ([]float32, error) {
+		if L := merged[p]; L != nil {
+			return m.mergedValues(L)
+		}
+		return m.paramValues(p)
+	})
 }

@@ -372,6 +372,10 @@ func (m *Model) LoadWeights(dir string) error {
 // weights are written dequantised, adapters and the value head are not
 // written (see Merged, SaveTensors).
 func (m *Model) Save(dir string, dt safetensors.DType) error {
+	return m.save(dir, dt, m.paramValues)
+}
+
+func (m *Model) save(dir string, dt safetensors.DType, values func(*Param) ([]float32, error)) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("llama: save: %w", err)
 	}
@@ -395,7 +399,7 @@ func (m *Model) Save(dir string, dt safetensors.DType) error {
 		if m.isAdapter(p) {
 			continue
 		}
-		v, err := m.paramValues(p)
+		v, err := values(p)
 		if err != nil {
 			w.Abort()
 			return fmt.Errorf("llama: save %s: %w", p.Name, err)

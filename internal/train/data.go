@@ -37,7 +37,13 @@ type Dataset struct {
 }
 
 // OpenDataset opens every shard the manifest in dir lists.
-func OpenDataset(dir string) (*Dataset, error) {
+func OpenDataset(dir string) (*Dataset, error) { return openDataset(dir, false) }
+
+// OpenPairs opens a preference dataset: every shard must hold pairs;
+// samples 2k and 2k+1 are pair k's chosen and rejected sides.
+func OpenPairs(dir string) (*Dataset, error) { return openDataset(dir, true) }
+
+func openDataset(dir string, pairs bool) (*Dataset, error) {
 	m, err := data.ReadManifest(dir)
 	if err != nil {
 		return nil, fmt.Errorf("train: dataset %s: %w", dir, err)
@@ -55,10 +61,13 @@ func OpenDataset(dir string) (*Dataset, error) {
 				d.Close()
 				return nil, fmt.Errorf("train: dataset %s: %w", dir, err)
 			}
-			if sh.Flags()&data.FlagPairs != 0 {
+			if isPairs := sh.Flags()&data.FlagPairs != 0; isPairs != pairs {
 				sh.Close()
 				d.Close()
-				return nil, fmt.Errorf("train: dataset %s: %s holds preference pairs; a causal LM trains on text or sft shards", dir, si.File)
+				if isPairs {
+					return nil, fmt.Errorf("train: dataset %s: %s holds preference pairs; a causal LM trains on text or sft shards", dir, si.File)
+				}
+				return nil, fmt.Errorf("train: dataset %s: %s holds no preference pairs; tokenize a preference dataset (chosen/rejected) for this stage", dir, si.File)
 			}
 			d.shards = append(d.shards, sh)
 			d.starts = append(d.starts, d.n)

@@ -19,6 +19,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
@@ -165,7 +166,7 @@ func TestRunEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var met Metrics
+	var met trainstage.Report
 	if err := json.Unmarshal(b, &met); err != nil {
 		t.Fatal(err)
 	}
