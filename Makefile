@@ -15,7 +15,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 PYTHON := /usr/bin/python3
 
 .PHONY: all build test run deps deps-go deps-node deps-python deps-spm vet fmt-check \
-	bench bench-kernels bench-cpu bench-llama bench-tokenize bench-data fuzz
+	bench bench-kernels bench-cpu bench-llama bench-finetune bench-tokenize bench-data fuzz
 
 all: build
 
@@ -79,6 +79,20 @@ bench-kernels: deps-python
 bench-llama: deps-python
 	$(GO) test ./internal/llama -run '^$$' -bench TrainStep -benchtime 3x -benchmem
 	$(PYTHON) internal/llama/testdata/train_bench.py --threads $$(nproc)
+
+# bench-finetune: full, LoRA (r8 on q/v) and QLoRA steps on the stories15M
+# shape, one method per process so each peak RSS is its own, then PyTorch's
+# full and LoRA figures from the shared benchmark script where it exists
+# (TORCH_BENCH; it is not part of this repository).
+TORCH_BENCH ?= ../shared/bench/torch_llama_train.py
+bench-finetune: deps-python
+	@for m in full lora qlora; do \
+	  $(GO) test ./internal/train -run '^$$' -bench "FineTuneStep/^$$m\$$" -benchtime 3x | grep Benchmark || exit 1; \
+	done
+	@if [ -f $(TORCH_BENCH) ]; then \
+	  $(PYTHON) $(TORCH_BENCH) --preset stories15M --threads $$(nproc) --steps 3 | tail -1; \
+	  $(PYTHON) $(TORCH_BENCH) --preset stories15M --threads $$(nproc) --steps 3 --lora-rank 8 | tail -1; \
+	else echo "no $(TORCH_BENCH): PyTorch figures skipped"; fi
 
 bench-cpu:
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/cpu/
