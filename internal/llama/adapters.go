@@ -482,3 +482,36 @@ func (m *Model) SaveMerged(dir string, dt safetensors.DType) error {
 		return m.paramValues(p)
 	})
 }
+
+// MemoryUse is what a model holds on its backend, in bytes, by purpose.
+type MemoryUse struct {
+	Params      int64 // F32 parameters (base, adapters, value head)
+	NF4         int64 // NF4 weights (codes and scales)
+	Grads       int64 // gradients of the trainable parameters
+	Activations int64 // activations and backward scratch for the reserved tokens, token buffers
+	Logits      int64 // the [n,V] logits buffer Logits allocates (0 until called)
+	Scratch     int64 // frozen-norm sink, NF4 dequantisation tile, RoPE frequencies
+}
+
+// Total is the sum of the pieces.
+func (u MemoryUse) Total() int64 {
+	return u.Params + u.NF4 + u.Grads + u.Activations + u.Logits + u.Scratch
+}
+
+// MemoryUse reports the model's current backend allocations (activations
+// as last reserved; see Reserve). Optimizer state is the trainer's.
+func (m *Model) MemoryUse() MemoryUse {
+	b := func(x tensor.Buffer) int64 {
+		if x.IsNil() {
+			return 0
+		}
+		return int64(x.Bytes())
+	}
+	nf4, _ := m.NF4Bytes()
+	u := MemoryUse{Params: b(m.paramMem), NF4: int64(nf4), Grads: b(m.gradMem), Scratch: b(m.scratch) + b(m.invFreq)}
+	if a := m.act; a != nil {
+		u.Activations = b(a.mem) + b(a.imem)
+		u.Logits = b(a.logits)
+	}
+	return u
+}
