@@ -15,7 +15,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 PYTHON := /usr/bin/python3
 
 .PHONY: all build test run deps deps-go deps-node deps-python deps-spm vet fmt-check \
-	bench bench-kernels bench-cpu bench-llama bench-finetune bench-tokenize bench-data fuzz
+	bench bench-kernels bench-cpu bench-llama bench-train bench-finetune bench-tokenize bench-data fuzz
 
 all: build
 
@@ -80,11 +80,18 @@ bench-llama: deps-python
 	$(GO) test ./internal/llama -run '^$$' -bench TrainStep -benchtime 3x -benchmem
 	$(PYTHON) internal/llama/testdata/train_bench.py --threads $$(nproc)
 
+TORCH_BENCH ?= ../shared/bench/torch_llama_train.py
+
+# bench-train: lathe's training step against PyTorch's best setup (see
+# internal/train/bench/bench_train.sh), tiny and stories15M, full and LoRA r8.
+bench-train: deps-python
+	@[ -f /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || { apt-get update && apt-get install -y libjemalloc2; }
+	GO=$(GO) PYTHON=$(PYTHON) TORCH_BENCH=$(TORCH_BENCH) ./internal/train/bench/bench_train.sh
+
 # bench-finetune: full, LoRA (r8 on q/v) and QLoRA steps on the stories15M
 # shape, one method per process so each peak RSS is its own, then PyTorch's
 # full and LoRA figures from the shared benchmark script where it exists
 # (TORCH_BENCH; it is not part of this repository).
-TORCH_BENCH ?= ../shared/bench/torch_llama_train.py
 bench-finetune: deps-python
 	@for m in full lora qlora; do \
 	  $(GO) test ./internal/train -run '^$$' -bench "FineTuneStep/^$$m\$$" -benchtime 3x | grep Benchmark || exit 1; \

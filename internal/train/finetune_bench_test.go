@@ -36,44 +36,80 @@ func BenchmarkFineTuneStep(b *testing.B) {
 			if method == "qlora" {
 				opts.NF4 = isLinear
 			}
-			m, err := llama.NewWith(cfg, cpu.New(), opts)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer m.Free()
-			if err := m.InitRandom(1, 0.02); err != nil {
-				b.Fatal(err)
-			}
-			batch := randomTokens(B, T, cfg.VocabSize)
-			opt, err := NewAdamW(m, 0.9, 0.95, 1e-8, 0.1)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer opt.Free()
-			step := func() {
-				m.ZeroGrad()
-				if _, err := m.ForwardBackward(batch); err != nil {
-					b.Fatal(err)
-				}
-				if err := opt.Update(3e-4); err != nil {
-					b.Fatal(err)
-				}
-			}
-			step()
-			b.ResetTimer()
-			for range b.N {
-				step()
-			}
-			b.ReportMetric(float64(B*T)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
-			b.ReportMetric(float64(m.NumTrainable()), "trainable")
-			var ru syscall.Rusage
-			if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-				b.ReportMetric(float64(ru.Maxrss)/1024, "peakRSS-MiB")
-			}
-			if nb, nv := m.NF4Bytes(); nv > 0 {
-				b.ReportMetric(float64(nb)/(4*float64(nv)), "base-bytes/f32")
-			}
+			benchSteps(b, cfg, opts, B, T)
 		})
+	}
+}
+
+// BenchmarkTrainShape is `make bench-train`'s lathe side: the shapes of
+// ../shared/bench/torch_llama_train.py (tiny: dim 64, 4 layers, 4 heads,
+// hidden 192, vocab 512, batch 8 × 128; stories15M as above; both tied),
+// full training or LoRA r8 (alpha 16) on q_proj and v_proj.
+func BenchmarkTrainShape(b *testing.B) {
+	shapes := []struct {
+		name string
+		cfg  llama.Config
+		B, T int
+	}{
+		{"tiny", llama.Config{ModelType: "llama", Architecture: "LlamaForCausalLM", VocabSize: 512, Hidden: 64,
+			Intermediate: 192, Layers: 4, Heads: 4, KVHeads: 4, HeadDim: 16, RopeTheta: 10000, RMSNormEps: 1e-5,
+			TieEmbeddings: true, BOSTokenID: -1}, 8, 128},
+		{"stories15M", llama.Config{ModelType: "llama", Architecture: "LlamaForCausalLM", VocabSize: 32000, Hidden: 288,
+			Intermediate: 768, Layers: 6, Heads: 6, KVHeads: 6, HeadDim: 48, RopeTheta: 10000, RMSNormEps: 1e-5,
+			TieEmbeddings: true, BOSTokenID: -1}, 8, 256},
+	}
+	for _, sh := range shapes {
+		for _, method := range []string{"full", "lora"} {
+			b.Run(sh.name+"-"+method, func(b *testing.B) {
+				var opts llama.Options
+				if method == "lora" {
+					opts = llama.Options{Trainable: func(string) bool { return false },
+						LoRA: &llama.LoRAOptions{Modules: llama.LinearModules([]string{"q_proj", "v_proj"}, sh.cfg.Layers), Rank: 8, Scale: 2, Seed: 1}}
+				}
+				benchSteps(b, sh.cfg, opts, sh.B, sh.T)
+			})
+		}
+	}
+}
+
+// benchSteps times optimizer steps and reports tokens/s and peak RSS.
+func benchSteps(b *testing.B, cfg llama.Config, opts llama.Options, B, T int) {
+	m, err := llama.NewWith(cfg, cpu.New(), opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Free()
+	if err := m.InitRandom(1, 0.02); err != nil {
+		b.Fatal(err)
+	}
+	batch := randomTokens(B, T, cfg.VocabSize)
+	opt, err := NewAdamW(m, 0.9, 0.95, 1e-8, 0.1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer opt.Free()
+	step := func() {
+		m.ZeroGrad()
+		if _, err := m.ForwardBackward(batch); err != nil {
+			b.Fatal(err)
+		}
+		if err := opt.Update(3e-4); err != nil {
+			b.Fatal(err)
+		}
+	}
+	step()
+	b.ResetTimer()
+	for range b.N {
+		step()
+	}
+	b.ReportMetric(float64(B*T)*float64(b.N)/b.Elapsed().Seconds(), "tokens/s")
+	b.ReportMetric(float64(m.NumTrainable()), "trainable")
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
+		b.ReportMetric(float64(ru.Maxrss)/1024, "peakRSS-MiB")
+	}
+	if nb, nv := m.NF4Bytes(); nv > 0 {
+		b.ReportMetric(float64(nb)/(4*float64(nv)), "base-bytes/f32")
 	}
 }
 
