@@ -52,13 +52,17 @@ func init() {
 		{"graph", "graph [flags] [PIPELINE]", "print the stage graph in Graphviz DOT", cmdGraph},
 		{"cache", "cache ls|verify|gc [flags]", "inspect, check and trim the artifact store", cmdCache},
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},
-		{"tokenizer", "tokenizer encode|decode|train [flags]", "encode, decode or train a tokenizer", cmdTokenizer}, {"data", "data preview [flags] FILE", "show dataset samples as the model sees them", cmdData},
+		{"chat", "chat [flags] MODEL [PIPELINE]", "chat with a model (or adapter) in the terminal", cmdChat},
+		{"serve", "serve [flags] MODEL [PIPELINE]", "serve a model over an OpenAI-compatible HTTP API", cmdServe},
+		{"tokenizer", "tokenizer encode|decode|train [flags]", "encode, decode or train a tokenizer", cmdTokenizer},
+		{"data", "data preview [flags] FILE", "show dataset samples as the model sees them", cmdData},
 		{"version", "version", "print lathe's version", cmdVersion},
 	}
 }
 
 // cliEnv is what commands write to and read from; tests substitute it.
 type cliEnv struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	environ        []string
 	isTTY          bool
@@ -67,7 +71,7 @@ type cliEnv struct {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), isTTY: isTerminal(os.Stderr)}
+	env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), isTTY: isTerminal(os.Stderr)}
 	os.Exit(runCLI(ctx, env, os.Args[1:]))
 }
 

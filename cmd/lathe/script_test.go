@@ -13,7 +13,7 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"lathe": func() {
-			env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), isTTY: false}
+			env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), isTTY: false}
 			os.Exit(runCLI(context.Background(), env, os.Args[1:]))
 		},
 		// lathe-signals is lathe with the real binary's signal handling, for

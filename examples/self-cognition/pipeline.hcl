@@ -79,7 +79,7 @@ stage "sft" "identity" {
   learning_rate = 1e-2
   lr_scheduler  = "cosine"
   warmup_ratio  = 0.05
-  epochs        = 30
+  epochs        = 60
   batch_size    = 8
   seed          = 7
 }

@@ -57,6 +57,13 @@ type Backend interface {
 	// inputs, output and lse.
 	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs Buffer, a Attn)
 
+	// AttentionDecode is attention of one new query per row against a KV
+	// cache (generation): q, out [B, Hq, D]; kCache, vCache [B, MaxT, Hkv,
+	// D]; lens I32 [B]: row b's query attends to cache positions
+	// [0, lens[b]) (its own key and value already written at lens[b]−1).
+	// GQA as AttentionForward.
+	AttentionDecode(out, q, kCache, vCache, lens Buffer, a AttnDecode)
+
 	// SwiGLUForward: out = silu(gate)·up, elementwise over n.
 	SwiGLUForward(out, gate, up Buffer, n int)
 	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up).
@@ -152,6 +159,12 @@ type Gemm struct {
 type Attn struct {
 	B, T, Hq, Hkv, D int
 	Scale            float32
+}
+
+// AttnDecode holds AttentionDecode's shapes.
+type AttnDecode struct {
+	B, MaxT, Hq, Hkv, D int
+	Scale               float32
 }
 
 // CrossEntropy holds the fused LM-head cross-entropy's shapes: N rows of
