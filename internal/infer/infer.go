@@ -47,7 +47,7 @@ type Options struct {
 type Result struct {
 	Text string
 	// FinishReason is "stop" (a stop token or string) or "length".
-	FinishReason string
+	FinishReason                   string
 	PromptTokens, CompletionTokens int
 }
 
