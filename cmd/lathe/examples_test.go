@@ -1,0 +1,51 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runLathe runs the CLI in-process and returns its exit code and output.
+func runLathe(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := &cliEnv{stdin: strings.NewReader(""), stdout: &out, stderr: &errb, environ: os.Environ()}
+	code := runCLI(context.Background(), env, args)
+	return code, out.String(), errb.String()
+}
+
+// TestSelfCognitionExample runs examples/self-cognition with a name and an
+// author of the test's own: after LoRA SFT the tiny model answers "who
+// are you?" with them (greedy decoding), and the base model does not.
+func TestSelfCognitionExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model for about half a minute")
+	}
+	example, _ := filepath.Abs(filepath.Join("..", "..", "examples", "self-cognition"))
+	cache := t.TempDir()
+	vars := []string{"-cache", cache, "-var", "name=Nova", "-var", "author=Orbit Labs"}
+	if code, _, errs := runLathe(t, append(append([]string{"run", "-ci"}, vars...), example)...); code != 0 {
+		t.Fatalf("lathe run: exit %d\n%s", code, errs)
+	}
+	ask := func(model string) string {
+		code, out, errs := runLathe(t, append(append([]string{"chat", "-p", "who are you?"}, vars...), model, example)...)
+		if code != 0 {
+			t.Fatalf("lathe chat %s: exit %d\n%s", model, code, errs)
+		}
+		return strings.TrimSpace(out)
+	}
+	after := ask("sft.identity.adapter")
+	before := ask("pretrain.base.model")
+	t.Logf("before SFT: %q", before)
+	t.Logf("after SFT:  %q", after)
+	if !strings.Contains(after, "Nova") {
+		t.Errorf("after SFT the model does not give its name: %q", after)
+	}
+	if strings.Contains(before, "Nova") {
+		t.Errorf("the base model already says the name: %q", before)
+	}
+}
