@@ -22,6 +22,7 @@ import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/dpo"
 	"github.com/lathe-ml/lathe/stages/internal/trainstage"
+	"github.com/lathe-ml/lathe/stages/ppo"
 	"github.com/lathe-ml/lathe/stages/rewardmodel"
 	"github.com/lathe-ml/lathe/stages/sft"
 	"github.com/lathe-ml/lathe/stages/tokenize"
@@ -445,6 +446,45 @@ func TestFineTuneArgumentErrors(t *testing.T) {
 		_, err := sft.Kind().Run(context.Background(), req)
 		if err == nil || !(strings.Contains(err.Error(), "q_prj") || strings.Contains(err.Error(), "attn")) {
 			t.Errorf("%q: error %v", src, err)
+		}
+	}
+}
+
+// TestPPOStage: a LoRA reward model on the preference pairs, then PPO of
+// a LoRA policy against it on the identity prompts.
+func TestPPOStage(t *testing.T) {
+	vars := setup(t)
+	rm := runKind(t, rewardmodel.Kind(), `
+model         = base
+data          = prefs
+learning_rate = 5e-3
+max_steps     = 10
+batch_size    = 4
+`, vars, "", nil)
+	vars["rm"] = art(stage.AdapterArtifact, rm.OutputDir("adapter"))
+	rec := &recorder{}
+	req := runKind(t, ppo.Kind(), `
+model           = base
+reward          = rm
+data            = sft_data
+max_steps       = 4
+batch_size      = 4
+mini_batch_size = 2
+ppo_epochs      = 2
+max_new_tokens  = 8
+learning_rate   = 1e-3
+`, vars, "", rec)
+	for _, f := range []string{"metrics.json", "reward.png", "loss.png"} {
+		if _, err := os.Stat(filepath.Join(req.OutputDir("report"), f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, _, err := lora.Load(req.OutputDir("adapter")); err != nil {
+		t.Error(err)
+	}
+	for _, k := range []string{"reward", "kl", "policy_loss", "value_loss", "entropy", "clip_fraction", "response_length"} {
+		if len(rec.metrics[k]) != 4 {
+			t.Errorf("metric %s: %v", k, rec.metrics[k])
 		}
 	}
 }

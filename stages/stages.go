@@ -8,6 +8,7 @@ import (
 	"github.com/lathe-ml/lathe/stages/download"
 	"github.com/lathe-ml/lathe/stages/dpo"
 	"github.com/lathe-ml/lathe/stages/exec"
+	"github.com/lathe-ml/lathe/stages/ppo"
 	"github.com/lathe-ml/lathe/stages/pretrain"
 	"github.com/lathe-ml/lathe/stages/rewardmodel"
 	"github.com/lathe-ml/lathe/stages/sft"
@@ -20,6 +21,7 @@ func Registry() *stage.Registry {
 		download.Kind(),
 		dpo.Kind(),
 		exec.Kind(),
+		ppo.Kind(),
 		pretrain.Kind(),
 		rewardmodel.Kind(),
 		sft.Kind(),

@@ -54,8 +54,14 @@ type kvCache struct {
 // MaxNewTokens, or onToken returns false for that row. onToken (may be
 // nil) sees each new token as it is chosen. It returns each row's new
 // tokens and its finish reason ("stop" or "length"). Rows of different
-// lengths are generated together; each row's output is the same as
-// generating it alone. Results are deterministic for a seed.
+// lengths are generated together; under greedy decoding each row's output
+// is the same as generating it alone (sampled rows share one random
+// stream, so a sampled row depends on its batch). Results are
+// deterministic for a seed and any thread count. Prompt plus new tokens
+// beyond max_position_embeddings (or a sliding window) is an error, not a
+// truncation. Stop strings are the caller's job (internal/infer). Top-k
+// keeps exactly k tokens, ties broken by the lower id (Hugging Face keeps
+// every token tied with the k-th).
 func (m *Model) Generate(prompts [][]int32, o GenerateOptions, onToken func(row int, tok int32) bool) ([][]int32, []string, error) {
 	B := len(prompts)
 	if B == 0 {

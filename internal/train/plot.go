@@ -87,6 +87,13 @@ func fmtTick(v float64) string {
 	return strconv.FormatFloat(v, 'f', 2, 64)
 }
 
+// Curve is one line of a plot: values against optimizer steps.
+type Curve struct {
+	Label  string
+	Steps  []int
+	Values []float64
+}
+
 // LossPNG renders the training loss (blue) and evaluation loss (orange,
 // when present) against the step as a PNG: axes with min/max ticks on
 // both, the two curves, and a legend.
@@ -94,10 +101,30 @@ func LossPNG(h History) ([]byte, error) {
 	if len(h.Train) == 0 {
 		return nil, fmt.Errorf("train: loss plot: no training steps")
 	}
+	tr := Curve{Label: "train loss"}
+	for _, p := range h.Train {
+		tr.Steps, tr.Values = append(tr.Steps, p.Step), append(tr.Values, p.Loss)
+	}
+	curves := []Curve{tr}
+	if len(h.Eval) > 0 {
+		ev := Curve{Label: "eval loss"}
+		for _, p := range h.Eval {
+			ev.Steps, ev.Values = append(ev.Steps, p.Step), append(ev.Values, p.Loss)
+		}
+		curves = append(curves, ev)
+	}
+	return CurvesPNG(curves)
+}
+
+// CurvesPNG renders up to four curves on shared axes with a legend.
+func CurvesPNG(curves []Curve) ([]byte, error) {
+	if len(curves) == 0 || len(curves[0].Steps) == 0 {
+		return nil, fmt.Errorf("train: plot: no points")
+	}
 	const W, H, left, right, top, bottom = 640, 400, 70, 20, 30, 40
 	img := image.NewRGBA(image.Rect(0, 0, W, H))
 	white, black, grey := color.RGBA{255, 255, 255, 255}, color.RGBA{0, 0, 0, 255}, color.RGBA{220, 220, 220, 255}
-	blue, orange := color.RGBA{31, 119, 180, 255}, color.RGBA{255, 127, 14, 255}
+	colors := []color.RGBA{{31, 119, 180, 255}, {255, 127, 14, 255}, {44, 160, 44, 255}, {214, 39, 40, 255}}
 	for y := 0; y < H; y++ {
 		for x := 0; x < W; x++ {
 			img.Set(x, y, white)
@@ -105,13 +132,11 @@ func LossPNG(h History) ([]byte, error) {
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	maxStep := 1
-	for _, p := range h.Train {
-		lo, hi = math.Min(lo, p.Loss), math.Max(hi, p.Loss)
-		maxStep = max(maxStep, p.Step)
-	}
-	for _, p := range h.Eval {
-		lo, hi = math.Min(lo, p.Loss), math.Max(hi, p.Loss)
-		maxStep = max(maxStep, p.Step)
+	for _, c := range curves {
+		for i, v := range c.Values {
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
+			maxStep = max(maxStep, c.Steps[i])
+		}
 	}
 	if hi-lo < 1e-9 {
 		hi, lo = hi+0.5, lo-0.5
@@ -134,34 +159,23 @@ func LossPNG(h History) ([]byte, error) {
 		drawText(img, px(s)-textWidth(t)/2, top+ph+8, t, black)
 	}
 	drawText(img, left+pw/2-textWidth("step")/2, H-14, "step", black)
-	// curves
-	plot := func(xs []int, ys []float64, c color.Color) {
-		for i := range xs {
+	x := left + 10
+	for ci, c := range curves {
+		col := colors[ci%len(colors)]
+		for i := range c.Steps {
 			if i > 0 {
-				drawLine(img, px(xs[i-1]), py(ys[i-1]), px(xs[i]), py(ys[i]), c)
+				drawLine(img, px(c.Steps[i-1]), py(c.Values[i-1]), px(c.Steps[i]), py(c.Values[i]), col)
 			}
-			if len(xs) == 1 {
-				drawText(img, px(xs[i])-4, py(ys[i])-5, "o", c)
+			if len(c.Steps) == 1 {
+				drawText(img, px(c.Steps[i])-4, py(c.Values[i])-5, "o", col)
 			}
 		}
-	}
-	xs, ys := make([]int, len(h.Train)), make([]float64, len(h.Train))
-	for i, p := range h.Train {
-		xs[i], ys[i] = p.Step, p.Loss
-	}
-	plot(xs, ys, blue)
-	drawText(img, left+10, 8, "train loss", blue)
-	if len(h.Eval) > 0 {
-		xs, ys = make([]int, len(h.Eval)), make([]float64, len(h.Eval))
-		for i, p := range h.Eval {
-			xs[i], ys[i] = p.Step, p.Loss
-		}
-		plot(xs, ys, orange)
-		drawText(img, left+10+textWidth("train loss  "), 8, "eval loss", orange)
+		drawText(img, x, 8, c.Label, col)
+		x += textWidth(c.Label + "  ")
 	}
 	var buf bytes.Buffer
 	if err := png.Encode(&buf, img); err != nil {
-		return nil, fmt.Errorf("train: loss plot: %w", err)
+		return nil, fmt.Errorf("train: plot: %w", err)
 	}
 	return buf.Bytes(), nil
 }
