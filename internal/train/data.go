@@ -43,6 +43,26 @@ func OpenDataset(dir string) (*Dataset, error) { return openDataset(dir, false) 
 // samples 2k and 2k+1 are pair k's chosen and rejected sides.
 func OpenPairs(dir string) (*Dataset, error) { return openDataset(dir, true) }
 
+// OpenPrompts opens a dataset of either kind for the prompts it holds:
+// with pairs, only the chosen sides (samples 2k) are returned, since both
+// sides share the prompt.
+func OpenPrompts(dir string) (Samples, func() error, error) {
+	d, err := openDataset(dir, false)
+	if err == nil {
+		return d, d.Close, nil
+	}
+	p, perr := openDataset(dir, true)
+	if perr != nil {
+		return nil, nil, err
+	}
+	return everyOther{p}, p.Close, nil
+}
+
+type everyOther struct{ d *Dataset }
+
+func (e everyOther) Len() int                 { return e.d.Len() / 2 }
+func (e everyOther) Sample(i int) data.Sample { return e.d.Sample(2 * i) }
+
 func openDataset(dir string, pairs bool) (*Dataset, error) {
 	m, err := data.ReadManifest(dir)
 	if err != nil {

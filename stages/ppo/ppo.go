@@ -11,7 +11,7 @@
 //	  model   = pretrain.base.model
 //	  adapter = sft.identity.adapter          # optional: continue it
 //	  reward  = reward-model.rm.adapter        # a reward model (adapter or model with value_head.safetensors)
-//	  data    = tokenize.identity.dataset      # prompts: each sample's tokens before its first trained token
+//	  data    = tokenize.prefs.dataset         # prompts: each sample's tokens before its first trained token (sft or preference data)
 //	  max_steps      = 20
 //	  batch_size     = 8
 //	  max_new_tokens = 32
@@ -134,11 +134,11 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		return fail(err)
 	}
 	defer rm.Free()
-	ds, err := train.OpenDataset(trainstage.ArtifactPath(args.GetAttr("data")))
+	ds, closeDS, err := train.OpenPrompts(trainstage.ArtifactPath(args.GetAttr("data")))
 	if err != nil {
 		return fail(err)
 	}
-	defer ds.Close()
+	defer closeDS()
 	if err := trainstage.CheckVocab(ds, policy.Cfg.VocabSize); err != nil {
 		return fail(err)
 	}
