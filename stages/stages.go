@@ -8,6 +8,7 @@ import (
 	"github.com/lathe-ml/lathe/stages/download"
 	"github.com/lathe-ml/lathe/stages/dpo"
 	"github.com/lathe-ml/lathe/stages/exec"
+	"github.com/lathe-ml/lathe/stages/export"
 	"github.com/lathe-ml/lathe/stages/ppo"
 	"github.com/lathe-ml/lathe/stages/pretrain"
 	"github.com/lathe-ml/lathe/stages/rewardmodel"
@@ -21,6 +22,7 @@ func Registry() *stage.Registry {
 		download.Kind(),
 		dpo.Kind(),
 		exec.Kind(),
+		export.Kind(),
 		ppo.Kind(),
 		pretrain.Kind(),
 		rewardmodel.Kind(),
