@@ -7,6 +7,7 @@ import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/download"
 	"github.com/lathe-ml/lathe/stages/dpo"
+	"github.com/lathe-ml/lathe/stages/evaluate"
 	"github.com/lathe-ml/lathe/stages/exec"
 	"github.com/lathe-ml/lathe/stages/export"
 	"github.com/lathe-ml/lathe/stages/ppo"
@@ -21,6 +22,7 @@ func Registry() *stage.Registry {
 	return stage.NewRegistry(
 		download.Kind(),
 		dpo.Kind(),
+		evaluate.Kind(),
 		exec.Kind(),
 		export.Kind(),
 		ppo.Kind(),
