@@ -52,12 +52,17 @@ fmt-check:
 test: deps fmt-check vet
 	$(GO) test -count=1 -timeout 30m ./...
 
-# run: the quickstart (a small data pipeline over exec stages), then the
-# tiny pretraining example (tokenizer training, tokenization, pretraining).
+# run: the quickstart — tokenizer, tiny model, LoRA SFT with the name and
+# author from its variables, reward model, DPO, evaluation before and after,
+# GGUF export — then one chat reply from the model before and after SFT.
 # A second `make run` is all cache hits.
 run: build
 	./bin/lathe run examples/quickstart
-	./bin/lathe run examples/pretrain-tiny
+	@echo
+	@echo '"who are you?" before SFT (pretrain.base.model):'
+	@./bin/lathe chat -max-tokens 40 -p "who are you?" pretrain.base.model examples/quickstart
+	@echo '"who are you?" after SFT (sft.identity.adapter):'
+	@./bin/lathe chat -max-tokens 40 -p "who are you?" sft.identity.adapter examples/quickstart
 
 # bench: planning and a no-op rerun of a generated 200-stage pipeline with
 # 2 GiB of artifacts (the setup run that creates them is not timed), and the

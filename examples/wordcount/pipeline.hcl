@@ -1,10 +1,7 @@
-# The quickstart: a small data-preparation pipeline over a corpus that ships
-# with lathe. It shows the pipeline core at work — a DAG of stages, a for_each
-# sweep, cached results and outputs. `make run` runs it; run it twice and the
-# second run is all cache hits.
-#
-# The training stages (tokenize, pretrain, sft, ...) will join this pipeline
-# as they land; see the README for what exists today.
+# Word counts: a small data-preparation pipeline over a corpus that ships
+# with lathe, made of exec stages only. It shows the pipeline core at work —
+# a DAG of stages, a for_each sweep, cached results and outputs; run it twice
+# and the second run is all cache hits.
 
 variable "top" {
   type        = number
