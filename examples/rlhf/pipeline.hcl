@@ -2,7 +2,8 @@
 # pretrain on the corpus of examples/pretrain-tiny, SFT with LoRA on the
 # self-cognition data, train a reward model on the preference pairs of
 # examples/dpo (polite "Sure! ..." answers preferred), then PPO the SFT
-# adapter against that reward model.
+# adapter against that reward model, and evaluate the policy before and
+# after PPO on the preferred answers.
 #
 #   lathe run
 #   lathe chat -p "How many days are in a week?" ppo.polite.adapter
@@ -94,6 +95,32 @@ stage "ppo" "polite" {
   max_new_tokens = 24
   learning_rate  = 2e-3
   seed           = 3
+}
+
+# Score the policy before and after PPO with the reward model's own
+# measure of the held-out preference pairs, and by the perplexity of the
+# preferred answers.
+stage "evaluate" "polite" {
+  for_each = { sft = sft.identity.adapter, ppo = ppo.polite.adapter }
+  model    = pretrain.base.model
+  adapter  = each.value
+  data     = tokenize.prefs_chosen.dataset
+}
+
+stage "tokenize" "prefs_chosen" {
+  tokenizer = pretrain.base.model
+  dataset {
+    path    = "../dpo/data/preferences.json"
+    format  = "alpaca"
+    columns = { response = "chosen" }
+  }
+  template   = "default"
+  cutoff_len = 128
+}
+
+output "scores" {
+  value       = { for k, e in evaluate.polite : k => e.metrics }
+  description = "Loss and perplexity of the preferred answers under the SFT and PPO policies."
 }
 
 output "policy" {
