@@ -43,29 +43,42 @@ type remoteFlags struct {
 }
 
 func (rf *remoteFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&rf.url, "remote-cache", "", "shared remote cache `URL` behind the local store: file:///dir, s3://bucket?region=... (default $"+remote.EnvVar+")")
+	fs.StringVar(&rf.url, "remote-cache", "", "shared remote cache `URL` behind the local store: s3://bucket/prefix, gs://bucket/prefix, azblob://container/prefix, file:///dir, or none (default $"+remote.EnvVar+", else the pipeline's cache block)")
 	fs.BoolVar(&rf.readOnly, "remote-read-only", false, "pull from the remote cache but never push to it")
 }
 
+// noRemote, as -remote-cache or $LATHE_REMOTE_CACHE, turns off the remote
+// cache of a pipeline's cache block.
+const noRemote = "none"
+
 // attach opens the remote cache, if one is configured, as ws.Remote. The
-// returned function closes it.
+// URL comes from -remote-cache, else $LATHE_REMOTE_CACHE, else the
+// pipeline's cache block; the block's read_only goes with the block's URL,
+// while -remote-read-only applies whatever the source. The returned
+// function closes it.
 func (rf *remoteFlags) attach(ctx context.Context, env *cliEnv, ws *pipeline.Workspace) (func(), error) {
-	url := rf.url
+	url, source, readOnly := rf.url, "-remote-cache", rf.readOnly
 	if url == "" {
 		for _, kv := range env.environ {
 			if v, ok := strings.CutPrefix(kv, remote.EnvVar+"="); ok {
-				url = v
+				url, source = v, "$"+remote.EnvVar
 			}
 		}
 	}
-	if url == "" {
+	if url == "" && ws.Resolved != nil && ws.Resolved.Cache != nil {
+		c := ws.Resolved.Cache
+		url = c.Remote
+		source = fmt.Sprintf("the cache block at %s:%d", c.DeclRange.Filename, c.DeclRange.Start.Line)
+		readOnly = readOnly || c.ReadOnly
+	}
+	if url == "" || url == noRemote {
 		return func() {}, nil
 	}
 	r, err := remote.Open(ctx, url)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w (the URL comes from %s)", err, source)
 	}
-	r.ReadOnly = rf.readOnly
+	r.ReadOnly = readOnly
 	ws.Remote = r
 	return func() { r.Close() }, nil
 }

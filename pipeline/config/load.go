@@ -25,6 +25,8 @@ type Pipeline struct {
 	Locals    map[string]*Local
 	Stages    []*StageBlock // in source order
 	Outputs   map[string]*Output
+	// Cache is the cache block, or nil when the pipeline has none.
+	Cache *CacheBlock
 }
 
 // Variable is a variable block.
@@ -95,6 +97,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "locals"},
 		{Type: "stage", LabelNames: []string{"kind", "name"}},
 		{Type: "output", LabelNames: []string{"name"}},
+		{Type: "cache"},
 	},
 }
 
@@ -272,6 +275,19 @@ func (p *Pipeline) decodeBody(body hcl.Body, src []byte) hcl.Diagnostics {
 				continue
 			}
 			p.Outputs[o.Name] = o
+		case "cache":
+			c, cdiags := decodeCache(block)
+			diags = append(diags, cdiags...)
+			if p.Cache != nil {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Duplicate cache block",
+					Detail:   fmt.Sprintf("A cache block was already declared at %s. A pipeline has at most one cache block, in any of its files.", rangeString(p.Cache.DeclRange)),
+					Subject:  block.DefRange.Ptr(),
+				})
+				continue
+			}
+			p.Cache = c
 		}
 	}
 	return diags

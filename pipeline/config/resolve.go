@@ -22,6 +22,9 @@ type Resolved struct {
 	// Locals holds the local values with every stage output unknown.
 	Locals    map[string]cty.Value
 	Instances []*Instance // topological order: every instance after all of its Deps; ties by source order
+	// Cache is the evaluated cache block, or nil when there is none. It
+	// says where results are shared and never enters a cache key.
+	Cache *CacheSettings
 
 	reg    *stage.Registry
 	funcs  map[string]function.Function
@@ -151,6 +154,7 @@ func (p *Pipeline) Resolve(reg *stage.Registry, in Inputs) (*Resolved, hcl.Diagn
 	r.checkOutputs()
 	r.finish(order)
 	r.checkPublish()
+	r.checkCache()
 
 	diags := tidyDiags(r.diags)
 	if diags.HasErrors() {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -35,21 +36,47 @@ type Remote struct {
 	ReadOnly bool // Push does nothing when set
 }
 
-// Open opens the bucket at url (e.g. file:///srv/cache, s3://bucket?region=x).
-func Open(ctx context.Context, url string) (*Remote, error) {
-	b, err := blob.OpenBucket(ctx, url)
+// Open opens the remote cache at rawURL: s3://bucket/prefix?region=...,
+// gs://bucket/prefix, azblob://container/prefix or file:///dir. A path
+// after the bucket (or a prefix parameter) puts every object under that
+// prefix, so that one bucket can hold several caches. Credentials come
+// only from each cloud's usual environment; looking for them gives up
+// after a short time rather than hang. Errors name the URL without its
+// query and never contain a secret from the environment.
+func Open(ctx context.Context, rawURL string) (*Remote, error) {
+	u, prefix, err := parseURL(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("open remote cache %s: %w", redact(url), err)
+		return nil, scrub(fmt.Errorf("remote: %w", err))
 	}
-	return &Remote{url: url, bucket: b}, nil
+	b, err := openBucket(ctx, u)
+	if err != nil {
+		// Drivers quote the URL they were given, query included.
+		msg := strings.ReplaceAll(err.Error(), u.String(), redact(u.String()))
+		return nil, scrub(fmt.Errorf("remote: open remote cache %s: %w", redact(rawURL), &scrubbed{msg: msg, err: err}))
+	}
+	if prefix != "" {
+		b = blob.PrefixedBucket(b, prefix)
+	}
+	return &Remote{url: rawURL, bucket: b}, nil
 }
 
-// redact drops the query of a URL so option values never reach logs.
-func redact(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i]
+// opener opens the bucket of a parsed URL (no prefix parameter left).
+type opener func(ctx context.Context, u *url.URL) (*blob.Bucket, error)
+
+// drivers holds the openers of gs:// and azblob://, which find their own
+// credentials (see gcs.go, azure.go); other schemes go to gocloud's
+// default URL mux.
+var drivers = map[string]opener{}
+
+func openBucket(ctx context.Context, u *url.URL) (*blob.Bucket, error) {
+	if open, ok := drivers[u.Scheme]; ok {
+		return open(ctx, u)
 	}
-	return u
+	switch u.Scheme {
+	case "gs", "azblob":
+		return nil, fmt.Errorf("this lathe was built without the %s:// driver (build tag lathe_no%s)", u.Scheme, map[string]string{"gs": "gcs", "azblob": "azure"}[u.Scheme])
+	}
+	return blob.DefaultURLMux().OpenBucketURL(ctx, u)
 }
 
 // Close releases the bucket.
@@ -76,6 +103,11 @@ func validKey(key string) bool {
 
 // Lookup reads the remote record of key; it returns nil, nil when absent.
 func (r *Remote) Lookup(ctx context.Context, key string) (*cache.Record, error) {
+	rec, err := r.lookup(ctx, key)
+	return rec, scrub(err)
+}
+
+func (r *Remote) lookup(ctx context.Context, key string) (*cache.Record, error) {
 	if !validKey(key) {
 		return nil, fmt.Errorf("remote lookup: bad key %q", key)
 	}
@@ -100,6 +132,11 @@ func (r *Remote) Lookup(ctx context.Context, key string) (*cache.Record, error) 
 // artifact objects first, the record last and only if none exists yet.
 // It reports whether this call wrote the record.
 func (r *Remote) Push(ctx context.Context, s *cache.Store, rec *cache.Record) (bool, error) {
+	wrote, err := r.push(ctx, s, rec)
+	return wrote, scrub(err)
+}
+
+func (r *Remote) push(ctx context.Context, s *cache.Store, rec *cache.Record) (bool, error) {
 	if r.ReadOnly {
 		return false, nil
 	}
@@ -146,7 +183,12 @@ func (r *Remote) Push(ctx context.Context, s *cache.Store, rec *cache.Record) (b
 // Pull fetches the remote entry of key into s, verifying every tree's
 // digest before committing. It returns nil, nil when the remote lacks key.
 func (r *Remote) Pull(ctx context.Context, s *cache.Store, key string) (*cache.Record, error) {
-	rec, err := r.Lookup(ctx, key)
+	rec, err := r.pull(ctx, s, key)
+	return rec, scrub(err)
+}
+
+func (r *Remote) pull(ctx context.Context, s *cache.Store, key string) (*cache.Record, error) {
+	rec, err := r.lookup(ctx, key)
 	if err != nil || rec == nil {
 		return nil, err
 	}
