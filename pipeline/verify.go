@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"os"
@@ -128,11 +129,21 @@ func (ws *Workspace) Verify(ctx context.Context, addr string, observe func(runs.
 		res.Outputs = append(res.Outputs, oc)
 	}
 	for name, v := range values {
-		want := c.rec.Values[name]
-		res.Outputs = append(res.Outputs, OutputCheck{Name: name, Cached: string(want), Rerun: string(v), Same: bytes.Equal(want, v)})
+		want, got := compactJSON(c.rec.Values[name]), compactJSON(v)
+		res.Outputs = append(res.Outputs, OutputCheck{Name: name, Cached: string(want), Rerun: string(got), Same: bytes.Equal(want, got)})
 	}
 	sort.Slice(res.Outputs, func(i, j int) bool { return res.Outputs[i].Name < res.Outputs[j].Name })
 	return res, nil
+}
+
+// compactJSON removes insignificant space from a JSON value (a record
+// stores its values indented); invalid JSON is returned as is.
+func compactJSON(b []byte) []byte {
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return b
+	}
+	return buf.Bytes()
 }
 
 // firstDiff returns the first file, in path order, whose content differs

@@ -49,3 +49,22 @@ func TestSelfCognitionExample(t *testing.T) {
 		t.Errorf("the base model already says the name: %q", before)
 	}
 }
+
+// TestQuickstartReproducible runs the quickstart and reruns some of its
+// stages with -verify: each must reproduce its outputs byte for byte.
+func TestQuickstartReproducible(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains the quickstart's models, about a minute")
+	}
+	example, _ := filepath.Abs(filepath.Join("..", "..", "examples", "quickstart"))
+	cache := t.TempDir()
+	if code, _, errs := runLathe(t, "run", "-ci", "-cache", cache, example); code != 0 {
+		t.Fatalf("lathe run: exit %d\n%s", code, errs)
+	}
+	for _, st := range []string{"tokenize.corpus", "pretrain.base", "dpo.polite", `evaluate.identity["after"]`, "export.gguf"} {
+		code, out, errs := runLathe(t, "run", "-ci", "-cache", cache, "-verify", st, example)
+		if code != 0 || !strings.Contains(out+errs, "reproducible") {
+			t.Errorf("-verify %s: exit %d\n%s%s", st, code, out, errs)
+		}
+	}
+}
