@@ -14,7 +14,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 # Debian's Python with PyTorch runs the model reference scripts.
 PYTHON := /usr/bin/python3
 
-.PHONY: all build test run deps deps-go deps-node deps-python deps-spm vet fmt-check \
+.PHONY: all build test run deps deps-go deps-node deps-python deps-spm deps-chromium vet fmt-check \
 	bench bench-kernels bench-cpu bench-llama bench-train bench-finetune bench-tokenize bench-data fuzz
 
 all: build
@@ -24,7 +24,7 @@ build:
 
 # deps installs what the tests need beyond Go modules. Each step is skipped
 # when what it installs is already present.
-deps: deps-go deps-node deps-python deps-spm
+deps: deps-go deps-node deps-python deps-spm deps-chromium
 
 deps-go:
 	$(GO) mod download
@@ -42,6 +42,11 @@ deps-python:
 # tokenizer.model cross-check.
 deps-spm:
 	@command -v spm_train >/dev/null && command -v spm_encode >/dev/null || { apt-get update && apt-get install -y sentencepiece; }
+
+# Chromium for the board's end-to-end test (internal/board, driven headless
+# by chromedp).
+deps-chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 
 vet:
 	$(GO) vet ./...

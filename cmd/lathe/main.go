@@ -54,6 +54,7 @@ func init() {
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},
 		{"chat", "chat [flags] MODEL [PIPELINE]", "chat with a model (or adapter) in the terminal", cmdChat},
 		{"serve", "serve [flags] MODEL [PIPELINE]", "serve a model over an OpenAI-compatible HTTP API", cmdServe},
+		{"ui", uiUsage, uiSummary, cmdUI},
 		{"tokenizer", "tokenizer encode|decode|train [flags]", "encode, decode or train a tokenizer", cmdTokenizer},
 		{"data", "data preview [flags] FILE", "show dataset samples as the model sees them", cmdData},
 		{"version", "version", "print lathe's version", cmdVersion},
