@@ -3,6 +3,7 @@ package gguf
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/lathe-ml/lathe/internal/safetensors"
 	"math"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
@@ -17,31 +18,18 @@ const (
 	errNotBlocks = "gguf: %s needs a multiple of %d values, got %d"
 )
 
+// plainDType maps the unquantised types to safetensors' dtypes, whose
+// encoders they share.
+var plainDType = map[Type]safetensors.DType{F32: safetensors.F32, F16: safetensors.F16, BF16: safetensors.BF16}
+
 // EncodeFloat32 encodes v as little-endian data of type t (F32, F16, BF16,
 // Q8_0 or Q4_0). F16 and BF16 round to nearest even; Q8_0 and Q4_0 follow
 // ggml's reference quantisers (quantize_row_q8_0_ref, quantize_row_q4_0_ref)
 // bit for bit, and need len(v) to be a multiple of 32.
 func EncodeFloat32(t Type, v []float32) ([]byte, error) {
-	le := binary.LittleEndian
 	switch t {
-	case F32:
-		out := make([]byte, 4*len(v))
-		for i, x := range v {
-			le.PutUint32(out[4*i:], math.Float32bits(x))
-		}
-		return out, nil
-	case F16:
-		out := make([]byte, 2*len(v))
-		for i, x := range v {
-			le.PutUint16(out[2*i:], tensor.F16FromF32(x))
-		}
-		return out, nil
-	case BF16:
-		out := make([]byte, 2*len(v))
-		for i, x := range v {
-			le.PutUint16(out[2*i:], tensor.BF16FromF32(x))
-		}
-		return out, nil
+	case F32, F16, BF16:
+		return safetensors.EncodeFloat32(plainDType[t], v)
 	case Q8_0:
 		if len(v)%qk8_0 != 0 {
 			return nil, fmt.Errorf(errNotBlocks, t, qk8_0, len(v))
@@ -120,24 +108,8 @@ func DecodeFloat32(t Type, raw []byte) ([]float32, error) {
 		return nil, fmt.Errorf("gguf: %d bytes is not a whole number of %s blocks of %d bytes", len(raw), t, ts)
 	}
 	switch t {
-	case F32:
-		out := make([]float32, len(raw)/4)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
-		}
-		return out, nil
-	case F16:
-		out := make([]float32, len(raw)/2)
-		for i := range out {
-			out[i] = tensor.F32FromF16(le.Uint16(raw[2*i:]))
-		}
-		return out, nil
-	case BF16:
-		out := make([]float32, len(raw)/2)
-		for i := range out {
-			out[i] = tensor.F32FromBF16(le.Uint16(raw[2*i:]))
-		}
-		return out, nil
+	case F32, F16, BF16:
+		return safetensors.DecodeFloat32(plainDType[t], raw)
 	case Q8_0:
 		nb := len(raw) / blockQ8_0
 		out := make([]float32, nb*qk8_0)
