@@ -385,6 +385,7 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 		CheckpointDir: ckpt,
 		Reporter:      rep,
 		Pins:          pins,
+		Force:         e.opt.Force,
 	}
 	e.emit(runs.Event{Type: "stage-started", Stage: inst.Addr, Key: key.Sum})
 	start := time.Now()

@@ -516,8 +516,8 @@ func expf(x float32) float32 {
 	return float32(math.Inf(1))
 }
 
-// expfCore is e^x for expfMin <= x <= expfMax, where 2^round(x/ln2) is a
-// normal float32.
+// The constants of expfCore, which is valid for expfMin <= x <= expfMax,
+// where 2^round(x/ln2) is a normal float32.
 const (
 	expfMin   = -87.33654
 	expfMax   = 88.0
@@ -533,59 +533,44 @@ const (
 	expfC5    = 1.9875691500e-4
 )
 
+// expfCore is e^x for expfMin <= x <= expfMax (see the constants above).
+// Every product is rounded on its own (the float32 conversions forbid the
+// compiler to fuse it into an FMA, which it may do for GOAMD64=v3), so the
+// result is the same bits as the AVX-512 code in vecmath_amd64.s.
 func expfCore(x float32) float32 {
-	kf := x*expfLog2e + expfMagic
+	kf := float32(x*expfLog2e) + expfMagic
 	n := int32(math.Float32bits(kf)) - 0x4B400000
 	fn := kf - expfMagic
-	r := x - fn*expfLn2Hi - fn*expfLn2Lo
-	p := ((((expfC5*r+expfC4)*r+expfC3)*r+expfC2)*r+expfC1)*r + expfC0
-	p = p*(r*r) + r + 1
+	r := x - float32(fn*expfLn2Hi) - float32(fn*expfLn2Lo)
+	p := float32(expfC5*r) + expfC4
+	p = float32(p*r) + expfC3
+	p = float32(p*r) + expfC2
+	p = float32(p*r) + expfC1
+	p = float32(p*r) + expfC0
+	p = float32(p*float32(r*r)) + r + 1
 	return p * math.Float32frombits(uint32(n+127)<<23)
 }
 
-// rowMax returns the largest element of row (-Inf for an empty row).
+// rowMax returns the largest element of row, ignoring NaNs (-Inf for an
+// empty or all-NaN row); see rowMaxGo. It runs on AVX-512 where the CPU
+// has it, with the same result bits.
 func rowMax(row []float32) float32 {
-	mx := float32(math.Inf(-1))
-	for _, x := range row {
-		if x > mx {
-			mx = x
-		}
+	if mx, ok := rowMaxVec(row); ok {
+		return mx
 	}
-	return mx
+	return rowMaxGo(row)
 }
 
-// expSubRow replaces every x in row by expf(x - sub) and returns their sum.
-// It is expfCore inlined into the loop (the hot spot of both kernels);
-// partial sums of 256 terms are added in float64, so the sum stays accurate
-// for vocabulary-sized rows.
+// expSubRow replaces every x in row by expf(x - sub) and returns their sum
+// (see expSubRowGo for the summation order); it runs on AVX-512 where the
+// CPU has it, with the same result bits.
 func expSubRow(row []float32, sub float32) float64 {
-	var total float64
-	for len(row) > 0 {
-		blk := row[:min(len(row), 256)]
-		row = row[len(blk):]
-		var s0, s1 float32
-		for i, x := range blk {
-			x -= sub
-			var e float32
-			if x >= expfMin && x <= expfMax {
-				kf := x*expfLog2e + expfMagic
-				n := int32(math.Float32bits(kf)) - 0x4B400000
-				fn := kf - expfMagic
-				r := x - fn*expfLn2Hi - fn*expfLn2Lo
-				p := ((((expfC5*r+expfC4)*r+expfC3)*r+expfC2)*r+expfC1)*r + expfC0
-				p = p*(r*r) + r + 1
-				e = p * math.Float32frombits(uint32(n+127)<<23)
-			} else {
-				e = expf(x) // 0, the top of the range, +Inf or NaN
-			}
-			blk[i] = e
-			if i&1 == 0 {
-				s0 += e
-			} else {
-				s1 += e
-			}
-		}
-		total += float64(s0) + float64(s1)
+	if len(row) == 0 {
+		return 0
+	}
+	total, done := expSubRowVec(row, sub)
+	if done < len(row) {
+		total += expSubRowGo(row[done:], sub)
 	}
 	return total
 }

@@ -3,8 +3,6 @@ package cpu
 import (
 	"fmt"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
@@ -23,12 +21,13 @@ func (m *memory) Size() int { return m.size }
 // usable; call New. Like every tensor.Backend, one Backend serves one
 // goroutine at a time; separate Backends may run concurrently.
 type Backend struct {
-	wg sync.WaitGroup
-	k  kargs // argument blocks of the parallel kernels, reused per call
+	pt parTask // par's job, reused per call
+	k  kargs   // argument blocks of the parallel kernels, reused per call
 
 	normPartials []float64 // GlobalNorm: one partial sum per fixed chunk
 	normChunks   []normChunk
 	nf4Scratch   []float32 // QuantizeNF4: true absmax per block
+	ropeTab      ropeTable // RoPE: cached cos/sin per position
 }
 
 // New returns a CPU backend.
@@ -133,38 +132,17 @@ func i32(what string, b tensor.Buffer, n int) []int32 {
 // task is one parallel kernel: run computes the outputs of items [lo, hi).
 type task interface{ run(lo, hi int) }
 
-type job struct {
+// parTask adapts a task split into contiguous ranges to the worker pool
+// (pool.go), whose idle members spin briefly before parking: the
+// elementwise kernels are short, and waking a parked thread costs more
+// than many of them.
+type parTask struct {
 	t      task
-	lo, hi int
-	wg     *sync.WaitGroup
+	n, per int
+	group  taskGroup
 }
 
-// The worker goroutines are shared by all Backends and started on demand,
-// up to the largest GOMAXPROCS seen minus one (the caller works too).
-var (
-	jobs       = make(chan job, 256)
-	workersMu  sync.Mutex
-	numWorkers atomic.Int32
-)
-
-func ensureWorkers(n int) {
-	if int(numWorkers.Load()) >= n {
-		return
-	}
-	workersMu.Lock()
-	defer workersMu.Unlock()
-	for int(numWorkers.Load()) < n {
-		go worker()
-		numWorkers.Add(1)
-	}
-}
-
-func worker() {
-	for j := range jobs {
-		j.t.run(j.lo, j.hi)
-		j.wg.Done()
-	}
-}
+func (p *parTask) runWorker(w int) { p.t.run(w*p.per, min((w+1)*p.per, p.n)) }
 
 // par runs t over [0, n) split into at most GOMAXPROCS contiguous ranges of
 // at least grain items, and returns when all are done. Ranges are disjoint;
@@ -180,12 +158,8 @@ func (be *Backend) par(n, grain int, t task) {
 		t.run(0, n)
 		return
 	}
-	ensureWorkers(w - 1)
 	per := (n + w - 1) / w
-	for lo := per; lo < n; lo += per {
-		be.wg.Add(1)
-		jobs <- job{t: t, lo: lo, hi: min(lo+per, n), wg: &be.wg}
-	}
-	t.run(0, per)
-	be.wg.Wait()
+	be.pt.t, be.pt.n, be.pt.per = t, n, per
+	runTask((n+per-1)/per, &be.pt, &be.pt.group)
+	be.pt.t = nil
 }

@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
@@ -240,23 +239,12 @@ type swigluK struct {
 	backward                        bool
 }
 
-func sigmoid(x float32) float32 { return float32(1 / (1 + math.Exp(-float64(x)))) }
-
 func (k *swigluK) run(lo, hi int) {
 	if !k.backward {
-		out, gate, up := k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi]
-		for i, g := range gate {
-			out[i] = g * sigmoid(g) * up[i]
-		}
+		swigluFwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 		return
 	}
-	gate, up, dout, dgate, dup := k.gate[lo:hi], k.up[lo:hi], k.dout[lo:hi], k.dgate[lo:hi], k.dup[lo:hi]
-	for i, g := range gate {
-		s := sigmoid(g)
-		u, d := up[i], dout[i]
-		dgate[i] = d * u * s * (1 + g*(1-s))
-		dup[i] = d * g * s
-	}
+	swigluBwd(k.dgate[lo:hi], k.dup[lo:hi], k.dout[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 }
 
 // SwiGLUForward sets out = silu(gate)·up over n elements.

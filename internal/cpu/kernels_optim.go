@@ -8,21 +8,11 @@ import (
 )
 
 type adamwK struct {
-	p, g, m, v                     []float32
-	decay, b1, b2, step, bc2s, eps float32
+	p, g, m, v []float32
+	args       adamwArgs
 }
 
-func (k *adamwK) run(lo, hi int) {
-	p, g, m, v := k.p[lo:hi], k.g[lo:hi], k.m[lo:hi], k.v[lo:hi]
-	for i, gi := range g {
-		pi := p[i] * k.decay
-		mi := k.b1*m[i] + (1-k.b1)*gi
-		vi := k.b2*v[i] + (1-k.b2)*gi*gi
-		m[i], v[i] = mi, vi
-		denom := float32(math.Sqrt(float64(vi)))/k.bc2s + k.eps
-		p[i] = pi - k.step*mi/denom
-	}
-}
+func (k *adamwK) run(lo, hi int) { adamw(k.p[lo:hi], k.g[lo:hi], k.m[lo:hi], k.v[lo:hi], &k.args) }
 
 // AdamW applies one AdamW step in the order torch.optim.AdamW does:
 // decoupled decay, moment updates, bias-corrected step.
@@ -35,8 +25,10 @@ func (be *Backend) AdamW(param, grad, m, v tensor.Buffer, n int, h tensor.AdamW)
 	be.k.adamw = adamwK{
 		p: f32("cpu.AdamW param", param, n), g: f32("cpu.AdamW grad", grad, n),
 		m: f32("cpu.AdamW m", m, n), v: f32("cpu.AdamW v", v, n),
-		decay: 1 - h.LR*h.WeightDecay, b1: h.Beta1, b2: h.Beta2,
-		step: float32(float64(h.LR) / bc1), bc2s: float32(math.Sqrt(bc2)), eps: h.Eps,
+		args: adamwArgs{
+			decay: 1 - h.LR*h.WeightDecay, b1: h.Beta1, b1c: 1 - h.Beta1, b2: h.Beta2, b2c: 1 - h.Beta2,
+			step: float32(float64(h.LR) / bc1), bc2s: float32(math.Sqrt(bc2)), eps: h.Eps,
+		},
 	}
 	be.par(n, grainElems/4, &be.k.adamw)
 	be.k.adamw = adamwK{}

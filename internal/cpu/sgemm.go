@@ -44,7 +44,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	} else {
 		checkOperand("B", b, k, n, ldb)
 	}
-	gemm(activeKernel.Load(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	gemm(activeKernel.Load(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
 }
 
 // checkOperand panics unless x holds a rows×cols row-major matrix with row
@@ -123,6 +123,7 @@ const minFlopsPerWorker = 1 << 21
 // allocates nothing.
 type gemmState struct {
 	bufB    []float32   // packed op(B) block, shared by the workers
+	pre     []float32   // or all of op(B), packed by the caller (packedB)
 	bufA    [][]float32 // per-worker packed op(A) block
 	bufTile [][]float32 // per-worker scratch tile for edges
 	group   taskGroup
@@ -173,7 +174,7 @@ func getState(workers, bSize, aSize, tileSize int) *gemmState {
 }
 
 func putState(g *gemmState) {
-	g.a, g.b, g.c, g.kern = nil, nil, nil, nil // do not pin the caller's matrices
+	g.a, g.b, g.c, g.pre, g.kern = nil, nil, nil, nil, nil // do not pin the caller's matrices
 	stateMu.Lock()
 	stateFree = append(stateFree, g)
 	stateMu.Unlock()
@@ -188,6 +189,10 @@ func growBuf(x []float32, n int) []float32 {
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
+// kBlock is the K block gemm uses with kern for a product over k: it
+// depends on k and the kernel only.
+func kBlock(kern *gemmKernel, k int) int { return ceilDiv(k, ceilDiv(k, kern.kc)) }
+
 // bPackBudget bounds, in floats, a packed op(B) block spanning several kc
 // blocks of K: when k·n fits, B is packed once and each worker runs all K
 // blocks of its rows in one go (two parallel phases per call); otherwise B
@@ -196,14 +201,14 @@ func ceilDiv(a, b int) int { return (a + b - 1) / b }
 var bPackBudget = 1 << 21 // a variable so tests can force both loop orders
 
 // gemm runs the blocked product with micro-kernel kern; arguments are
-// validated and k > 0, alpha != 0.
-func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// validated and k > 0, alpha != 0. With pre non-nil, op(B) is taken from
+// pre (packed for kern, k and n) and b, ldb, transB are ignored.
+func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int, pre *packedB) {
 	mr, nr := kern.mr, kern.nr
 
 	// K blocks depend on k and the kernel only, so the summation order of
 	// every element is the same for any thread count and loop order.
-	kBlocks := ceilDiv(k, kern.kc)
-	kc := ceilDiv(k, kBlocks)
+	kc := kBlock(kern, k)
 
 	workers := runtime.GOMAXPROCS(0)
 	if f := 2 * m * n * k / minFlopsPerWorker; f < workers {
@@ -224,9 +229,31 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 	// kSpan: the K rows covered by one packed B block, a whole number of
 	// kc blocks within the budget (fewer parallel phases for long K).
 	kSpan := min(k, max(kc, bPackBudget/nc/kc*kc))
+	bSize := kSpan * nc
+	// fixedSplit: the N split of the prepacked path (0: the default one).
+	fixedSplit := 0
+	if pre != nil {
+		// All of op(B) is packed already: one block, no packing phase.
+		// Packed B is then streamed from memory, so for a short M every
+		// panel should serve all the rows of a worker while in cache, and
+		// each A block should be packed once: with many panels, one M
+		// block and the panels split over the workers (several parts each,
+		// for balance); with few, the M tiles split over the workers.
+		nc, kSpan, bSize = nAll, k, 0
+		if nPanels := nAll / nr; mTiles*mr <= kern.mc && nPanels >= 8*workers {
+			mc = mTiles * mr
+			fixedSplit = min(3*workers, nPanels/8)
+		} else {
+			mc = ceilDiv(mTiles, workers*max(1, ceilDiv(mTiles, workers*(kern.mc/mr)))) * mr
+			fixedSplit = 1
+		}
+	}
 
-	g := getState(workers, kSpan*nc, kc*mc, mr*nr)
+	g := getState(workers, bSize, kc*mc, mr*nr)
 	defer putState(g)
+	if pre != nil {
+		g.pre = pre.buf
+	}
 	g.kern, g.transA, g.transB = kern, transA, transB
 	g.m, g.n, g.k, g.alpha, g.beta = m, n, k, alpha, beta
 	g.a, g.b, g.c, g.lda, g.ldb, g.ldc = a, b, c, lda, ldb, ldc
@@ -239,17 +266,22 @@ func gemm(kern *gemmKernel, transA, transB bool, m, n, k int, alpha float32, a [
 		// N block (each part packs the same A block), aiming at 3 units per
 		// worker so uneven edge blocks still balance.
 		g.nSplit = 1
-		if workers > 1 && g.mBlocks < 3*workers {
+		switch {
+		case fixedSplit > 0:
+			g.nSplit = fixedSplit
+		case workers > 1 && g.mBlocks < 3*workers:
 			g.nSplit = min(ceilDiv(3*workers, g.mBlocks), g.nPanels)
 		}
 		g.units = g.mBlocks * g.nSplit
 		for ps := 0; ps < k; ps += kSpan {
 			g.ps, g.ks = ps, min(kSpan, k-ps)
-			// Packing is cheap next to waking a worker: split it only when large.
-			g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<16)))
-			g.packing = true
-			runTask(g.packWorkers, g, &g.group)
-			g.packing = false
+			if pre == nil {
+				// Packing is cheap next to waking a worker: split it only when large.
+				g.packWorkers = min(workers, max(1, g.nPanels*g.ks*nr/(1<<16)))
+				g.packing = true
+				runTask(g.packWorkers, g, &g.group)
+				g.packing = false
+			}
 			g.next.Store(0)
 			runTask(min(workers, g.units), g, &g.group)
 		}
@@ -261,7 +293,10 @@ func (g *gemmState) runWorker(w int) {
 	nr := g.kern.nr
 	// Packed B for K rows ps..ps+ks: one run of panels per kc block, the
 	// block starting at row pc held at (pc-ps)·nPanels·nr.
-	bp := g.bufB[:g.nPanels*g.ks*nr]
+	bp := g.pre
+	if bp == nil {
+		bp = g.bufB[:g.nPanels*g.ks*nr]
+	}
 	if g.packing {
 		lo, hi := w*g.nPanels/g.packWorkers, (w+1)*g.nPanels/g.packWorkers
 		for pc := g.ps; pc < g.ps+g.ks; pc += g.kc {

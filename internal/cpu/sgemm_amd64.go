@@ -136,6 +136,14 @@ func copyRows(dst, src []float32, rows, width, srcStride int) {
 //go:noescape
 func transpose4(dst *float32, dstStride int, src *float32, srcStride int, n int)
 
+// transpose4x16 is transpose4 for n a multiple of 16, with AVX-512F.
+//
+//go:noescape
+func transpose4x16(dst *float32, dstStride int, src *float32, srcStride int, n int)
+
+// transposeAVX512 lets tests turn transpose4x16 off.
+var transposeAVX512 = true
+
 // transposeRows4 writes dst[p*dstStride+r] = src[r*srcStride+p] for r < 4
 // and p < n.
 func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n int) {
@@ -144,9 +152,16 @@ func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n in
 	}
 	_ = dst[(n-1)*dstStride+3]
 	_ = src[3*srcStride+n-1]
+	n16 := 0
+	if cpu.X86.HasAVX512F && transposeAVX512 {
+		n16 = n &^ 15
+		if n16 > 0 {
+			transpose4x16(&dst[0], dstStride, &src[0], srcStride, n16)
+		}
+	}
 	n4 := n &^ 3
-	if n4 > 0 {
-		transpose4(&dst[0], dstStride, &src[0], srcStride, n4)
+	if n4 > n16 {
+		transpose4(&dst[n16*dstStride], dstStride, &src[n16], srcStride, n4-n16)
 	}
 	if n4 < n {
 		transposeRows4Go(dst[n4*dstStride:], dstStride, src[n4:], srcStride, n-n4)

@@ -153,3 +153,62 @@ loopm:
 donem:
 	VZEROUPPER
 	RET
+
+// TRSTORE4 stores 128-bit lane L of Z8..Z11 (columns 4L..4L+3 of the four
+// rows) to four consecutive dst rows and advances DI by four rows.
+#define TRSTORE4(L) \
+	VEXTRACTF32X4 $L, Z8, (DI) \
+	VEXTRACTF32X4 $L, Z9, (DI)(DX*1) \
+	VEXTRACTF32X4 $L, Z10, (DI)(DX*2) \
+	VEXTRACTF32X4 $L, Z11, (DI)(R11*1) \
+	LEAQ (DI)(DX*4), DI
+
+// func transpose4x16(dst *float32, dstStride int, src *float32, srcStride int, n int)
+// transpose4 for n a multiple of 16, sixteen columns per step with zmm
+// registers (four in-lane 4×4 transposes). Needs AVX-512F.
+TEXT ·transpose4x16(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ dstStride+8(FP), DX
+	SHLQ $2, DX
+	MOVQ src+16(FP), SI
+	MOVQ srcStride+24(FP), BX
+	SHLQ $2, BX
+	MOVQ n+32(FP), CX
+	SHRQ $4, CX
+	JZ done16
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	LEAQ (DX)(DX*2), R11
+
+loop16:
+	VMOVUPS (SI), Z0
+	VMOVUPS (R8), Z1
+	VMOVUPS (R9), Z2
+	VMOVUPS (R10), Z3
+	VUNPCKLPS Z1, Z0, Z4
+	VUNPCKHPS Z1, Z0, Z5
+	VUNPCKLPS Z3, Z2, Z6
+	VUNPCKHPS Z3, Z2, Z7
+	VUNPCKLPD Z6, Z4, Z8
+	VUNPCKHPD Z6, Z4, Z9
+	VUNPCKLPD Z7, Z5, Z10
+	VUNPCKHPD Z7, Z5, Z11
+	VMOVUPS X8, (DI)
+	VMOVUPS X9, (DI)(DX*1)
+	VMOVUPS X10, (DI)(DX*2)
+	VMOVUPS X11, (DI)(R11*1)
+	LEAQ (DI)(DX*4), DI
+	TRSTORE4(1)
+	TRSTORE4(2)
+	TRSTORE4(3)
+	ADDQ $64, SI
+	ADDQ $64, R8
+	ADDQ $64, R9
+	ADDQ $64, R10
+	DECQ CX
+	JNZ loop16
+
+done16:
+	VZEROUPPER
+	RET

@@ -21,7 +21,17 @@ type xentJob struct {
 	gradScale      float32
 	rowScale       []float32 // nil: 1 for every row
 	fn             func(lo, hi int)
+
+	// The head packed once per call for the chunks' products: wᵀ for the
+	// logits, w for dx (see xentPackBudget).
+	wt, wn packedB
 }
+
+// xentPackBudget bounds, in floats, the size of the head (V·C) for which
+// CrossEntropy packs it once per call instead of once per chunk and
+// product; each packed copy takes V·C floats of scratch, kept for the next
+// call. The products' results are the same bits either way.
+var xentPackBudget = 1 << 25
 
 var xentJobList reuseList[xentJob]
 
@@ -81,6 +91,18 @@ func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 	}
 	job.V, job.grad, job.gradScale = V, grad, gradScale
 
+	// Several chunks share the head: pack it once for all of them.
+	var wt, wn *packedB
+	if V*C <= xentPackBudget && activeChunks(targets[:N], chunkRows) > 1 {
+		kern := activeKernel.Load()
+		wt = &job.wt
+		wt.pack(kern, true, C, V, w, C)
+		if grad {
+			wn = &job.wn
+			wn.pack(kern, false, V, C, w, C)
+		}
+	}
+
 	for r0 := 0; r0 < N; r0 += chunkRows {
 		rows := min(chunkRows, N-r0)
 		tg := targets[r0 : r0+rows]
@@ -101,7 +123,11 @@ func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 		}
 		xc := x[r0*C : (r0+rows)*C]
 		logits := workspace[:rows*V]
-		blockGemm(false, true, rows, V, C, 1, xc, C, w, C, 0, logits, V)
+		if wt != nil {
+			sgemmPacked(false, rows, 1, xc, C, wt, 0, logits, V)
+		} else {
+			blockGemm(false, true, rows, V, C, 1, xc, C, w, C, 0, logits, V)
+		}
 
 		job.losses, job.logits, job.targets = losses[r0:r0+rows], logits, tg
 		job.rowScale = nil
@@ -112,7 +138,11 @@ func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 		parallelFor(rows, max(1, 4096/V), job.fn)
 
 		if grad {
-			blockGemm(false, false, rows, C, V, 1, logits, V, w, C, 0, dx[r0*C:], C)
+			if wn != nil {
+				sgemmPacked(false, rows, 1, logits, V, wn, 0, dx[r0*C:], C)
+			} else {
+				blockGemm(false, false, rows, C, V, 1, logits, V, w, C, 0, dx[r0*C:], C)
+			}
 			if dw != nil {
 				blockGemm(true, false, V, C, rows, 1, logits, V, xc, C, 1, dw, C)
 			}
@@ -120,6 +150,21 @@ func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 	}
 	job.losses, job.logits, job.targets, job.rowScale = nil, nil, nil, nil
 	xentJobList.put(job)
+}
+
+// activeChunks counts the chunks of chunkRows targets with a target >= 0
+// (the chunks whose logits are computed).
+func activeChunks(targets []int32, chunkRows int) int {
+	n := 0
+	for r0 := 0; r0 < len(targets); r0 += chunkRows {
+		for _, t := range targets[r0:min(r0+chunkRows, len(targets))] {
+			if t >= 0 {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // rows turns logits rows lo..hi-1 of the current chunk into losses and, if
@@ -149,10 +194,7 @@ func (j *xentJob) rows(lo, hi int) {
 		if j.rowScale != nil {
 			gs *= j.rowScale[r]
 		}
-		k := float32(float64(gs) / sum)
-		for c := range row {
-			row[c] *= k
-		}
+		scaleRow(row, float32(float64(gs)/sum))
 		row[t] -= gs
 	}
 }

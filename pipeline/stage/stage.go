@@ -172,6 +172,10 @@ type Request struct {
 	// Pins holds the values pinned for this instance in the lock file (see
 	// Kind.Pin), which also entered its cache key; nil when none.
 	Pins map[string]string
+	// Force is set when the user asked to run regardless (lathe run
+	// -force): a stage skips its own refusals, such as the memory guard of
+	// the training kinds.
+	Force bool
 }
 
 // OutputDir is where Run writes the artifact output with the given name.

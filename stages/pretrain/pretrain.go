@@ -39,6 +39,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -141,6 +142,11 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		if err != nil {
 			return nil, err
 		}
+		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args})
+		if err != nil {
+			return nil, fmt.Errorf("pretrain: %w", err)
+		}
+		defer release()
 		if model, err = llama.New(mc, be); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
@@ -150,6 +156,15 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		}
 	} else {
 		dir := trainstage.ArtifactPath(args.GetAttr("model"))
+		mc, err := llama.LoadConfig(filepath.Join(dir, "config.json"))
+		if err != nil {
+			return nil, fmt.Errorf("pretrain: %w", err)
+		}
+		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args})
+		if err != nil {
+			return nil, fmt.Errorf("pretrain: %w", err)
+		}
+		defer release()
 		if model, err = llama.Load(dir, be); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}

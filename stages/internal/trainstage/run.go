@@ -3,6 +3,7 @@ package trainstage
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
@@ -50,6 +51,15 @@ func Run(ctx context.Context, req *stage.Request, ft FineTune) (*stage.Result, e
 	}
 	fail := func(err error) (*stage.Result, error) { return nil, fmt.Errorf("%s: %w", ft.Kind, err) }
 	rep := Reporter(req)
+	cfg, err := llama.LoadConfig(filepath.Join(ArtifactPath(args.GetAttr("model")), "config.json"))
+	if err != nil {
+		return fail(err)
+	}
+	release, err := Guard(req, GuardInput{Config: cfg, Args: args, ValueHead: ft.ValueHead, Pairs: ft.Pairs})
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	be := cpu.New()
 	ld, err := Load(args, be, ft.ValueHead, req.ScratchDir)
 	if err != nil {
