@@ -12,23 +12,25 @@ PYTHON=${PYTHON:-/usr/bin/python3}
 TORCH_BENCH=${TORCH_BENCH:-../shared/bench/torch_llama_train.py}
 JEMALLOC=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2
 
-lathe() { # $1 benchmark pattern → "tokens/s peakRSS-MiB"
-	$GO test ./internal/train -run '^$' -bench "$1" -benchtime 3x | awk '
+lathe() { # $1 benchmark pattern, $2 steps → "tokens/s peakRSS-MiB"
+	$GO test ./internal/train -run '^$' -bench "$1" -benchtime "$2x" | awk '
 		/^Benchmark/ { for (i = 1; i < NF; i++) { if ($(i+1) == "tokens/s") t = $i; if ($(i+1) == "peakRSS-MiB") r = $i } }
 		END { printf "%s %s\n", t, r }'
 }
-torch() { # $1 preset, $2 lora rank → "tokens/s peakRSS-MiB"
+torch() { # $1 preset, $2 lora rank, $3 steps → "tokens/s peakRSS-MiB"
 	if [ ! -f "$TORCH_BENCH" ]; then echo "- -"; return; fi
 	env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE LD_PRELOAD=$JEMALLOC MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1 \
-		$PYTHON "$TORCH_BENCH" --preset "$1" --lora-rank "$2" --threads 1 --blas-threads 2 --steps 5 --json |
+		$PYTHON "$TORCH_BENCH" --preset "$1" --lora-rank "$2" --threads 1 --blas-threads 2 --steps "$3" --json |
 		tail -1 | $PYTHON -c 'import json,sys; d=json.load(sys.stdin); print(d["tokens_per_s"], d["rss_mib"])'
 }
 printf "%-18s %12s %12s %7s %14s %14s\n" config lathe_tok/s torch_tok/s ratio lathe_RSS_MiB torch_RSS_MiB
-for row in "tiny full TrainShape/^tiny-full$ 0" "tiny lora TrainShape/^tiny-lora$ 8" \
-	"stories15M full TrainShape/^stories15M-full$ 0" "stories15M lora TrainShape/^stories15M-lora$ 8"; do
+# tiny steps take milliseconds: time 30 of them so one preemption does not
+# swing the figure.
+for row in "tiny full TrainShape/^tiny-full$ 0 30" "tiny lora TrainShape/^tiny-lora$ 8 30" \
+	"stories15M full TrainShape/^stories15M-full$ 0 5" "stories15M lora TrainShape/^stories15M-lora$ 8 5"; do
 	set -- $row
-	l=$(lathe "$3")
-	t=$(torch "$1" "$4")
+	l=$(lathe "$3" "$5")
+	t=$(torch "$1" "$4" "$5")
 	set -- "$1-$2" $l $t
 	ratio=$(awk -v a="$2" -v b="$4" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')
 	printf "%-18s %12s %12s %7s %14s %14s\n" "$1" "$2" "$4" "$ratio" "$3" "$5"
