@@ -20,7 +20,6 @@
 package dpo
 
 import (
-	"context"
 	"fmt"
 
 	"github.com/hashicorp/hcl/v2"
@@ -41,44 +40,31 @@ var losses = []string{align.LossSigmoid, align.LossIPO, align.LossHinge, align.L
 
 // Kind returns the dpo stage kind.
 func Kind() *stage.Kind {
-	schema := hcldec.ObjectSpec{
-		"data":            trainstage.Artifact("data", true, stage.DatasetArtifact),
-		"validation":      trainstage.Artifact("validation", false, stage.DatasetArtifact),
-		"loss":            stage.Validated(trainstage.Optional("loss", cty.String, cty.StringVal(align.LossSigmoid)), trainstage.Enum("loss", losses)),
-		"beta":            stage.Validated(trainstage.Optional("beta", cty.Number, cty.NumberFloatVal(align.DefaultBeta)), trainstage.MinNum("beta", 0, true)),
-		"label_smoothing": stage.Validated(trainstage.Optional("label_smoothing", cty.Number, cty.Zero), trainstage.MinNum("label_smoothing", 0, false)),
-		"simpo_gamma":     stage.Validated(trainstage.Optional("simpo_gamma", cty.Number, cty.NumberFloatVal(align.DefaultSimPOGamma)), trainstage.MinNum("simpo_gamma", 0, false)),
-		"ftx":             stage.Validated(trainstage.Optional("ftx", cty.Number, cty.Zero), trainstage.MinNum("ftx", 0, false)),
-	}
-	trainstage.AddLoop(schema, 5e-6, 4)
-	trainstage.AddMethod(schema)
-	return &stage.Kind{
-		Name:        "dpo",
-		Version:     Version,
-		Summary:     "preference optimisation (DPO, IPO, hinge, ORPO, SimPO) against the starting model",
-		Schema:      schema,
-		NonSemantic: trainstage.LoopNonSemantic,
-		Outputs: func(args cty.Value) (map[string]stage.Output, hcl.Diagnostics) {
-			d := trainstage.Check(args)
-			if !d.HasErrors() {
-				if err := config(args).Validate(); err != nil {
-					d = stage.Error("Invalid preference loss", err.Error())
-				}
+	return trainstage.NewKind(trainstage.KindSpec{
+		Name: "dpo", Version: Version, LR: 5e-6, Batch: 4,
+		Summary: "preference optimisation (DPO, IPO, hinge, ORPO, SimPO) against the starting model",
+		Model:   "the aligned model (Hugging Face layout; adapters merged)",
+		Adapter: "the LoRA adapter (PEFT layout)",
+		Report:  "metrics.json (loss, rewards, accuracies, margins) and loss.png",
+		Extra: hcldec.ObjectSpec{
+			"loss":            stage.Validated(trainstage.Optional("loss", cty.String, cty.StringVal(align.LossSigmoid)), trainstage.Enum("loss", losses)),
+			"beta":            stage.Validated(trainstage.Optional("beta", cty.Number, cty.NumberFloatVal(align.DefaultBeta)), trainstage.MinNum("beta", 0, true)),
+			"label_smoothing": stage.Validated(trainstage.Optional("label_smoothing", cty.Number, cty.Zero), trainstage.MinNum("label_smoothing", 0, false)),
+			"simpo_gamma":     stage.Validated(trainstage.Optional("simpo_gamma", cty.Number, cty.NumberFloatVal(align.DefaultSimPOGamma)), trainstage.MinNum("simpo_gamma", 0, false)),
+			"ftx":             stage.Validated(trainstage.Optional("ftx", cty.Number, cty.Zero), trainstage.MinNum("ftx", 0, false)),
+		},
+		Check: func(args cty.Value) hcl.Diagnostics {
+			if err := config(args).Validate(); err != nil {
+				return stage.Error("Invalid preference loss", err.Error())
 			}
-			return trainstage.ModelOutputs(args,
-				"the aligned model (Hugging Face layout; adapters merged)",
-				"the LoRA adapter (PEFT layout)",
-				"metrics.json (loss, rewards, accuracies, margins) and loss.png"), d
+			return nil
 		},
-		KeyLines: trainstage.KeyLines,
-		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
-			return trainstage.Run(ctx, req, trainstage.FineTune{Kind: "dpo", Pairs: true, Objectives: objectives,
-				Extra: func(args cty.Value) map[string]any {
-					c := config(args)
-					return map[string]any{"loss_type": c.Loss, "beta": c.Beta}
-				}})
-		},
-	}
+		Run: trainstage.FineTune{Pairs: true, Objectives: objectives,
+			Extra: func(args cty.Value) map[string]any {
+				c := config(args)
+				return map[string]any{"loss_type": c.Loss, "beta": c.Beta}
+			}},
+	})
 }
 
 func config(args cty.Value) align.DPOConfig {

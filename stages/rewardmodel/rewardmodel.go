@@ -21,10 +21,6 @@
 package rewardmodel
 
 import (
-	"context"
-
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/llama"
@@ -38,29 +34,14 @@ const Version = "1"
 
 // Kind returns the reward-model stage kind.
 func Kind() *stage.Kind {
-	schema := hcldec.ObjectSpec{
-		"data":       trainstage.Artifact("data", true, stage.DatasetArtifact),
-		"validation": trainstage.Artifact("validation", false, stage.DatasetArtifact),
-	}
-	trainstage.AddLoop(schema, 1e-5, 4)
-	trainstage.AddMethod(schema)
-	return &stage.Kind{
-		Name:        "reward-model",
-		Version:     Version,
-		Summary:     "train a pairwise reward model (value head) on preference data",
-		Schema:      schema,
-		NonSemantic: trainstage.LoopNonSemantic,
-		Outputs: func(args cty.Value) (map[string]stage.Output, hcl.Diagnostics) {
-			return trainstage.ModelOutputs(args,
-				"the reward model (Hugging Face layout with value_head.safetensors)",
-				"the LoRA adapter with value_head.safetensors",
-				"metrics.json (loss, accuracy, rewards) and loss.png"), trainstage.Check(args)
-		},
-		KeyLines: trainstage.KeyLines,
-		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
-			return trainstage.Run(ctx, req, trainstage.FineTune{Kind: "reward-model", ValueHead: true, Pairs: true, Objectives: objectives})
-		},
-	}
+	return trainstage.NewKind(trainstage.KindSpec{
+		Name: "reward-model", Version: Version, LR: 1e-5, Batch: 4,
+		Summary: "train a pairwise reward model (value head) on preference data",
+		Model:   "the reward model (Hugging Face layout with value_head.safetensors)",
+		Adapter: "the LoRA adapter with value_head.safetensors",
+		Report:  "metrics.json (loss, accuracy, rewards) and loss.png",
+		Run:     trainstage.FineTune{ValueHead: true, Pairs: true, Objectives: objectives},
+	})
 }
 
 func objectives(_ cty.Value, m *llama.Model, trainSet, evalSet train.Samples, maxSeqLen int) (train.Objective, train.Objective, func() error, error) {

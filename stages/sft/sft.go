@@ -28,10 +28,6 @@
 package sft
 
 import (
-	"context"
-
-	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/llama"
@@ -45,29 +41,14 @@ const Version = "1"
 
 // Kind returns the sft stage kind.
 func Kind() *stage.Kind {
-	schema := hcldec.ObjectSpec{
-		"data":       trainstage.Artifact("data", true, stage.DatasetArtifact),
-		"validation": trainstage.Artifact("validation", false, stage.DatasetArtifact),
-	}
-	trainstage.AddLoop(schema, 1e-4, 4)
-	trainstage.AddMethod(schema)
-	return &stage.Kind{
-		Name:        "sft",
-		Version:     Version,
-		Summary:     "supervised fine-tuning on response tokens (full, freeze, LoRA or QLoRA)",
-		Schema:      schema,
-		NonSemantic: trainstage.LoopNonSemantic,
-		Outputs: func(args cty.Value) (map[string]stage.Output, hcl.Diagnostics) {
-			return trainstage.ModelOutputs(args,
-				"the fine-tuned model (Hugging Face layout; adapters merged)",
-				"the LoRA adapter (PEFT layout: adapter_config.json, adapter_model.safetensors)",
-				"metrics.json (loss history, eval loss and perplexity) and loss.png"), trainstage.Check(args)
-		},
-		KeyLines: trainstage.KeyLines,
-		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
-			return trainstage.Run(ctx, req, trainstage.FineTune{Kind: "sft", Perplexity: true, Objectives: objectives})
-		},
-	}
+	return trainstage.NewKind(trainstage.KindSpec{
+		Name: "sft", Version: Version, LR: 1e-4, Batch: 4,
+		Summary: "supervised fine-tuning on response tokens (full, freeze, LoRA or QLoRA)",
+		Model:   "the fine-tuned model (Hugging Face layout; adapters merged)",
+		Adapter: "the LoRA adapter (PEFT layout: adapter_config.json, adapter_model.safetensors)",
+		Report:  "metrics.json (loss history, eval loss and perplexity) and loss.png",
+		Run:     trainstage.FineTune{Perplexity: true, Objectives: objectives},
+	})
 }
 
 func objectives(_ cty.Value, m *llama.Model, trainSet, evalSet train.Samples, maxSeqLen int) (train.Objective, train.Objective, func() error, error) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
@@ -156,4 +157,60 @@ func baseModelName(args cty.Value) string {
 	}
 	a, _ := stage.ArtifactOf(args.GetAttr("model"))
 	return "lathe-artifact:" + a.Digest
+}
+
+// KindSpec describes a fine-tuning stage kind for NewKind.
+type KindSpec struct {
+	Name, Version, Summary string
+	// LR and Batch are the kind's default learning rate and batch size.
+	LR    float64
+	Batch int64
+	// Model, Adapter and Report summarise the outputs.
+	Model, Adapter, Report string
+	// Extra are the kind's own arguments; Check validates them (may be nil).
+	Extra hcldec.ObjectSpec
+	Check func(args cty.Value) hcl.Diagnostics
+	// Run is what the stage trains (FineTune.Kind defaults to Name).
+	Run FineTune
+}
+
+// NewKind builds a fine-tuning kind: data and validation, the loop and
+// method arguments, the kind's own, outputs by method, and Run.
+func NewKind(s KindSpec) *stage.Kind {
+	schema := hcldec.ObjectSpec{
+		"data":       Artifact("data", true, stage.DatasetArtifact),
+		"validation": Artifact("validation", false, stage.DatasetArtifact),
+	}
+	for k, v := range s.Extra {
+		schema[k] = v
+	}
+	AddLoop(schema, s.LR, s.Batch)
+	AddMethod(schema)
+	ft := s.Run
+	if ft.Kind == "" {
+		ft.Kind = s.Name
+	}
+	return &stage.Kind{
+		Name:        s.Name,
+		Version:     s.Version,
+		Summary:     s.Summary,
+		Schema:      schema,
+		NonSemantic: LoopNonSemantic,
+		Outputs: func(args cty.Value) (map[string]stage.Output, hcl.Diagnostics) {
+			d := Check(args)
+			if !d.HasErrors() && s.Check != nil {
+				d = s.Check(args)
+			}
+			return ModelOutputs(args, s.Model, s.Adapter, s.Report), d
+		},
+		KeyLines: KeyLines,
+		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
+			if s.Check != nil {
+				if d := s.Check(req.Args); d.HasErrors() {
+					return nil, d
+				}
+			}
+			return Run(ctx, req, ft)
+		},
+	}
 }
