@@ -10,9 +10,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
@@ -21,6 +19,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/safetensors"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/dpo"
+	"github.com/lathe-ml/lathe/stages/internal/stagetest"
 	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 	"github.com/lathe-ml/lathe/stages/ppo"
 	"github.com/lathe-ml/lathe/stages/rewardmodel"
@@ -31,64 +30,16 @@ import (
 // These tests run the fine-tuning kinds end to end on a tiny random model
 // with data tokenized by the tokenize kind from the examples' datasets.
 
-type recorder struct {
-	mu      sync.Mutex
-	logs    []string
-	metrics map[string][]float64
-	onStep  func(step int64)
-}
-
-func (r *recorder) Progress(done, total int64, unit string) {
-	if r.onStep != nil && unit == "step" {
-		r.onStep(done)
-	}
-}
-
-func (r *recorder) Logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.logs = append(r.logs, format)
-}
-
-func (r *recorder) Metrics(step int64, v map[string]float64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.metrics == nil {
-		r.metrics = map[string][]float64{}
-	}
-	for k, x := range v {
-		r.metrics[k] = append(r.metrics[k], x)
-	}
-}
+type recorder = stagetest.Recorder
 
 func decode(t *testing.T, spec hcldec.Spec, src string, vars map[string]cty.Value) cty.Value {
 	t.Helper()
-	f, diags := hclparse.NewParser().ParseHCL([]byte(src), "test.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	v, diags := hcldec.Decode(f.Body, spec, &hcl.EvalContext{Variables: vars})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	return v
+	return stagetest.MustDecode(t, spec, src, vars)
 }
 
 func newReq(t *testing.T, args cty.Value, base, ckpt string, rep stage.Reporter) *stage.Request {
 	t.Helper()
-	dir := t.TempDir()
-	if ckpt == "" {
-		ckpt = filepath.Join(dir, "ckpt")
-	}
-	req := &stage.Request{Address: "test", Args: args, BaseDir: base,
-		StagingDir: filepath.Join(dir, "staging"), ScratchDir: filepath.Join(dir, "scratch"),
-		CheckpointDir: ckpt, Reporter: rep}
-	for _, d := range []string{req.StagingDir, req.ScratchDir, req.CheckpointDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return req
+	return stagetest.NewRequest(t, args, base, ckpt, rep)
 }
 
 func art(kind, dir string) cty.Value {
@@ -267,8 +218,8 @@ batch_size    = 4
 					t.Errorf("adapter r=%d with %d tensors", lc.Rank, len(tensors))
 				}
 			}
-			if tc.method == "qlora" && !strings.Contains(strings.Join(rec.logs, "\n"), "nf4 base") {
-				t.Errorf("qlora did not report its nf4 base: %q", rec.logs)
+			if tc.method == "qlora" && !strings.Contains(strings.Join(rec.Logs, "\n"), "nf4 base") {
+				t.Errorf("qlora did not report its nf4 base: %q", rec.Logs)
 			}
 			// The model output (full, freeze, or merged) loads as a plain
 			// model and, when merged, computes what base + adapter computes.
@@ -398,7 +349,7 @@ lora {
 	args := decode(t, dpo.Kind().Schema, src, vars)
 	ckpt := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	req := newReq(t, args, ".", ckpt, &recorder{onStep: func(s int64) {
+	req := newReq(t, args, ".", ckpt, &recorder{OnStep: func(s int64) {
 		if s == 3 {
 			cancel()
 		}
@@ -483,8 +434,8 @@ learning_rate   = 1e-3
 		t.Error(err)
 	}
 	for _, k := range []string{"reward", "kl", "policy_loss", "value_loss", "entropy", "clip_fraction", "response_length"} {
-		if len(rec.metrics[k]) != 4 {
-			t.Errorf("metric %s: %v", k, rec.metrics[k])
+		if len(rec.Values[k]) != 4 {
+			t.Errorf("metric %s: %v", k, rec.Values[k])
 		}
 	}
 }

@@ -582,7 +582,7 @@ func TestGenerateSkipsToolRows(t *testing.T) {
 	if n != 1 || len(preds) != 1 || preds[0].Label != "Hi!" {
 		t.Errorf("predict_samples %d, predictions %+v", n, preds)
 	}
-	logs := strings.Join(req.Reporter.(*recorder).logs, "\n")
+	logs := strings.Join(req.Reporter.(*recorder).Logs, "\n")
 	if !strings.Contains(logs, "skipped %d rows with tool calls") {
 		t.Errorf("logs %q", logs)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/safetensors"
 	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/stages/internal/stagetest"
 	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
@@ -29,44 +30,16 @@ import (
 // non-zero weights and its own value head, and the tokenized identity
 // validation split and preference validation split.
 
-type recorder struct {
-	mu   sync.Mutex
-	logs []string
-}
-
-func (r *recorder) Progress(int64, int64, string) {}
-func (r *recorder) Logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.logs = append(r.logs, format)
-}
-func (r *recorder) Metrics(int64, map[string]float64) {}
+type recorder = stagetest.Recorder
 
 func decodeHCL(t *testing.T, spec hcldec.Spec, src string, vars map[string]cty.Value) cty.Value {
 	t.Helper()
-	f, diags := hclparse.NewParser().ParseHCL([]byte(src), "test.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	v, diags := hcldec.Decode(f.Body, spec, &hcl.EvalContext{Variables: vars})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	return v
+	return stagetest.MustDecode(t, spec, src, vars)
 }
 
 func newRequest(t *testing.T, args cty.Value, base string) *stage.Request {
 	t.Helper()
-	dir := t.TempDir()
-	req := &stage.Request{Address: "evaluate.test", Args: args, BaseDir: base,
-		StagingDir: filepath.Join(dir, "staging"), ScratchDir: filepath.Join(dir, "scratch"),
-		CheckpointDir: filepath.Join(dir, "ckpt"), Reporter: &recorder{}}
-	for _, d := range []string{req.StagingDir, req.ScratchDir, req.CheckpointDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return req
+	return stagetest.NewRequest(t, args, base, "", &recorder{})
 }
 
 func art(kind, dir string) cty.Value {

@@ -8,72 +8,30 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
-	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/stages/internal/stagetest"
 	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 	"github.com/lathe-ml/lathe/stages/tokenize"
 )
 
-type recorder struct {
-	mu      sync.Mutex
-	logs    []string
-	metrics map[string][]float64
-	onStep  func(step int64)
-}
-
-func (r *recorder) Progress(done, total int64, unit string) {
-	if r.onStep != nil && unit == "step" {
-		r.onStep(done)
-	}
-}
-
-func (r *recorder) Logf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.logs = append(r.logs, format)
-}
-
-func (r *recorder) Metrics(step int64, v map[string]float64) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.metrics == nil {
-		r.metrics = map[string][]float64{}
-	}
-	for k, x := range v {
-		r.metrics[k] = append(r.metrics[k], x)
-	}
-}
+type recorder = stagetest.Recorder
 
 func decode(t *testing.T, spec hcldec.Spec, src string, vars map[string]cty.Value) (cty.Value, hcl.Diagnostics) {
 	t.Helper()
-	f, diags := hclparse.NewParser().ParseHCL([]byte(src), "test.hcl")
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	return hcldec.Decode(f.Body, spec, &hcl.EvalContext{Variables: vars})
+	return stagetest.Decode(t, spec, src, vars)
 }
 
 func newReq(t *testing.T, args cty.Value, base, ckpt string, rep stage.Reporter) *stage.Request {
 	t.Helper()
-	dir := t.TempDir()
-	req := &stage.Request{Address: "test", Args: args, BaseDir: base,
-		StagingDir: filepath.Join(dir, "staging"), ScratchDir: filepath.Join(dir, "scratch"),
-		CheckpointDir: ckpt, Reporter: rep}
-	for _, d := range []string{req.StagingDir, req.ScratchDir, req.CheckpointDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return req
+	return stagetest.NewRequest(t, args, base, ckpt, rep)
 }
 
 // tokenized runs the tokenize stage on testdata/text.jsonl and returns its
@@ -179,15 +137,15 @@ func TestRunEndToEnd(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(req.OutputDir("report"), "loss.png")); err != nil {
 		t.Error(err)
 	}
-	if n := len(rec.metrics["loss"]); n != 6 || len(rec.metrics["eval_loss"]) != 3 || len(rec.metrics["tokens_per_second"]) != 6 {
-		t.Errorf("reported %d loss, %d eval_loss metrics; want 6 and 3", n, len(rec.metrics["eval_loss"]))
+	if n := len(rec.Values["loss"]); n != 6 || len(rec.Values["eval_loss"]) != 3 || len(rec.Values["tokens_per_second"]) != 6 {
+		t.Errorf("reported %d loss, %d eval_loss metrics; want 6 and 3", n, len(rec.Values["eval_loss"]))
 	}
 
 	// Interrupted at step 7, then rerun with the same checkpoint directory:
 	// the model's bytes equal the uninterrupted run's.
 	ckpt := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	req2 := newReq(t, args, ".", ckpt, &recorder{onStep: func(s int64) {
+	req2 := newReq(t, args, ".", ckpt, &recorder{OnStep: func(s int64) {
 		if s == 7 {
 			cancel()
 		}
@@ -207,7 +165,7 @@ func TestRunEndToEnd(t *testing.T) {
 			t.Errorf("%s differs between the uninterrupted and the resumed run", f)
 		}
 	}
-	if !strings.Contains(strings.Join(rec3.logs, "\n"), "resumed from") {
+	if !strings.Contains(strings.Join(rec3.Logs, "\n"), "resumed from") {
 		t.Error("the rerun did not log a resume")
 	}
 
