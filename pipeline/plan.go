@@ -59,6 +59,9 @@ type Step struct {
 	// ("new pin commit 3f2a0c9e1b7d", "pin moves: revision main -> v2"); ""
 	// when the lock is used as is or the stage has nothing to pin.
 	Pin string `json:"pin,omitempty"`
+	// Estimate is the kind's resource estimate for a step that would run
+	// (see stage.Kind.Estimate); "" when it has none.
+	Estimate string `json:"estimate,omitempty"`
 }
 
 // Plan is the ordered list of steps.
@@ -184,7 +187,7 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 			action[inst] = step.Action
 			continue
 		}
-		_, key, pin, err := ws.instanceKey(ctx, inst, outputs)
+		args, key, pin, err := ws.instanceKey(ctx, inst, outputs)
 		if err != nil {
 			return nil, err
 		}
@@ -228,6 +231,13 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 		}
 		if step.Pin != "" {
 			step.Reason += "; " + step.Pin + " (not yet in " + lockfile.FileName + ")"
+		}
+		if step.Action == ActionRun && inst.Kind.Estimate != nil {
+			if e, err := inst.Kind.Estimate(args); err == nil {
+				step.Estimate = e
+			} else {
+				step.Estimate = "no estimate: " + err.Error()
+			}
 		}
 		action[inst] = step.Action
 	}

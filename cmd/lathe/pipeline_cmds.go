@@ -270,7 +270,11 @@ func printPlan(w io.Writer, plan *pipeline.Plan) {
 		if s.Action == pipeline.ActionSkip {
 			continue
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Addr, s.Action, s.Reason)
+		reason := s.Reason
+		if s.Estimate != "" {
+			reason += "; " + s.Estimate
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", s.Addr, s.Action, reason)
 	}
 	tw.Flush()
 	c := plan.Counts()

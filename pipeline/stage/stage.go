@@ -74,6 +74,11 @@ type Kind struct {
 	// It must stop promptly when ctx is cancelled, returning ctx.Err() (wrapped
 	// is fine); whatever it wrote to the staging directory is then discarded.
 	Run func(ctx context.Context, req *Request) (*Result, error)
+	// Estimate, when set, describes the resources a run of the stage would
+	// need (e.g. "peak memory ≈ 412 MiB of 21.9 GiB available"), from fully
+	// known arguments; plan shows it for stages that would run. It must be
+	// cheap and read no more than small files of its input artifacts.
+	Estimate func(args cty.Value) (string, error)
 }
 
 // Output is one declared output of a stage.

@@ -95,11 +95,33 @@ func Kind() *stage.Kind {
 		NonSemantic: trainstage.LoopNonSemantic,
 		Outputs:     checkedOutputs,
 		KeyLines:    trainstage.KeyLines,
+		Estimate:    estimate,
 		Run:         run,
 	}
 }
 
 var modelTypes = []string{"llama", "mistral", "qwen2", "qwen3"}
+
+// estimate is the plan's memory estimate: from the model artifact's
+// config, or from the config block and the tokenizer's vocabulary.
+func estimate(args cty.Value) (string, error) {
+	if c := args.GetAttr("config"); !c.IsNull() {
+		tokDir := trainstage.ArtifactPath(args.GetAttr("tokenizer"))
+		if tokDir == "" {
+			return "", fmt.Errorf("no tokenizer")
+		}
+		tok, tcfg, err := tokenize.LoadTokenizer(tokDir)
+		if err != nil {
+			return "", err
+		}
+		mc, err := modelConfig(c, tok, tcfg)
+		if err != nil {
+			return "", err
+		}
+		return trainstage.EstimateConfig(mc, args)
+	}
+	return trainstage.Estimate(false, false)(args)
+}
 
 // checkArgs reports the argument combinations the schema cannot express.
 func checkArgs(args cty.Value) hcl.Diagnostics {

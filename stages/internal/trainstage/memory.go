@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -197,4 +198,40 @@ func parseBytes(s string) (int64, error) {
 		return 0, fmt.Errorf("%s = %q: want a size such as 512MiB", MemoryLimitEnv, s)
 	}
 	return int64(f * mult), nil
+}
+
+// describe is the plan's one-line memory estimate.
+func describe(g GuardInput) (string, error) {
+	in, err := estimateInput(g)
+	if err != nil {
+		return "", err
+	}
+	est, err := memest.Training(in)
+	if err != nil {
+		return "", err
+	}
+	limit, source := availableMemory()
+	s := fmt.Sprintf("peak memory ≈ %s (RAM; %s: %s)", memest.FormatBytes(est.Total), source, memest.FormatBytes(limit))
+	if limit > 0 && est.Total > limit {
+		s += " — does not fit, the stage will refuse to start"
+	}
+	return s, nil
+}
+
+// Estimate is a fine-tuning kind's stage.Kind.Estimate: the memory model
+// applied to the model artifact's config.json and the arguments.
+func Estimate(valueHead, pairs bool) func(args cty.Value) (string, error) {
+	return func(args cty.Value) (string, error) {
+		cfg, err := llama.LoadConfig(filepath.Join(ArtifactPath(args.GetAttr("model")), "config.json"))
+		if err != nil {
+			return "", err
+		}
+		return describe(GuardInput{Config: cfg, Args: args, ValueHead: valueHead, Pairs: pairs})
+	}
+}
+
+// EstimateConfig is Estimate for a model config already known (pretrain
+// from a config block).
+func EstimateConfig(cfg llama.Config, args cty.Value) (string, error) {
+	return describe(GuardInput{Config: cfg, Args: args})
 }

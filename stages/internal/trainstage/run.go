@@ -204,6 +204,7 @@ func NewKind(s KindSpec) *stage.Kind {
 			return ModelOutputs(args, s.Model, s.Adapter, s.Report), d
 		},
 		KeyLines: KeyLines,
+		Estimate: Estimate(ft.ValueHead, ft.Pairs),
 		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			if s.Check != nil {
 				if d := s.Check(req.Args); d.HasErrors() {
