@@ -121,6 +121,15 @@ func (mf *modelFlags) resolve(ctx context.Context, env *cliEnv, model string, re
 	return modelDir, adapterDir, exitOK
 }
 
+// modelID names the model for the API and the chat banner: an output
+// address as written, or a directory's base name.
+func modelID(ref string) string {
+	if st, err := os.Stat(ref); err == nil && st.IsDir() {
+		return filepath.Base(filepath.Clean(ref))
+	}
+	return ref
+}
+
 // adapterBase finds an adapter's base model in the store it lives in.
 func adapterBase(adapterDir string) (string, error) {
 	b, err := os.ReadFile(filepath.Join(adapterDir, lora.ConfigFile))
@@ -164,7 +173,7 @@ func cmdChat(ctx context.Context, env *cliEnv, args []string) int {
 	if code != exitOK {
 		return code
 	}
-	eng, err := infer.Open(infer.Config{Model: modelDir, Adapter: adapterDir, Template: mf.template})
+	eng, err := infer.Open(infer.Config{Model: modelDir, Adapter: adapterDir, Template: mf.template, ID: modelID(pos[0])})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "lathe: %v\n", err)
 		return exitFailed
@@ -243,6 +252,9 @@ func cmdServe(ctx context.Context, env *cliEnv, args []string) int {
 	modelDir, adapterDir, code := mf.resolve(ctx, env, pos[0], pos[1:])
 	if code != exitOK {
 		return code
+	}
+	if *id == "" {
+		*id = modelID(pos[0])
 	}
 	eng, err := infer.Open(infer.Config{Model: modelDir, Adapter: adapterDir, Template: mf.template, ID: *id})
 	if err != nil {
