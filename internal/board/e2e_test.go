@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -122,6 +123,14 @@ func TestBoardInChromium(t *testing.T) {
 			failed("waiting for %s: %v", what, err)
 		}
 	}
+	// click clicks the first element matching selector from inside the
+	// page, waiting until there is one: the page re-renders live, so a node
+	// looked up by the driver can be replaced before its click lands.
+	click := func(what, selector string) {
+		t.Helper()
+		wait(what, `(() => { const e = document.querySelector(`+strconv.Quote(selector)+`); if (!e) return false; `+
+			`if (e.click) { e.click() } else { e.dispatchEvent(new MouseEvent('click', {bubbles: true, cancelable: true, view: window})) } return true })()`)
+	}
 	eval := func(expr string) any {
 		t.Helper()
 		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
@@ -149,7 +158,7 @@ func TestBoardInChromium(t *testing.T) {
 	do("open the board", chromedp.Navigate(tb.srv.URL+"/"), chromedp.WaitVisible(chromedp.CSS(`a.card[data-pipeline="tiny"]`)))
 	wait("both pipelines", `document.querySelectorAll('#pipelines a.card').length === 2`)
 	shot("pipelines")
-	do("open tiny", chromedp.Click(chromedp.CSS(`a.card[data-pipeline="tiny"]`)))
+	click("open tiny", `a.card[data-pipeline="tiny"]`)
 
 	// The DAG and the plan of the defaults: everything is new.
 	wait("the DAG", node("exec.hello")+" && "+node("tokenize.corpus")+" && "+node("pretrain.tiny"))
@@ -172,7 +181,7 @@ func TestBoardInChromium(t *testing.T) {
 
 	// Start: the page follows the run until every stage is done and the
 	// loss chart has its points.
-	do("start", chromedp.Click(chromedp.ID("start")))
+	click("start", "#start")
 	wait("the run view", `location.hash.includes("/run/") && document.getElementById("run-id")`)
 	firstRun := eval(`document.getElementById('run-id').textContent`).(string)
 	wait("the run to succeed", runStatus+` === 'succeeded'`)
@@ -182,23 +191,23 @@ func TestBoardInChromium(t *testing.T) {
 	shot("run-succeeded")
 
 	// The tokenize stage's panel: artifacts and the dataset preview.
-	do("select tokenize.corpus", chromedp.Click(chromedp.CSS(`#dag g.node[data-addr="tokenize.corpus"]`)))
+	click("select tokenize.corpus", `#dag g.node[data-addr="tokenize.corpus"]`)
 	wait("the stage panel", `!document.getElementById('stage').hidden && document.querySelector('#stage-artifacts li[data-artifact="dataset"]') && document.getElementById('preview-button')`)
-	do("preview", chromedp.Click(chromedp.ID("preview-button")))
+	click("preview", "#preview-button")
 	wait("the samples", `document.querySelectorAll('#preview .sample').length === 5 && document.querySelector('#preview mark.trained')`)
 	wait("the log tail", `document.getElementById('stage-log').textContent.length > 0`)
 	shot("stage-preview")
 
 	// Back to the plan: a long run, cancelled while it trains.
-	do("back to the plan", chromedp.Click(chromedp.CSS(`#runbar a.right`)))
+	click("back to the plan", `#runbar a.right`)
 	wait("the plan view", `document.getElementById('runbar').dataset.mode === 'plan'`)
 	setVar("steps", "1000000")
 	wait("the plan of the long run", command+`.includes('-var steps=1000000') && `+planStep("tokenize.corpus", "cached")+" && "+planStep("exec.hello", "cached")+" && "+planStep("pretrain.tiny", "run"))
-	do("start the long run", chromedp.Click(chromedp.ID("start")))
+	click("start the long run", "#start")
 	wait("the second run", fmt.Sprintf(`document.getElementById('run-id') && document.getElementById('run-id').textContent !== %q`, firstRun))
 	wait("training", node("pretrain.tiny")+`.dataset.state === 'running' && `+lossPoints+` > 0`)
 	shot("running")
-	do("cancel", chromedp.Click(chromedp.ID("cancel")))
+	click("cancel", "#cancel")
 	wait("the run to be cancelled", runStatus+` === 'canceled' && `+node("pretrain.tiny")+`.dataset.state === 'canceled' && `+node("tokenize.corpus")+`.dataset.state === 'cached'`)
 	shot("canceled")
 
