@@ -42,9 +42,7 @@ func newReq(t *testing.T, args cty.Value, base, ckpt string, rep stage.Reporter)
 	return stagetest.NewRequest(t, args, base, ckpt, rep)
 }
 
-func art(kind, dir string) cty.Value {
-	return stage.ArtifactVal(stage.Artifact{Kind: kind, Digest: "sha256:" + filepath.Base(dir), Path: dir})
-}
+var art = stagetest.Artifact
 
 // fixture is a tiny random base model with a tokenizer trained on the
 // examples' data, and the identity (sft) and preference datasets.

@@ -42,9 +42,7 @@ func newRequest(t *testing.T, args cty.Value, base string) *stage.Request {
 	return stagetest.NewRequest(t, args, base, "", &recorder{})
 }
 
-func art(kind, dir string) cty.Value {
-	return stage.ArtifactVal(stage.Artifact{Kind: kind, Digest: "sha256:" + filepath.Base(dir), Path: dir})
-}
+var art = stagetest.Artifact
 
 type fixture struct {
 	tok, model, rm, adapter string

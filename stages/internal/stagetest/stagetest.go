@@ -93,3 +93,9 @@ func NewRequest(t testing.TB, args cty.Value, base, ckpt string, rep stage.Repor
 	}
 	return req
 }
+
+// Artifact is an artifact value for the directory dir, with a digest made
+// from its name (enough for kinds that read the path).
+func Artifact(kind, dir string) cty.Value {
+	return stage.ArtifactVal(stage.Artifact{Kind: kind, Digest: "sha256:" + filepath.Base(dir), Path: dir})
+}
