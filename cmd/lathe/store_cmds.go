@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclwrite"
 
+	"github.com/lathe-ml/lathe/internal/bytesize"
 	"github.com/lathe-ml/lathe/pipeline"
 	"github.com/lathe-ml/lathe/pipeline/cache"
 	"github.com/lathe-ml/lathe/pipeline/runs"
@@ -192,10 +193,10 @@ func cmdCache(ctx context.Context, env *cliEnv, args []string) int {
 		var total int64
 		for _, r := range recs {
 			total += r.Size
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", short(r.Key), r.Address, r.Kind, humanBytes(r.Size), r.Created.Local().Format("2006-01-02 15:04"), r.LastUsed.Local().Format("2006-01-02 15:04"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", short(r.Key), r.Address, r.Kind, bytesize.Format(r.Size), r.Created.Local().Format("2006-01-02 15:04"), r.LastUsed.Local().Format("2006-01-02 15:04"))
 		}
 		tw.Flush()
-		fmt.Fprintf(env.stdout, "\n%d results, %s.\n", len(recs), humanBytes(total))
+		fmt.Fprintf(env.stdout, "\n%d results, %s.\n", len(recs), bytesize.Format(total))
 	case "verify":
 		problems, err := store.Verify(ctx)
 		if err != nil {
@@ -221,7 +222,7 @@ func cmdCache(ctx context.Context, env *cliEnv, args []string) int {
 	case "gc":
 		var max int64
 		if maxSize != "" {
-			if max, err = parseBytes(maxSize); err != nil {
+			if max, err = bytesize.Parse(maxSize); err != nil {
 				return usageError(env, "-max-size: %v", err)
 			}
 		}
@@ -348,38 +349,4 @@ func short(key string) string {
 		return key[:12]
 	}
 	return key
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
-func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			var f float64
-			if _, err := fmt.Sscanf(strings.TrimSpace(num), "%g", &f); err != nil || f < 0 {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
-			return int64(f * float64(u.mult)), nil
-		}
-	}
-	var n int64
-	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || n < 0 {
-		return 0, fmt.Errorf("bad size %q (use e.g. 500MiB, 20GiB)", s)
-	}
-	return n, nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lathe-ml/lathe/internal/bytesize"
 )
 
 // RecordInfo summarizes one record for listings.
@@ -96,20 +98,7 @@ func (r GCReport) String() string {
 		verb = "Would remove"
 	}
 	return fmt.Sprintf("%s %d results, %d artifacts (%s), %d stale staging dirs, %d checkpoints; kept %d results (%s).",
-		verb, len(r.RemovedRecords), len(r.RemovedArtifacts), fmtBytes(r.FreedBytes), r.Staging, r.Checkpoints, r.KeptRecords, fmtBytes(r.KeptBytes))
-}
-
-func fmtBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+		verb, len(r.RemovedRecords), len(r.RemovedArtifacts), bytesize.Format(r.FreedBytes), r.Staging, r.Checkpoints, r.KeptRecords, bytesize.Format(r.KeptBytes))
 }
 
 // GC removes old or excess records, the artifacts no remaining record

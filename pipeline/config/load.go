@@ -72,6 +72,9 @@ type StageBlock struct {
 	// Publish is the publish expression (workspace path -> output name), or
 	// nil. It is not part of the cache key.
 	Publish hcl.Expression
+	// Resources is the resources block (what the stage needs of the machine
+	// that runs it), or nil; evaluated into Instance.Resources.
+	Resources *hcl.Block
 	// Body is the block body without the meta-arguments; it is decoded with
 	// the kind's schema.
 	Body hcl.Body
@@ -127,6 +130,7 @@ var stageMetaSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "for_each"}, {Name: "publish"}, {Name: "depends_on"}, {Name: "count"}, {Name: "provider"},
 	},
+	Blocks: []hcl.BlockHeaderSchema{{Type: "resources"}},
 }
 
 var reservedMeta = map[string]string{
@@ -439,6 +443,9 @@ func decodeStage(block *hcl.Block) (*StageBlock, hcl.Diagnostics) {
 	if a, ok := content.Attributes["publish"]; ok {
 		s.Publish = a.Expr
 	}
+	var rdiags hcl.Diagnostics
+	s.Resources, rdiags = decodeResourcesBlock(content.Blocks.OfType("resources"))
+	diags = append(diags, rdiags...)
 	s.Body = remain
 	s.fullBody = block.Body
 	return s, diags

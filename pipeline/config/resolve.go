@@ -53,6 +53,9 @@ type Instance struct {
 	// Publish lists where the instance's artifacts are copied after a
 	// successful run (the publish meta-argument); sorted by path.
 	Publish []PublishTarget
+	// Resources is what the instance asks of the machine that runs it (its
+	// stage's resources block, evaluated for the instance).
+	Resources Resources
 }
 
 // Instance returns the instance with the given address, or nil.
@@ -154,6 +157,7 @@ func (p *Pipeline) Resolve(reg *stage.Registry, in Inputs) (*Resolved, hcl.Diagn
 	r.checkOutputs()
 	r.finish(order)
 	r.checkPublish()
+	r.checkResources()
 	r.checkCache()
 
 	diags := tidyDiags(r.diags)

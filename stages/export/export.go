@@ -54,11 +54,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"unicode"
 
@@ -66,6 +63,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/lathe-ml/lathe/internal/bytesize"
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/gguf"
@@ -215,42 +213,17 @@ func hint(arg string) string {
 	return ""
 }
 
-var shardSizeRE = regexp.MustCompile(`^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)$`)
-
-var sizeUnits = map[string]float64{
-	"": 1, "b": 1,
-	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
-}
-
-var unitNames = map[string]string{"kb": "KB", "mb": "MB", "gb": "GB", "tb": "TB", "kib": "KiB", "mib": "MiB", "gib": "GiB", "tib": "TiB"}
-
-// ParseSize parses a shard size: a number of bytes, or a number with a
-// unit KB, MB, GB, TB (powers of 10) or KiB, MiB, GiB, TiB (powers of 2),
-// in any case except a lowercase final "b" after a prefix (transformers
-// reads "5Gb" as gigabits).
+// ParseSize parses a shard size (see bytesize.Parse); a shard holds at
+// least one byte.
 func ParseSize(s string) (int64, error) {
-	m := shardSizeRE.FindStringSubmatch(strings.TrimSpace(s))
-	if m == nil {
-		return 0, fmt.Errorf("%q is not a size: want a number of bytes or a number with a unit such as \"500MB\", \"2GB\" or \"1GiB\"", s)
-	}
-	unit := m[2]
-	mult, ok := sizeUnits[strings.ToLower(unit)]
-	if !ok {
-		return 0, fmt.Errorf("%q: unknown unit %q (want B, KB, MB, GB, TB, KiB, MiB, GiB or TiB)", s, unit)
-	}
-	if len(unit) >= 2 && strings.HasSuffix(unit, "b") {
-		return 0, fmt.Errorf("%q: a lowercase b means bits in transformers' sizes; write %s for bytes", s, unitNames[strings.ToLower(unit)])
-	}
-	x, err := strconv.ParseFloat(m[1], 64)
+	n, err := bytesize.Parse(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q: %w", s, err)
+		return 0, err
 	}
-	n := math.Floor(x * mult)
-	if n < 1 || n > math.MaxInt64/2 {
+	if n < 1 {
 		return 0, fmt.Errorf("%q is out of range: a shard holds at least 1 byte", s)
 	}
-	return int64(n), nil
+	return n, nil
 }
 
 func checkShardSize(v cty.Value) hcl.Diagnostics {

@@ -642,7 +642,7 @@ func TestParseSize(t *testing.T) {
 		{"0.1", 0, "out of range"},
 		{"-1", 0, "not a size"},
 		{"1e3", 0, "not a size"},
-		{"99999999999TB", 0, "out of range"},
+		{"99999999999TB", 0, "too large"},
 	} {
 		got, err := ParseSize(c.in)
 		if c.err != "" {
