@@ -3,7 +3,6 @@ package llama
 import (
 	"errors"
 	"fmt"
-	"math"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
@@ -83,6 +82,9 @@ func (m *Model) Generate(prompts [][]int32, o GenerateOptions, onToken func(row 
 	}
 	if w := m.Cfg.SlidingWindow; w > 0 && maxT > w {
 		return nil, nil, fmt.Errorf("llama: generate: %d positions exceed sliding_window %d, and lathe has no sliding-window attention yet", maxT, w)
+	}
+	if lim := m.Cfg.RopeOriginalMax; lim > 0 && m.Cfg.RopeExtFactors != nil && maxT > lim {
+		return nil, nil, fmt.Errorf("llama: generate: %d positions exceed original_max_position_embeddings %d, beyond which longrope's long factors apply, which lathe does not", maxT, lim)
 	}
 	if m.recompute {
 		// Prefill must keep every layer's keys and values.
@@ -219,7 +221,7 @@ func (m *Model) prefill(prompts [][]int32, T int, kc *kvCache) error {
 	for r, p := range prompts {
 		m.be.Copy(kc.last.View(r*c.Hidden, c.Hidden), a.lnf.View((r*T+len(p)-1)*c.Hidden, c.Hidden))
 	}
-	tensor.MatMul(m.be, kc.logits.View(0, B*c.VocabSize), kc.last.View(0, B*c.Hidden), m.head.W, B, c.VocabSize, c.Hidden, false, true, 0)
+	tensor.MatMul(m.be, kc.logits.View(0, B*c.VocabSize), kc.last.View(0, B*c.Hidden), m.headW(), B, c.VocabSize, c.Hidden, false, true, 0)
 	return m.be.Sync()
 }
 
@@ -228,8 +230,7 @@ func (m *Model) prefill(prompts [][]int32, T int, kc *kvCache) error {
 func (m *Model) decodeStep(tokens, lens []int32, kc *kvCache) error {
 	B := len(tokens)
 	c, a, be := m.Cfg, m.act, m.be
-	H, I, D := c.Hidden, c.Intermediate, c.HeadDim
-	kvd := c.KVHeads * D
+	H := c.Hidden
 	eps := float32(c.RMSNormEps)
 	pos := make([]int32, B)
 	for r := range B {
@@ -247,39 +248,16 @@ func (m *Model) decodeStep(tokens, lens []int32, kc *kvCache) error {
 	st := &fwdState{B: B, T: 1, n: B}
 	x, y := a.layers[0].x.View(0, B*H), a.xf.View(0, B*H)
 	be.EmbeddingForward(x, m.embed.W, a.ids.View(0, B), B, H)
-	dec := tensor.AttnDecode{B: B, MaxT: kc.maxT, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+	if c.EmbedScale {
+		be.Scale(x, m.embedScale(), B*H)
+	}
 	posB := a.pos.View(0, B)
 	for l := range m.layers {
-		L, P := &a.layers[0], &m.layers[l] // layer 0's activations are scratch here
-		be.RMSNormForward(L.ln1, L.rstd1, x, P.ln1.W, B, H, eps)
-		m.linear(st, l, linQ, L.q, L.ln1)
-		m.linear(st, l, linK, L.k, L.ln1)
-		m.linear(st, l, linV, L.v, L.ln1)
-		qin, kin := L.q, L.k
-		if c.QKNorm {
-			be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, B*c.Heads, D, eps)
-			be.RMSNormForward(L.kn, L.rstdk, L.k, P.kn.W, B*c.KVHeads, D, eps)
-			qin, kin = L.qn, L.kn
-		}
-		be.RoPEForward(L.qr, qin, posB, m.invFreq, B, c.Heads, D, D)
-		be.RoPEForward(L.kr, kin, posB, m.invFreq, B, c.KVHeads, D, D)
-		for r := range B {
-			at := (r*kc.maxT + int(pos[r])) * kvd
-			be.Copy(kc.k[l].View(at, kvd), L.kr.View(r*kvd, kvd))
-			be.Copy(kc.v[l].View(at, kvd), L.v.View(r*kvd, kvd))
-		}
-		be.AttentionDecode(L.att, L.qr, kc.k[l], kc.v[l], kc.lens, dec)
-		m.linear(st, l, linO, L.xmid, L.att)
-		be.Add(L.xmid, L.xmid, x, B*H)
-		be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, B, H, eps)
-		m.linear(st, l, linGate, L.gate, L.ln2)
-		m.linear(st, l, linUp, L.up, L.ln2)
-		be.SwiGLUForward(L.sw, L.gate, L.up, B*I)
-		m.linear(st, l, linDown, y, L.sw)
-		be.Add(y, y, L.xmid, B*H)
+		// layer 0's activations are scratch here
+		m.layerCompute(st, l, &a.layers[0], x, y, posB, kc, pos)
 		x, y = y, x
 	}
-	be.RMSNormForward(kc.last, a.rstdf, x, m.norm.W, B, H, eps)
-	tensor.MatMul(be, kc.logits.View(0, B*c.VocabSize), kc.last, m.head.W, B, c.VocabSize, H, false, true, 0)
+	be.RMSNormForward(kc.last, a.rstdf, x, m.nw(m.norm), B, H, eps)
+	tensor.MatMul(be, kc.logits.View(0, B*c.VocabSize), kc.last, m.headW(), B, c.VocabSize, H, false, true, 0)
 	return be.Sync()
 }

@@ -225,6 +225,9 @@ func (m *Model) checkBatch(b *Batch, needTargets bool) error {
 			return fmt.Errorf("llama: negative position %d at index %d", p, i)
 		}
 	}
+	if lim := m.Cfg.RopeOriginalMax; lim > 0 && m.Cfg.RopeExtFactors != nil && b.T > lim {
+		return fmt.Errorf("llama: sequence length %d exceeds original_max_position_embeddings %d, beyond which longrope switches to its long factors, which lathe does not apply", b.T, lim)
+	}
 	if w := m.Cfg.SlidingWindow; w > 0 && b.T > w {
 		return fmt.Errorf("llama: sequence length %d exceeds sliding_window %d, and lathe has no sliding-window attention yet", b.T, w)
 	}
@@ -283,8 +286,13 @@ func (m *Model) forward(st *fwdState) {
 	c, a, be := m.Cfg, m.act, m.be
 	n, H := st.n, c.Hidden
 	eps := float32(c.RMSNormEps)
+	m.refreshFamily()
 	ids := a.ids.View(0, n)
-	be.EmbeddingForward(a.layers[0].x.View(0, n*H), m.embed.W, ids, n, H)
+	x0 := a.layers[0].x.View(0, n*H)
+	be.EmbeddingForward(x0, m.embed.W, ids, n, H)
+	if c.EmbedScale {
+		be.Scale(x0, m.embedScale(), n*H)
+	}
 	for l := range a.layers {
 		next := a.xf
 		if l+1 < len(a.layers) {
@@ -292,45 +300,82 @@ func (m *Model) forward(st *fwdState) {
 		}
 		m.layerForward(st, l, next)
 	}
-	be.RMSNormForward(a.lnf, a.rstdf, a.xf, m.norm.W, n, H, eps)
+	be.RMSNormForward(a.lnf, a.rstdf, a.xf, m.nw(m.norm), n, H, eps)
+}
+
+// attnShape is the attention kernels' description of layer attention
+// for a batch of B rows of T tokens.
+func (m *Model) attnShape(B, T int) tensor.Attn {
+	c := m.Cfg
+	return tensor.Attn{B: B, T: T, Hq: c.Heads, Hkv: c.KVHeads, D: c.HeadDim, Scale: m.attnScale()}
+}
+
+// attnScale is the score scale: 1/sqrt(head_dim), times the square of
+// longrope's cos/sin factor (which scales both q and k).
+func (m *Model) attnScale() float32 {
+	s := 1 / math.Sqrt(float64(m.Cfg.HeadDim))
+	if f := m.Cfg.RopeAttnFactor; f != 0 {
+		s *= f * f
+	}
+	return float32(s)
 }
 
 // layerForward runs decoder layer l from its input a.layers[l].x, writing
 // its activations and its output to next.
 func (m *Model) layerForward(st *fwdState, l int, next tensor.Buffer) {
+	a := m.act
+	L := &a.layers[l]
+	m.layerCompute(st, l, L, L.x, next, a.pos.View(0, st.n), nil, nil)
+}
+
+// layerCompute runs decoder layer l on x (st.n rows) into out, keeping its
+// activations in L. Without a KV cache (kc nil) attention is the training
+// kernel over the batch; with one, each row's new key and value are
+// written at position pos[r] of the cache and its query attends to it.
+func (m *Model) layerCompute(st *fwdState, l int, L *layerActs, x, out, posBuf tensor.Buffer, kc *kvCache, pos []int32) {
 	c, a, be := m.Cfg, m.act, m.be
 	n, H, I, D := st.n, c.Hidden, c.Intermediate, c.HeadDim
 	eps := float32(c.RMSNormEps)
-	L, P := &a.layers[l], &m.layers[l]
-	pos := a.pos.View(0, n)
-	seg := tensor.Buffer{}
-	if st.hasSeg {
-		seg = a.seg.View(0, n)
-	}
-	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+	P := &m.layers[l]
+	rot := c.rotaryDim()
 	// attention block
-	be.RMSNormForward(L.ln1, L.rstd1, L.x, P.ln1.W, n, H, eps)
+	be.RMSNormForward(L.ln1, L.rstd1, x, m.nw(P.ln1), n, H, eps)
 	m.linear(st, l, linQ, L.q, L.ln1)
 	m.linear(st, l, linK, L.k, L.ln1)
 	m.linear(st, l, linV, L.v, L.ln1)
 	qin, kin := L.q, L.k
 	if c.QKNorm {
-		be.RMSNormForward(L.qn, L.rstdq, L.q, P.qn.W, n*c.Heads, D, eps)
-		be.RMSNormForward(L.kn, L.rstdk, L.k, P.kn.W, n*c.KVHeads, D, eps)
+		be.RMSNormForward(L.qn, L.rstdq, L.q, m.nw(P.qn), n*c.Heads, D, eps)
+		be.RMSNormForward(L.kn, L.rstdk, L.k, m.nw(P.kn), n*c.KVHeads, D, eps)
 		qin, kin = L.qn, L.kn
 	}
-	be.RoPEForward(L.qr, qin, pos, m.invFreq, n, c.Heads, D, D)
-	be.RoPEForward(L.kr, kin, pos, m.invFreq, n, c.KVHeads, D, D)
-	be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, attn)
+	be.RoPEForward(L.qr, qin, posBuf, m.invFreq, n, c.Heads, D, rot)
+	be.RoPEForward(L.kr, kin, posBuf, m.invFreq, n, c.KVHeads, D, rot)
+	if kc == nil {
+		seg := tensor.Buffer{}
+		if st.hasSeg {
+			seg = a.seg.View(0, n)
+		}
+		be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, m.attnShape(st.B, st.T))
+	} else {
+		kvd := c.KVHeads * D
+		for r := range n {
+			at := (r*kc.maxT + int(pos[r])) * kvd
+			be.Copy(kc.k[l].View(at, kvd), L.kr.View(r*kvd, kvd))
+			be.Copy(kc.v[l].View(at, kvd), L.v.View(r*kvd, kvd))
+		}
+		be.AttentionDecode(L.att, L.qr, kc.k[l], kc.v[l], kc.lens,
+			tensor.AttnDecode{B: n, MaxT: kc.maxT, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: m.attnScale()})
+	}
 	m.linear(st, l, linO, L.xmid, L.att)
-	be.Add(L.xmid, L.xmid, L.x, n*H)
+	be.Add(L.xmid, L.xmid, x, n*H)
 	// MLP block
-	be.RMSNormForward(L.ln2, L.rstd2, L.xmid, P.ln2.W, n, H, eps)
+	be.RMSNormForward(L.ln2, L.rstd2, L.xmid, m.nw(P.ln2), n, H, eps)
 	m.linear(st, l, linGate, L.gate, L.ln2)
 	m.linear(st, l, linUp, L.up, L.ln2)
-	be.SwiGLUForward(L.sw, L.gate, L.up, n*I)
-	m.linear(st, l, linDown, next, L.sw)
-	be.Add(next, next, L.xmid, n*H)
+	m.gatedForward(L.sw, L.gate, L.up, n*I)
+	m.linear(st, l, linDown, out, L.sw)
+	be.Add(out, out, L.xmid, n*H)
 }
 
 // Forward runs the model on b and returns the mean cross-entropy over the
@@ -343,7 +388,7 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	}
 	m.forward(st)
 	a, c := m.act, m.Cfg
-	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.head.W, a.tgt,
+	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.headW(), a.tgt,
 		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows})
 	loss, err := m.meanLoss(st)
 	if err != nil {
@@ -395,8 +440,9 @@ func (m *Model) ForwardBackward(b *Batch) (float32, error) {
 // gradient accumulated.
 func (m *Model) lossAndGrad(st *fwdState) {
 	a, c := m.act, m.Cfg
-	m.be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
+	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
 		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
+	m.finishHeadGrad()
 }
 
 // gradOrSink returns p's gradient, or a scratch sink for a frozen norm
@@ -438,9 +484,10 @@ func (m *Model) backward(st *fwdState) error {
 		seg = a.seg.View(0, n)
 	}
 	pos := a.pos.View(0, n)
-	attn := tensor.Attn{B: st.B, T: st.T, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: float32(1 / math.Sqrt(float64(D)))}
+	attn := m.attnShape(st.B, st.T)
+	rot := c.rotaryDim()
 
-	be.RMSNormBackward(a.dres, m.gradOrSink(m.norm), a.dln, a.xf, m.norm.W, a.rstdf, n, H)
+	be.RMSNormBackward(a.dres, m.gradOrSink(m.norm), a.dln, a.xf, m.nw(m.norm), a.rstdf, n, H)
 
 	for l := len(a.layers) - 1; l >= m.stopLayer; l-- {
 		L, P := &a.layers[l], &m.layers[l]
@@ -455,19 +502,19 @@ func (m *Model) backward(st *fwdState) error {
 		}
 		// MLP block: dres is dL/d(layer output).
 		m.linearBackward(st, l, linDown, a.dsw, a.dres, L.sw, false)
-		be.SwiGLUBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)
+		m.gatedBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)
 		m.linearBackward(st, l, linGate, a.dln, a.dgate, L.ln2, false)
 		m.linearBackward(st, l, linUp, a.dln, a.dup, L.ln2, true)
-		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln2), a.dln, L.xmid, P.ln2.W, L.rstd2, n, H)
+		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln2), a.dln, L.xmid, m.nw(P.ln2), L.rstd2, n, H)
 		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d xmid
 		// attention block
 		m.linearBackward(st, l, linO, a.datt, a.dres, L.att, false)
 		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, L.qr, L.kr, L.v, L.att, L.lse, seg, attn)
-		be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, D)
-		be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, D)
+		be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, rot)
+		be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, rot)
 		if c.QKNorm {
-			be.RMSNormBackward(a.dq, m.gradOrSink(P.qn), a.dq, L.q, P.qn.W, L.rstdq, n*c.Heads, D)
-			be.RMSNormBackward(a.dk, m.gradOrSink(P.kn), a.dk, L.k, P.kn.W, L.rstdk, n*c.KVHeads, D)
+			be.RMSNormBackward(a.dq, m.gradOrSink(P.qn), a.dq, L.q, m.nw(P.qn), L.rstdq, n*c.Heads, D)
+			be.RMSNormBackward(a.dk, m.gradOrSink(P.kn), a.dk, L.k, m.nw(P.kn), L.rstdk, n*c.KVHeads, D)
 		}
 		dln := a.dln
 		if !needInput && !P.ln1.Trainable() {
@@ -479,10 +526,13 @@ func (m *Model) backward(st *fwdState) error {
 		if dln.IsNil() {
 			continue
 		}
-		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln1), a.dln, L.x, P.ln1.W, L.rstd1, n, H)
+		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln1), a.dln, L.x, m.nw(P.ln1), L.rstd1, n, H)
 		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d x_l
 	}
 	if m.embed.Trainable() {
+		if c.EmbedScale {
+			be.Scale(a.dres, m.embedScale(), n*H)
+		}
 		be.EmbeddingBackward(m.embed.Grad, a.dres, a.ids.View(0, n), n, H)
 	}
 	if err := be.Sync(); err != nil {
@@ -511,7 +561,7 @@ func (m *Model) Logits(b *Batch) ([]float32, error) {
 		}
 	}
 	lg := a.logits.View(0, st.n*c.VocabSize)
-	tensor.MatMul(m.be, lg, a.lnf, m.head.W, st.n, c.VocabSize, c.Hidden, false, true, 0)
+	tensor.MatMul(m.be, lg, a.lnf, m.headW(), st.n, c.VocabSize, c.Hidden, false, true, 0)
 	out := make([]float32, lg.Len())
 	if err := tensor.DownloadF32(m.be, out, lg); err != nil {
 		return nil, fmt.Errorf("llama: logits: %w", err)
@@ -549,8 +599,9 @@ func (m *Model) BackwardWeighted(weights []float32) error {
 	if err := tensor.UploadF32(m.be, a.rowW.View(0, st.n), weights); err != nil {
 		return fmt.Errorf("llama: weights: %w", err)
 	}
-	m.be.CrossEntropy(a.losses, a.dln, m.head.Grad, a.lnf, m.head.W, a.tgt, a.ceWS,
+	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
 		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: ceChunkRows, RowScale: a.rowW.View(0, st.n)})
+	m.finishHeadGrad()
 	return m.backward(st)
 }
 

@@ -63,6 +63,7 @@ type Model struct {
 	normSink    tensor.Buffer
 	nf4Tile     tensor.Buffer
 	adaptersOff bool
+	fam         familyBuffers
 
 	act       *activations
 	recompute bool
@@ -84,6 +85,9 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 	}
 	if err := o.validate(cfg); err != nil {
 		return nil, err
+	}
+	if _, ok := be.(gegluBackend); cfg.Activation == "gelu_tanh" && !ok {
+		return nil, fmt.Errorf("llama: %s needs the GeGLU kernel, which backend %s lacks", cfg.ModelType, be.Name())
 	}
 	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}, opts: o}
 	H, D, I := cfg.Hidden, cfg.HeadDim, cfg.Intermediate
@@ -197,6 +201,10 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 		m.Free()
 		return nil, err
 	}
+	if err := m.allocFamily(); err != nil {
+		m.Free()
+		return nil, err
+	}
 	inv, err := cfg.rope().InvFreq()
 	if err != nil {
 		m.Free()
@@ -245,12 +253,13 @@ func (m *Model) Backend() tensor.Backend { return m.be }
 
 // Free releases every allocation of the model.
 func (m *Model) Free() {
-	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch} {
+	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch, m.fam.mem} {
 		if !b.IsNil() {
 			m.be.Free(b)
 		}
 	}
 	m.paramMem, m.gradMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
+	m.fam = familyBuffers{}
 	for _, p := range m.Params {
 		if p.Q != nil {
 			p.Q.Free(m.be)
@@ -331,37 +340,46 @@ func LoadWith(dir string, be tensor.Backend, o Options) (*Model, error) {
 	return m, nil
 }
 
-// LoadWeights reads the parameters from the safetensors weights in dir.
+// LoadWeights reads the parameters from the safetensors weights in dir,
+// named and laid out as the model's family stores them (see fileLayout).
 func (m *Model) LoadWeights(dir string) error {
 	set, err := safetensors.OpenDir(dir)
 	if err != nil {
 		return fmt.Errorf("llama: load %s: %w", dir, err)
 	}
 	defer set.Close()
+	layout := m.fileLayout()
+	known := map[string]bool{}
+	for _, ft := range layout {
+		known[ft.name] = true
+	}
+	headName, _ := m.FileName("lm_head.weight")
 	for _, ti := range set.Tensors() {
-		if p := m.byName[ti.Name]; (p != nil && !m.isAdapter(p)) || strings.HasSuffix(ti.Name, "rotary_emb.inv_freq") ||
-			(ti.Name == "lm_head.weight" && m.Cfg.TieEmbeddings) {
+		if known[ti.Name] || strings.HasSuffix(ti.Name, "inv_freq") || (ti.Name == headName && m.Cfg.TieEmbeddings) {
 			continue
 		}
 		return fmt.Errorf("llama: load %s: unexpected tensor %q for %s config", dir, ti.Name, m.Cfg.ModelType)
 	}
-	for _, p := range m.Params {
-		if m.isAdapter(p) {
-			continue
-		}
-		ti, ok := set.Tensor(p.Name)
+	for _, ft := range layout {
+		ti, ok := set.Tensor(ft.name)
 		if !ok {
-			return fmt.Errorf("llama: load %s: missing tensor %q", dir, p.Name)
+			return fmt.Errorf("llama: load %s: missing tensor %q", dir, ft.name)
 		}
-		if !tensor.Shape(ti.Shape).Equal(p.Shape) {
-			return fmt.Errorf("llama: load %s: tensor %q has shape %v, config implies %v", dir, p.Name, ti.Shape, p.Shape)
+		if want := ft.shape(); !tensor.Shape(ti.Shape).Equal(want) {
+			return fmt.Errorf("llama: load %s: tensor %q has shape %v, config implies %v", dir, ft.name, ti.Shape, want)
 		}
-		v, err := set.Float32(p.Name)
+		v, err := set.Float32(ft.name)
 		if err != nil {
 			return fmt.Errorf("llama: load %s: %w", dir, err)
 		}
-		if err := m.setParam(p, v); err != nil {
-			return fmt.Errorf("llama: load %s: %s: %w", dir, p.Name, err)
+		parts, err := m.splitFile(ft, v)
+		if err != nil {
+			return fmt.Errorf("llama: load %s: %w", dir, err)
+		}
+		for i, p := range ft.parts {
+			if err := m.setParam(p, parts[i]); err != nil {
+				return fmt.Errorf("llama: load %s: %s: %w", dir, ft.name, err)
+			}
 		}
 	}
 	return nil
@@ -395,18 +413,19 @@ func (m *Model) save(dir string, dt safetensors.DType, values func(*Param) ([]fl
 		return fmt.Errorf("llama: save weights: %w", err)
 	}
 	w.SetMetadata(map[string]string{"format": "pt"})
-	for _, p := range m.Params {
-		if m.isAdapter(p) {
-			continue
+	for _, ft := range m.fileLayout() {
+		parts := make([][]float32, len(ft.parts))
+		for i, p := range ft.parts {
+			v, err := values(p)
+			if err != nil {
+				w.Abort()
+				return fmt.Errorf("llama: save %s: %w", p.Name, err)
+			}
+			parts[i] = v
 		}
-		v, err := values(p)
-		if err != nil {
+		if err := w.AddFloat32(ft.name, dt, ft.shape(), m.joinFile(ft, parts)); err != nil {
 			w.Abort()
-			return fmt.Errorf("llama: save %s: %w", p.Name, err)
-		}
-		if err := w.AddFloat32(p.Name, dt, p.Shape, v); err != nil {
-			w.Abort()
-			return fmt.Errorf("llama: save %s: %w", p.Name, err)
+			return fmt.Errorf("llama: save %s: %w", ft.name, err)
 		}
 	}
 	if err := w.Close(); err != nil {

@@ -15,6 +15,9 @@ type RoPE struct {
 	Theta     float64 // rope_theta, e.g. 10000 or 500000
 	// Llama3 is rope_scaling with rope_type "llama3", or nil.
 	Llama3 *Llama3Scaling
+	// ExtFactors, when set, divides frequency i by ExtFactors[i] (Phi-3's
+	// longrope short or long factors); it has RotaryDim/2 entries.
+	ExtFactors []float64
 }
 
 // Llama3Scaling is rope_scaling {"rope_type": "llama3", ...}.
@@ -62,6 +65,12 @@ func (r RoPE) InvFreq() ([]float32, error) {
 				smooth := (old/wave - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
 				f = (1-smooth)*f/s.Factor + smooth*f
 			}
+		}
+		if r.ExtFactors != nil {
+			if len(r.ExtFactors) != dim/2 || !(r.ExtFactors[i] > 0) {
+				return nil, fmt.Errorf("tensor: rope: %d extension factors for %d frequencies (each must be positive)", len(r.ExtFactors), dim/2)
+			}
+			f /= r.ExtFactors[i]
 		}
 		out[i] = float32(f)
 	}
