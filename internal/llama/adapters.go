@@ -130,25 +130,37 @@ func (m *Model) addAdapters(add func(string, bool, ...int) *Param) error {
 	if lo == nil {
 		return nil
 	}
-	want := map[string]bool{}
+	want, found := map[string]bool{}, map[string]bool{}
 	for _, mod := range lo.Modules {
 		want[mod] = true
 	}
+	lead := m.Cfg.fusedLead()
 	for l := range m.layers {
-		for i := range m.layers[l].lin {
-			L := &m.layers[l].lin[i]
+		lin := &m.layers[l].lin
+		for i := range lin {
+			L := &lin[i]
+			if want[L.module] != want[lin[lead[i]].module] {
+				return fmt.Errorf("llama: lora target %s: the %s checkpoint fuses it with %s (module %s); adapt the whole module",
+					L.module, m.Cfg.ModelType, lin[lead[i]].module, m.Cfg.linearFileModule(i))
+			}
 			if !want[L.module] {
 				continue
 			}
-			delete(want, L.module)
-			L.a = add(L.module+LoRAASuffix, false, lo.Rank, L.in)
+			found[L.module] = true
+			if lead[i] == i {
+				L.a = add(L.module+LoRAASuffix, false, lo.Rank, L.in)
+			} else {
+				L.a = lin[lead[i]].a // a fused module's adapter has one A
+			}
 			L.bl = add(L.module+LoRABSuffix, false, L.out, lo.Rank)
 		}
 	}
-	if len(want) > 0 {
+	if len(found) < len(want) {
 		var left []string
 		for k := range want {
-			left = append(left, k)
+			if !found[k] {
+				left = append(left, k)
+			}
 		}
 		slices.Sort(left)
 		return fmt.Errorf("llama: lora target %q is not a linear module of this %d-layer model", left[0], m.Cfg.Layers)
@@ -179,14 +191,17 @@ func (m *Model) initAdapters() error {
 		}
 		return m.setParam(p, v)
 	}
+	lead := m.Cfg.fusedLead()
 	for l := range m.layers {
 		for i := range m.layers[l].lin {
 			L := &m.layers[l].lin[i]
 			if L.a == nil {
 				continue
 			}
-			if err := uniform(L.a, 1/math.Sqrt(float64(L.in))); err != nil {
-				return fmt.Errorf("llama: init %s: %w", L.a.Name, err)
+			if lead[i] == i { // a fused module's shared A once
+				if err := uniform(L.a, 1/math.Sqrt(float64(L.in))); err != nil {
+					return fmt.Errorf("llama: init %s: %w", L.a.Name, err)
+				}
 			}
 			m.be.Zero(L.bl.W)
 		}
@@ -514,4 +529,123 @@ func (m *Model) MemoryUse() MemoryUse {
 		u.Logits = b(a.logits)
 	}
 	return u
+}
+
+// AdapterTensors returns the LoRA matrices as the model family's PEFT
+// adapter holds them, keyed by in-model name ("<module>.lora_A.weight"
+// [r,in], "<module>.lora_B.weight" [out,r]) with the family's module
+// names: a fused module (Baichuan's W_pack, Phi-3's qkv_proj, ...) has
+// one A and its parts' B stacked, as PEFT adapts the fused layer.
+func (m *Model) AdapterTensors() (map[string]lora.Tensor, error) {
+	out := map[string]lora.Tensor{}
+	for _, ft := range m.adapterLayout() {
+		parts := make([][]float32, len(ft.parts))
+		for i, p := range ft.parts {
+			v, err := m.paramValues(p)
+			if err != nil {
+				return nil, fmt.Errorf("llama: %s: %w", p.Name, err)
+			}
+			parts[i] = v
+		}
+		out[ft.name] = lora.Tensor{Shape: ft.shape(), Data: m.joinFile(ft, parts)}
+	}
+	return out, nil
+}
+
+// SetAdapterTensors sets the LoRA matrices from a PEFT adapter's tensors
+// (AdapterTensors' naming and layout). Every adapter matrix of the model
+// must be given, and nothing else.
+func (m *Model) SetAdapterTensors(tensors map[string]lora.Tensor) error {
+	seen := 0
+	for _, ft := range m.adapterLayout() {
+		t, ok := tensors[ft.name]
+		if !ok {
+			return fmt.Errorf("llama: adapter: missing tensor %s", ft.name)
+		}
+		if want := ft.shape(); !tensor.Shape(t.Shape).Equal(want) {
+			return fmt.Errorf("llama: adapter: tensor %s has shape %v, the model needs %v", ft.name, t.Shape, want)
+		}
+		parts, err := m.splitFile(ft, t.Data)
+		if err != nil {
+			return fmt.Errorf("llama: adapter: %w", err)
+		}
+		for i, p := range ft.parts {
+			if err := m.setParam(p, parts[i]); err != nil {
+				return fmt.Errorf("llama: adapter: %s: %w", ft.name, err)
+			}
+		}
+		seen++
+	}
+	if seen != len(tensors) {
+		for name := range tensors {
+			if !slices.ContainsFunc(m.adapterLayout(), func(ft fileTensor) bool { return ft.name == name }) {
+				return fmt.Errorf("llama: adapter: tensor %s is not an adapter of this model's modules", name)
+			}
+		}
+	}
+	return nil
+}
+
+// AdapterModulesOf maps the in-model names of a PEFT adapter's tensors
+// (the family's module names) to the engine's module paths they adapt.
+func AdapterModulesOf(cfg Config, names []string) ([]string, error) {
+	byFile := map[string][]string{}
+	for l := range cfg.Layers {
+		for _, k := range linearKinds {
+			mod := fmt.Sprintf("model.layers.%d.%s", l, k.path)
+			file := mod + LoRAASuffix
+			if fam := familyOf(cfg.ModelType); fam != nil && fam.fileName != nil {
+				file = fam.fileName(cfg, file)
+			}
+			file = strings.TrimSuffix(file, LoRAASuffix)
+			byFile[file] = append(byFile[file], mod)
+		}
+	}
+	var out []string
+	for _, n := range names {
+		mod, ok := strings.CutSuffix(n, LoRAASuffix)
+		if !ok {
+			continue
+		}
+		mods, known := byFile[mod]
+		if !known {
+			return nil, fmt.Errorf("llama: adapter module %s is not a linear module of this %s model", mod, cfg.ModelType)
+		}
+		out = append(out, mods...)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// LoadAdapted loads the model in dir (LoadWith) with a PEFT adapter applied,
+// unmerged: o.LoRA's Modules, Rank and Scale come from the adapter (its
+// Dropout and Seed are kept when o.LoRA is set).
+func LoadAdapted(dir string, be tensor.Backend, o Options, c lora.Config, tensors map[string]lora.Tensor) (*Model, error) {
+	cfg, err := LoadConfig(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(tensors))
+	for n := range tensors {
+		names = append(names, n)
+	}
+	mods, err := AdapterModulesOf(cfg, names)
+	if err != nil {
+		return nil, err
+	}
+	lo := LoRAOptions{}
+	if o.LoRA != nil {
+		lo = *o.LoRA
+	}
+	lo.Modules, lo.Rank, lo.Scale = mods, c.Rank, float32(c.Scale())
+	o.LoRA = &lo
+	m, err := LoadWith(dir, be, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.SetAdapterTensors(tensors); err != nil {
+		m.Free()
+		return nil, err
+	}
+	return m, nil
 }

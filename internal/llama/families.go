@@ -325,7 +325,9 @@ func chatGLMFileName(_ Config, name string) string {
 }
 
 func chatGLMPermuted(name string) bool {
-	return strings.Contains(name, ".self_attn.q_proj.") || strings.Contains(name, ".self_attn.k_proj.")
+	// Rows are output dims for weights, biases and LoRA B, not for LoRA A.
+	return !strings.HasSuffix(name, LoRAASuffix) &&
+		(strings.Contains(name, ".self_attn.q_proj.") || strings.Contains(name, ".self_attn.k_proj."))
 }
 
 // --- checkpoint layout ---
@@ -355,11 +357,23 @@ func (ft fileTensor) shape() []int {
 // fileLayout lists the checkpoint tensors holding the base parameters
 // (adapters and the value head excluded), in parameter order.
 func (m *Model) fileLayout() []fileTensor {
+	return m.layoutOf(func(p *Param) bool { return !m.isAdapter(p) })
+}
+
+// adapterLayout lists the LoRA tensors as the family's PEFT adapter holds
+// them (in-model names of its modules; fused modules' B stacked).
+func (m *Model) adapterLayout() []fileTensor {
+	return m.layoutOf(func(p *Param) bool {
+		return strings.HasSuffix(p.Name, LoRAASuffix) || strings.HasSuffix(p.Name, LoRABSuffix)
+	})
+}
+
+func (m *Model) layoutOf(keep func(*Param) bool) []fileTensor {
 	fam := familyOf(m.Cfg.ModelType)
 	var out []fileTensor
 	index := map[string]int{}
 	for _, p := range m.Params {
-		if m.isAdapter(p) {
+		if !keep(p) {
 			continue
 		}
 		name := p.Name
@@ -461,6 +475,79 @@ func permuteRows(v []float32, n int, perm []int, inverse bool) []float32 {
 			copy(out[src*cols:(src+1)*cols], v[r*cols:(r+1)*cols])
 		} else {
 			copy(out[r*cols:(r+1)*cols], v[src*cols:(src+1)*cols])
+		}
+	}
+	return out
+}
+
+// --- LoRA on a family's modules ---
+
+// linearFileModule is the module kind (last path component) under which
+// the family's checkpoint holds canonical linear i; fused projections
+// share one (W_pack, qkv_proj, query_key_value, ...).
+func (c Config) linearFileModule(i int) string {
+	name := "model.layers.0." + linearKinds[i].path + ".weight"
+	if fam := familyOf(c.ModelType); fam != nil && fam.fileName != nil {
+		name = fam.fileName(c, name)
+	}
+	name = strings.TrimSuffix(name, ".weight")
+	return name[strings.LastIndexByte(name, '.')+1:]
+}
+
+// fusedLead returns, for each canonical linear, the first linear stored in
+// the same checkpoint tensor (itself when not fused). LoRA adapters on a
+// fused module share that linear's A matrix, as PEFT's single adapter on
+// the fused module does.
+func (c Config) fusedLead() [numLinear]int {
+	var lead [numLinear]int
+	for i := range numLinear {
+		lead[i] = i
+		for j := range i {
+			if c.linearFileModule(j) == c.linearFileModule(i) {
+				lead[i] = j
+				break
+			}
+		}
+	}
+	return lead
+}
+
+// AdapterKinds returns the LoRA target kinds of a model of cfg: its
+// family's module names (q_proj ... down_proj for Llama; W_pack for
+// Baichuan; qkv_proj, gate_up_proj for Phi-3; query_key_value, dense,
+// dense_h_to_4h, dense_4h_to_h for ChatGLM), what "all" expands to.
+func AdapterKinds(cfg Config) []string {
+	var out []string
+	for i := range numLinear {
+		if k := cfg.linearFileModule(i); !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// AdapterModules returns the engine's module paths (the Llama names) that
+// LoRA on the given kinds of AdapterKinds adapts in every layer; a fused
+// kind stands for all the projections it holds.
+func AdapterModules(cfg Config, kinds []string) []string {
+	var out []string
+	for l := range cfg.Layers {
+		for i, k := range linearKinds {
+			if slices.Contains(kinds, cfg.linearFileModule(i)) {
+				out = append(out, fmt.Sprintf("model.layers.%d.%s", l, k.path))
+			}
+		}
+	}
+	return out
+}
+
+// AdapterLinearKinds maps AdapterKinds kinds to the engine's linear kinds
+// (q_proj ... down_proj) they cover.
+func AdapterLinearKinds(cfg Config, kinds []string) []string {
+	var out []string
+	for i, k := range linearKinds {
+		if slices.Contains(kinds, cfg.linearFileModule(i)) {
+			out = append(out, k.kind)
 		}
 	}
 	return out

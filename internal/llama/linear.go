@@ -36,7 +36,7 @@ func (m *Model) linear(st *fwdState, l, i int, y, x tensor.Buffer) {
 	u := m.act.layers[l].lu[i]
 	xin := x
 	if st.dropSeed != 0 {
-		xin = m.dropped(st, l, i, x, L.in)
+		xin = m.dropped(st, l, m.lead[i], x, L.in)
 	}
 	tensor.MatMul(m.be, u, xin, L.a.W, n, r, L.in, false, true, 0) // u = x·Aᵀ
 	m.be.Gemm(tensor.Gemm{TransB: true, M: n, N: L.out, K: r, Alpha: m.opts.LoRA.Scale, Beta: 1,
@@ -112,7 +112,7 @@ func (m *Model) linearBackward(st *fwdState, l, i int, dx, dy, x tensor.Buffer, 
 		A: dy, B: L.bl.W, C: du, LDA: L.out, LDB: r, LDC: r, Batch: 1})
 	xin := x
 	if st.dropSeed != 0 {
-		xin = m.dropped(st, l, i, x, L.in) // the same mask as forward
+		xin = m.dropped(st, l, m.lead[i], x, L.in) // the same mask as forward
 	}
 	// dA += duᵀ·drop(x)
 	tensor.MatMul(be, L.a.Grad, du, xin, r, L.in, n, true, false, 1)
@@ -130,7 +130,8 @@ func (m *Model) linearBackward(st *fwdState, l, i int, dx, dy, x tensor.Buffer, 
 }
 
 // dropped returns drop(x) for linear i of layer l: x times a mask of 0 and
-// 1/(1−p) drawn from the batch's dropout seed, the layer and the module,
+// 1/(1−p) drawn from the batch's dropout seed, the layer and the module
+// (the lead linear of a fused module, whose parts share the input mask),
 // so the backward pass redraws the forward's mask exactly.
 func (m *Model) dropped(st *fwdState, l, i int, x tensor.Buffer, in int) tensor.Buffer {
 	a, p := m.act, float64(m.opts.LoRA.Dropout)

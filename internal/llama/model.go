@@ -64,6 +64,9 @@ type Model struct {
 	nf4Tile     tensor.Buffer
 	adaptersOff bool
 	fam         familyBuffers
+	// lead is Cfg.fusedLead(): the linear whose LoRA A and dropout mask
+	// each linear shares.
+	lead [numLinear]int
 
 	act       *activations
 	recompute bool
@@ -89,7 +92,7 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 	if _, ok := be.(gegluBackend); cfg.Activation == "gelu_tanh" && !ok {
 		return nil, fmt.Errorf("llama: %s needs the GeGLU kernel, which backend %s lacks", cfg.ModelType, be.Name())
 	}
-	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}, opts: o}
+	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}, opts: o, lead: cfg.fusedLead()}
 	H, D, I := cfg.Hidden, cfg.HeadDim, cfg.Intermediate
 	qd, kvd := cfg.Heads*D, cfg.KVHeads*D
 	add := func(name string, noDecay bool, shape ...int) *Param {

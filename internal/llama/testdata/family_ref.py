@@ -308,7 +308,23 @@ def cmd_run(a):
         batch = json.load(f)
     ids = torch.tensor(batch["input_ids"])
     tg = torch.tensor(batch["targets"])
-    logits = forward(cfg, P, ids)
+    params = P
+    if a.adapter:
+        # PEFT's rule on each adapted module: W + scale * B @ A, with the
+        # module names of the family (fused modules adapted as one).
+        with open(os.path.join(a.adapter, "adapter_config.json")) as f:
+            acfg = json.load(f)
+        r, alpha = acfg["r"], acfg["lora_alpha"]
+        scale = alpha / math.sqrt(r) if acfg.get("use_rslora") else alpha / r
+        raw_ad, _ = st_load(os.path.join(a.adapter, "adapter_model.safetensors"))
+        AD = {k[len("base_model.model."):]: v.to(DT).requires_grad_(True) for k, v in raw_ad.items()}
+        params = dict(P)
+        for k in AD:
+            if k.endswith(".lora_A.weight"):
+                mod = k[: -len(".lora_A.weight")]
+                params[mod + ".weight"] = P[mod + ".weight"] + scale * AD[mod + ".lora_B.weight"] @ AD[k]
+        P = {**P, **{"lora." + k: v for k, v in AD.items()}}
+    logits = forward(cfg, params, ids)
     V = logits.shape[-1]
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), tg.reshape(-1), ignore_index=-100)
     loss.backward()
@@ -331,6 +347,7 @@ def main():
     r.add_argument("--model", required=True)
     r.add_argument("--batch", required=True)
     r.add_argument("--out", required=True)
+    r.add_argument("--adapter", help="a PEFT LoRA adapter directory applied to the model")
     a = ap.parse_args()
     {"gen": cmd_gen, "run": cmd_run}[a.cmd](a)
 
