@@ -82,30 +82,18 @@ type Config struct {
 
 // Open loads a model for generation on the CPU backend.
 func Open(c Config) (*Engine, error) {
-	var opts llama.Options
-	var tensors map[string]lora.Tensor
+	var m *llama.Model
 	if c.Adapter != "" {
 		lc, ts, err := lora.Load(c.Adapter)
 		if err != nil {
 			return nil, err
 		}
-		var mods []string
-		for name := range ts {
-			if m, ok := strings.CutSuffix(name, llama.LoRAASuffix); ok {
-				mods = append(mods, m)
-			}
+		if m, err = llama.LoadAdapted(c.Model, cpu.New(), llama.Options{Trainable: func(string) bool { return false }}, lc, ts); err != nil {
+			return nil, err
 		}
-		opts.Trainable = func(string) bool { return false }
-		opts.LoRA = &llama.LoRAOptions{Modules: mods, Rank: lc.Rank, Scale: float32(lc.Scale())}
-		tensors = ts
-	}
-	m, err := llama.LoadWith(c.Model, cpu.New(), opts)
-	if err != nil {
-		return nil, err
-	}
-	for name, t := range tensors {
-		if err := m.SetParamValues(name, t.Data); err != nil {
-			m.Free()
+	} else {
+		var err error
+		if m, err = llama.Load(c.Model, cpu.New()); err != nil {
 			return nil, err
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"strings"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/data"
@@ -22,20 +21,13 @@ import (
 // value_head.safetensors in the adapter directory, else in the model's.
 func loadScorer(modelDir, adapterDir string, valueHead bool) (*llama.Model, error) {
 	opts := llama.Options{Trainable: func(string) bool { return false }, ValueHead: valueHead}
+	var lc lora.Config
 	var tensors map[string]lora.Tensor
 	if adapterDir != "" {
-		lc, ts, err := lora.Load(adapterDir)
-		if err != nil {
+		var err error
+		if lc, tensors, err = lora.Load(adapterDir); err != nil {
 			return nil, err
 		}
-		var mods []string
-		for name := range ts {
-			if m, ok := strings.CutSuffix(name, llama.LoRAASuffix); ok {
-				mods = append(mods, m)
-			}
-		}
-		opts.LoRA = &llama.LoRAOptions{Modules: mods, Rank: lc.Rank, Scale: float32(lc.Scale())}
-		tensors = ts
 	}
 	var headDir string
 	if valueHead {
@@ -53,15 +45,15 @@ func loadScorer(modelDir, adapterDir string, valueHead bool) (*llama.Model, erro
 			return nil, fmt.Errorf("pairs: reward accuracy needs a reward model's value head: %s %s (the reward-model stage writes one)", where, lora.ValueHeadFile)
 		}
 	}
-	m, err := llama.LoadWith(modelDir, cpu.New(), opts)
+	var m *llama.Model
+	var err error
+	if tensors != nil {
+		m, err = llama.LoadAdapted(modelDir, cpu.New(), opts, lc, tensors)
+	} else {
+		m, err = llama.LoadWith(modelDir, cpu.New(), opts)
+	}
 	if err != nil {
 		return nil, err
-	}
-	for name, t := range tensors {
-		if err := m.SetParamValues(name, t.Data); err != nil {
-			m.Free()
-			return nil, err
-		}
 	}
 	if headDir != "" {
 		w, b, err := lora.LoadValueHead(headDir)

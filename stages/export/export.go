@@ -296,23 +296,15 @@ func merge(modelDir, adapterDir, dst string, rep stage.Reporter) (string, error)
 	if err != nil {
 		return "", err
 	}
-	var modules []string
-	for name := range tensors {
-		if m, ok := strings.CutSuffix(name, llama.LoRAASuffix); ok {
-			modules = append(modules, m)
-		}
-	}
-	m, err := llama.LoadWith(modelDir, cpu.New(), llama.Options{
-		Trainable: func(string) bool { return false },
-		LoRA:      &llama.LoRAOptions{Modules: modules, Rank: lc.Rank, Scale: float32(lc.Scale())},
-	})
+	m, err := llama.LoadAdapted(modelDir, cpu.New(), llama.Options{Trainable: func(string) bool { return false }}, lc, tensors)
 	if err != nil {
-		return "", fmt.Errorf("load the model for the adapter: %w", err)
+		return "", fmt.Errorf("load the model with the adapter: %w", err)
 	}
 	defer m.Free()
-	for name, t := range tensors {
-		if err := m.SetParamValues(name, t.Data); err != nil {
-			return "", fmt.Errorf("adapter tensor %s: %w", name, err)
+	modules := 0
+	for name := range tensors {
+		if strings.HasSuffix(name, llama.LoRAASuffix) {
+			modules++
 		}
 	}
 	if err := m.SaveMerged(dst, safetensors.F32); err != nil {
@@ -321,7 +313,7 @@ func merge(modelDir, adapterDir, dst string, rep stage.Reporter) (string, error)
 	if err := carryTokenizer(dst, modelDir, adapterDir); err != nil {
 		return "", err
 	}
-	rep.Logf("merged the adapter (rank %d, scale %g) into %d modules", lc.Rank, lc.Scale(), len(modules))
+	rep.Logf("merged the adapter (rank %d, scale %g) into %d modules", lc.Rank, lc.Scale(), modules)
 	if _, err := os.Stat(filepath.Join(adapterDir, lora.ValueHeadFile)); err == nil {
 		rep.Logf("the adapter's value head (%s) is not part of a causal LM export: left out", lora.ValueHeadFile)
 	}

@@ -32,7 +32,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -223,37 +222,28 @@ func loadReward(args cty.Value, be tensor.Backend) (*llama.Model, error) {
 	dir := trainstage.ArtifactPath(args.GetAttr("reward"))
 	kind, _ := stage.ArtifactOf(args.GetAttr("reward"))
 	base := dir
-	var opts llama.Options
+	opts := llama.Options{Trainable: func(string) bool { return false }, ValueHead: true}
+	var lc lora.Config
 	var tensors map[string]lora.Tensor
 	if kind.Kind == stage.AdapterArtifact {
-		lc, ts, err := lora.Load(dir)
-		if err != nil {
+		var err error
+		if lc, tensors, err = lora.Load(dir); err != nil {
 			return nil, err
 		}
-		var mods []string
-		for name := range ts {
-			if m, ok := strings.CutSuffix(name, llama.LoRAASuffix); ok {
-				mods = append(mods, m)
-			}
-		}
-		opts.Trainable = func(string) bool { return false }
-		opts.LoRA = &llama.LoRAOptions{Modules: mods, Rank: lc.Rank, Scale: float32(lc.Scale())}
-		tensors = ts
 		base = trainstage.ArtifactPath(args.GetAttr("model"))
 	}
 	if _, err := os.Stat(filepath.Join(dir, lora.ValueHeadFile)); err != nil {
 		return nil, fmt.Errorf("reward: %s has no %s; give a reward-model stage's output", dir, lora.ValueHeadFile)
 	}
-	opts.ValueHead = true
-	m, err := llama.LoadWith(base, be, opts)
+	var m *llama.Model
+	var err error
+	if tensors != nil {
+		m, err = llama.LoadAdapted(base, be, opts, lc, tensors)
+	} else {
+		m, err = llama.LoadWith(base, be, opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reward model: %w", err)
-	}
-	for name, t := range tensors {
-		if err := m.SetParamValues(name, t.Data); err != nil {
-			m.Free()
-			return nil, err
-		}
 	}
 	w, b, err := lora.LoadValueHead(dir)
 	if err == nil {

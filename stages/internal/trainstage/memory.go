@@ -66,11 +66,11 @@ func estimateInput(g GuardInput) (memest.Input, error) {
 				lc = c
 			}
 		}
-		kinds, err := lora.ResolveTargets(lc.Targets, llama.LinearKinds())
+		kinds, err := lora.ResolveTargets(lc.Targets, llama.AdapterKinds(g.Config))
 		if err != nil {
 			return in, err
 		}
-		in.LoRARank, in.LoRAModules, in.LoRADropout = lc.Rank, kinds, lc.Dropout > 0
+		in.LoRARank, in.LoRAModules, in.LoRADropout = lc.Rank, llama.AdapterLinearKinds(g.Config, kinds), lc.Dropout > 0
 	}
 	return in, nil
 }

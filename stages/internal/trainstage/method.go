@@ -2,6 +2,7 @@ package trainstage
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -175,13 +176,15 @@ func Load(args cty.Value, be tensor.Backend, valueHead bool, scratch string) (*L
 			}
 			out.LoRA = &lc
 		}
-		kinds, err := lora.ResolveTargets(out.LoRA.Targets, llama.LinearKinds())
+		kinds, err := lora.ResolveTargets(out.LoRA.Targets, llama.AdapterKinds(cfg))
 		if err != nil {
 			return nil, err
 		}
-		modules := lora.Modules(kinds, cfg.Layers)
+		modules := llama.AdapterModules(cfg, kinds)
 		if adapter != nil {
-			modules = adapterModules(adapter)
+			if modules, err = llama.AdapterModulesOf(cfg, slices.Collect(maps.Keys(adapter))); err != nil {
+				return nil, err
+			}
 		}
 		opts.Trainable = func(string) bool { return false }
 		opts.LoRA = &llama.LoRAOptions{Modules: modules, Rank: out.LoRA.Rank, Scale: float32(out.LoRA.Scale()),
@@ -194,8 +197,8 @@ func Load(args cty.Value, be tensor.Backend, valueHead bool, scratch string) (*L
 	if err != nil {
 		return nil, err
 	}
-	for name, t := range adapter {
-		if err := m.SetParamValues(name, t.Data); err != nil {
+	if adapter != nil {
+		if err := m.SetAdapterTensors(adapter); err != nil {
 			m.Free()
 			return nil, err
 		}
@@ -239,17 +242,6 @@ func isLinearWeight(name string) bool {
 		}
 	}
 	return false
-}
-
-func adapterModules(tensors map[string]lora.Tensor) []string {
-	var mods []string
-	for name := range tensors {
-		if m, ok := strings.CutSuffix(name, llama.LoRAASuffix); ok {
-			mods = append(mods, m)
-		}
-	}
-	slices.Sort(mods)
-	return mods
 }
 
 func loraConfig(block cty.Value) (lora.Config, error) {
@@ -342,17 +334,11 @@ func strs(v cty.Value) []string {
 // mergeInto writes base with the adapter merged into scratch and returns
 // that directory.
 func mergeInto(base string, lc lora.Config, tensors map[string]lora.Tensor, be tensor.Backend, scratch string) (string, error) {
-	m, err := llama.LoadWith(base, be, llama.Options{Trainable: func(string) bool { return false },
-		LoRA: &llama.LoRAOptions{Modules: adapterModules(tensors), Rank: lc.Rank, Scale: float32(lc.Scale())}})
+	m, err := llama.LoadAdapted(base, be, llama.Options{Trainable: func(string) bool { return false }}, lc, tensors)
 	if err != nil {
 		return "", err
 	}
 	defer m.Free()
-	for name, t := range tensors {
-		if err := m.SetParamValues(name, t.Data); err != nil {
-			return "", err
-		}
-	}
 	dir := filepath.Join(scratch, "merged-start")
 	if err := m.SaveMerged(dir, safetensors.F32); err != nil {
 		return "", fmt.Errorf("merge the adapter into the starting model: %w", err)

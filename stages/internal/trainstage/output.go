@@ -7,7 +7,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/lora"
@@ -111,15 +110,9 @@ func writeJSON(path string, v any) error {
 // of tokDir carried along as PEFT's save_pretrained does for LLaMA
 // Factory.
 func WriteAdapter(dir string, m *llama.Model, c lora.Config, tokDir string) error {
-	all, err := m.TrainableTensors()
+	tensors, err := m.AdapterTensors()
 	if err != nil {
 		return err
-	}
-	tensors := map[string]lora.Tensor{}
-	for name, v := range all {
-		if strings.HasSuffix(name, llama.LoRAASuffix) || strings.HasSuffix(name, llama.LoRABSuffix) {
-			tensors[name] = lora.Tensor{Shape: m.Param(name).Shape, Data: v}
-		}
 	}
 	if err := lora.Save(dir, c, tensors, safetensors.F32); err != nil {
 		return err
