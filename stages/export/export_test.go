@@ -565,7 +565,7 @@ func TestOutputsAndArgumentErrors(t *testing.T) {
 		{"template with hf", map[string]cty.Value{"template": s("chatml")}, nil, `template applies to format "gguf" only`},
 		{"name with hf", map[string]cty.Value{"name": s("x")}, nil, `name applies to format "gguf" only`},
 		{"bad max_shard_size", map[string]cty.Value{"max_shard_size": s("5 gigs")}, nil, `Invalid max_shard_size`},
-		{"bits in max_shard_size", map[string]cty.Value{"max_shard_size": s("5Gb")}, nil, `lowercase b means bits`},
+		{"bits in max_shard_size", map[string]cty.Value{"max_shard_size": s("5Gb")}, nil, `lowercase b can mean bits`},
 		{"unknown template", map[string]cty.Value{"format": s("gguf"), "template": s("gpt4")}, nil, `template must be one of ["alpaca"`},
 		{"bad dtype", map[string]cty.Value{"dtype": s("int8")}, nil, `dtype must be one of ["f32" "bf16" "f16"], got "int8"`},
 		{"bad quantization", map[string]cty.Value{"format": s("gguf"), "quantization": s("q4_k")}, nil, `got "q4_k"`},
