@@ -552,3 +552,30 @@ func AdapterLinearKinds(cfg Config, kinds []string) []string {
 	}
 	return out
 }
+
+// NewConfig returns the config of a model of the given family with the
+// shape of c (its Llama-named fields: sizes, heads, rope_theta, eps,
+// tied embeddings, max positions), the family's own switches set as its
+// released models have them (ChatGLM: q/k/v bias and half-head rotary;
+// Gemma: GeGLU, scaled embeddings, 1 + w norms; Baichuan 2: normalised
+// head), as a config.json of that family would give. Special token ids
+// are not set.
+func NewConfig(modelType string, c Config) (Config, error) {
+	fam := familyOf(modelType)
+	if fam == nil {
+		return Config{}, fmt.Errorf("llama: model_type %q is not supported (want one of %s)", modelType, strings.Join(knownModelTypes(), ", "))
+	}
+	c.ModelType, c.Architecture, c.raw = modelType, fam.archs[0], nil
+	c.BOSTokenID, c.EOSTokenIDs = -1, nil
+	if modelType == "chatglm" {
+		c.QKVBias = true
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	b, err := c.JSON("float32")
+	if err != nil {
+		return Config{}, err
+	}
+	return ParseConfig(b)
+}

@@ -297,6 +297,9 @@ func (m *Model) InitRandom(seed uint64, std float64) error {
 		v := make([]float32, p.Len())
 		switch {
 		case strings.HasSuffix(p.Name, "norm.weight"):
+			if m.Cfg.NormOffset {
+				break // the norm scales by 1 + w: w starts at 0, as Gemma's does
+			}
 			for i := range v {
 				v[i] = 1
 			}

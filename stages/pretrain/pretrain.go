@@ -100,7 +100,7 @@ func Kind() *stage.Kind {
 	}
 }
 
-var modelTypes = []string{"llama", "mistral", "qwen2", "qwen3"}
+var modelTypes = llama.ModelTypes()
 
 // estimate is the plan's memory estimate: from the model artifact's
 // config, or from the config block and the tokenizer's vocabulary.
@@ -240,47 +240,49 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	return &stage.Result{}, nil
 }
 
-// modelConfig builds config.json for a model trained from scratch.
+// modelConfig builds config.json for a model trained from scratch: the
+// config block's shape in the family of its model_type.
 func modelConfig(c cty.Value, tok *tokenizer.Tokenizer, tcfg *tokenizer.Config) (llama.Config, error) {
-	mt := c.GetAttr("model_type").AsString()
-	arch := map[string]string{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[mt]
-	m := map[string]any{
-		"architectures":           []string{arch},
-		"model_type":              mt,
-		"vocab_size":              tok.VocabSize(),
-		"hidden_size":             trainstage.Num[int](c.GetAttr("hidden_size")),
-		"intermediate_size":       trainstage.Num[int](c.GetAttr("intermediate_size")),
-		"num_hidden_layers":       trainstage.Num[int](c.GetAttr("num_hidden_layers")),
-		"num_attention_heads":     trainstage.Num[int](c.GetAttr("num_attention_heads")),
-		"max_position_embeddings": trainstage.Num[int](c.GetAttr("max_position_embeddings")),
-		"rope_theta":              trainstage.Num[float64](c.GetAttr("rope_theta")),
-		"rms_norm_eps":            trainstage.Num[float64](c.GetAttr("rms_norm_eps")),
-		"tie_word_embeddings":     c.GetAttr("tie_word_embeddings").True(),
-		"initializer_range":       trainstage.Num[float64](c.GetAttr("initializer_range")),
-		"hidden_act":              "silu",
-		"torch_dtype":             "float32",
+	shape := llama.Config{
+		VocabSize:     tok.VocabSize(),
+		Hidden:        trainstage.Num[int](c.GetAttr("hidden_size")),
+		Intermediate:  trainstage.Num[int](c.GetAttr("intermediate_size")),
+		Layers:        trainstage.Num[int](c.GetAttr("num_hidden_layers")),
+		Heads:         trainstage.Num[int](c.GetAttr("num_attention_heads")),
+		MaxPositions:  trainstage.Num[int](c.GetAttr("max_position_embeddings")),
+		RopeTheta:     trainstage.Num[float64](c.GetAttr("rope_theta")),
+		RMSNormEps:    trainstage.Num[float64](c.GetAttr("rms_norm_eps")),
+		TieEmbeddings: c.GetAttr("tie_word_embeddings").True(),
 	}
-	m["num_key_value_heads"] = m["num_attention_heads"]
+	shape.KVHeads, shape.HeadDim = shape.Heads, shape.Hidden/max(shape.Heads, 1)
 	if v := c.GetAttr("num_key_value_heads"); !v.IsNull() {
-		m["num_key_value_heads"] = trainstage.Num[int](v)
+		shape.KVHeads = trainstage.Num[int](v)
 	}
 	if v := c.GetAttr("head_dim"); !v.IsNull() {
-		m["head_dim"] = trainstage.Num[int](v)
+		shape.HeadDim = trainstage.Num[int](v)
 	}
-	if mt == "mistral" {
-		m["sliding_window"] = nil
+	cfg, err := llama.NewConfig(c.GetAttr("model_type").AsString(), shape)
+	if err != nil {
+		return llama.Config{}, fmt.Errorf("pretrain: config: %w", err)
 	}
+	b, err := cfg.JSON("float32")
+	if err != nil {
+		return llama.Config{}, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return llama.Config{}, err
+	}
+	m["initializer_range"] = trainstage.Num[float64](c.GetAttr("initializer_range"))
 	for key, tokText := range specialIDs(tcfg) {
 		if id, ok := tok.TokenToID(tokText); ok {
 			m[key] = id
 		}
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
+	if b, err = json.Marshal(m); err != nil {
 		return llama.Config{}, err
 	}
-	cfg, err := llama.ParseConfig(b)
-	if err != nil {
+	if cfg, err = llama.ParseConfig(b); err != nil {
 		return llama.Config{}, fmt.Errorf("pretrain: config: %w", err)
 	}
 	return cfg, nil
