@@ -68,3 +68,47 @@ func TestQuickstartReproducible(t *testing.T) {
 		}
 	}
 }
+
+// TestModelFamiliesExample runs examples/model-families: a tiny model of
+// each family is pretrained, LoRA-tuned on all its modules and exported
+// merged; the adapter targets and the exported checkpoint use the
+// family's own module and tensor names.
+func TestModelFamiliesExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains four tiny models")
+	}
+	example, _ := filepath.Abs(filepath.Join("..", "..", "examples", "model-families"))
+	cache := t.TempDir()
+	if code, _, errs := runLathe(t, "validate", example); code != 0 {
+		t.Fatalf("lathe validate: exit %d\n%s", code, errs)
+	}
+	if code, _, errs := runLathe(t, "run", "-ci", "-cache", cache, example); code != 0 {
+		t.Fatalf("lathe run: exit %d\n%s", code, errs)
+	}
+	want := map[string]struct{ target, tensor string }{
+		"baichuan": {"W_pack", "model.layers.0.self_attn.W_pack.weight"},
+		"chatglm":  {"query_key_value", "transformer.encoder.layers.0.self_attention.query_key_value.weight"},
+		"gemma":    {"q_proj", "model.layers.0.self_attn.q_proj.weight"},
+		"gemma2":   {"q_proj", "model.layers.0.pre_feedforward_layernorm.weight"},
+		"phi3":     {"qkv_proj", "model.layers.0.self_attn.qkv_proj.weight"},
+	}
+	for fam, w := range want {
+		adir, mdir := t.TempDir(), t.TempDir()
+		code, _, errs := runLathe(t, "artifacts", "get", "-cache", cache, `sft.lora["`+fam+`"].adapter`, adir, example)
+		if code != 0 {
+			t.Fatalf("artifacts get %s adapter: exit %d\n%s", fam, code, errs)
+		}
+		cfg, err := os.ReadFile(filepath.Join(adir, "adapter_config.json"))
+		if err != nil || !strings.Contains(string(cfg), `"`+w.target+`"`) {
+			t.Errorf("%s adapter targets: %v\n%s", fam, err, cfg)
+		}
+		code, _, errs = runLathe(t, "artifacts", "get", "-cache", cache, `export.merged["`+fam+`"].model`, mdir, example)
+		if code != 0 {
+			t.Fatalf("artifacts get %s model: exit %d\n%s", fam, code, errs)
+		}
+		st, err := os.ReadFile(filepath.Join(mdir, "model.safetensors"))
+		if err != nil || !bytes.Contains(st, []byte(`"`+w.tensor+`"`)) {
+			t.Errorf("%s export lacks tensor %s (%v)", fam, w.tensor, err)
+		}
+	}
+}

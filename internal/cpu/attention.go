@@ -13,8 +13,12 @@ import (
 // matrix is ever built, and the backward pass recomputes the probabilities
 // of each tile from the saved log-sum-exp.
 //
-// It does not do dropout, sliding windows, ALiBi or any other bias, or
-// non-causal attention.
+// Options (attnOpts) transform each score tile after its Q·Kᵀ product:
+// soft-capping (Gemma 2), ALiBi biases (Baichuan 2 13B) and a sliding
+// window (Mistral, Gemma 2); tiles wholly outside the window are skipped.
+//
+// It does not do dropout, arbitrary additive biases, or non-causal
+// attention.
 
 // attnBlock is the query and key tile size. 64×64 score tiles (×D) keep the
 // block products in Sgemm's efficient range while the working set of one
@@ -63,6 +67,7 @@ func growScratch(x []float32, n int) []float32 {
 type attnScratch struct {
 	s    []float32 // attnBlock² scores, then probabilities
 	dp   []float32 // attnBlock² dP, then dS (backward)
+	dt   []float32 // attnBlock² 1 − tanh² of the soft-capped scores (backward)
 	acc  []float32 // attnBlock×D output accumulator (forward)
 	m, l []float32 // attnBlock running max and sum (forward)
 	rowD []float32 // T values of rowsum(dO∘O) for one (b, h) (backward)
@@ -74,6 +79,7 @@ func getAttnScratch(T, D int) *attnScratch {
 	s := attnScratchList.get()
 	s.s = growScratch(s.s, attnBlock*attnBlock)
 	s.dp = growScratch(s.dp, attnBlock*attnBlock)
+	s.dt = growScratch(s.dt, attnBlock*attnBlock)
 	s.acc = growScratch(s.acc, attnBlock*D)
 	s.m = growScratch(s.m, attnBlock)
 	s.l = growScratch(s.l, attnBlock)
@@ -90,6 +96,25 @@ type attnArgs struct {
 	seg                       []int32
 	B, T, Hq, Hkv, D, nBlocks int
 	scale                     float32
+	attnOpts
+}
+
+// attnOpts are the score options of tensor.Attn (see there) on host
+// memory; the zero value is plain causal attention.
+type attnOpts struct {
+	softCap float32   // > 0: s = softCap·tanh(s/softCap)
+	window  int       // > 0: keys j > i − window only
+	alibi   []float32 // [Hq] slopes, or nil: s += alibi[h]·(j − i)
+}
+
+// any reports whether an option transforms the score tiles.
+func (o *attnOpts) any() bool { return o.softCap != 0 || o.window != 0 || o.alibi != nil }
+
+// outsideWindow reports whether the sliding window hides every key
+// j0..j0+bk−1 from every query from i0 on: the latest key is older than the
+// earliest query's window.
+func (o *attnOpts) outsideWindow(i0, j0, bk int) bool {
+	return o.window > 0 && j0+bk-1 <= i0-o.window
 }
 
 type attnJob struct {
@@ -118,10 +143,11 @@ func putAttnJob(j *attnJob) {
 
 // checkAttnShapes panics with a precise message unless the operands fit
 // the shape.
-func checkAttnShapes(fn string, segIDs []int32, B, T, Hq, Hkv, D int, ops ...attnOperand) {
+func checkAttnShapes(fn string, segIDs []int32, o attnOpts, B, T, Hq, Hkv, D int, ops ...attnOperand) {
 	if B < 0 || T < 0 || Hq <= 0 || Hkv <= 0 || D <= 0 {
 		panic(fmt.Sprintf("cpu.%s: bad shape B=%d T=%d Hq=%d Hkv=%d D=%d", fn, B, T, Hq, Hkv, D))
 	}
+	checkAttnOpts(fn, o, Hq)
 	if Hq%Hkv != 0 {
 		panic(fmt.Sprintf("cpu.%s: Hq=%d is not a multiple of Hkv=%d", fn, Hq, Hkv))
 	}
@@ -132,6 +158,20 @@ func checkAttnShapes(fn string, segIDs []int32, B, T, Hq, Hkv, D int, ops ...att
 		if len(o.x) < o.n {
 			panic(fmt.Sprintf("cpu.%s: %s has %d elements, want %d", fn, o.name, len(o.x), o.n))
 		}
+	}
+}
+
+// checkAttnOpts panics unless the score options are valid for Hq heads;
+// fn names the kernel (without the package).
+func checkAttnOpts(fn string, o attnOpts, Hq int) {
+	if !(o.softCap >= 0) || math.IsInf(float64(o.softCap), 1) {
+		panic(fmt.Sprintf("cpu.%s: SoftCap=%v, want 0 (off) or a finite positive cap", fn, o.softCap))
+	}
+	if o.window < 0 {
+		panic(fmt.Sprintf("cpu.%s: Window=%d, want 0 (off) or > 0", fn, o.window))
+	}
+	if o.alibi != nil && len(o.alibi) < Hq {
+		panic(fmt.Sprintf("cpu.%s: ALiBi has %d slopes, want Hq=%d", fn, len(o.alibi), Hq))
 	}
 }
 
@@ -153,8 +193,14 @@ type attnOperand struct {
 // GOMAXPROCS. Memory is linear in T. It allocates nothing once warm, apart
 // from what Sgemm allocates.
 func AttentionForward(out, lse, q, k, v []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32) {
+	attentionForward(out, lse, q, k, v, segIDs, B, T, Hq, Hkv, D, scale, attnOpts{})
+}
+
+// attentionForward is AttentionForward with score options (see
+// tensor.Attn); lse is then the log-sum-exp of the transformed scores.
+func attentionForward(out, lse, q, k, v []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32, o attnOpts) {
 	nq, nkv := B*T*Hq*D, B*T*Hkv*D
-	checkAttnShapes("AttentionForward", segIDs, B, T, Hq, Hkv, D,
+	checkAttnShapes("AttentionForward", segIDs, o, B, T, Hq, Hkv, D,
 		attnOperand{"out", out, nq}, attnOperand{"lse", lse, B * Hq * T},
 		attnOperand{"q", q, nq}, attnOperand{"k", k, nkv}, attnOperand{"v", v, nkv})
 	if B == 0 || T == 0 {
@@ -162,7 +208,7 @@ func AttentionForward(out, lse, q, k, v []float32, segIDs []int32, B, T, Hq, Hkv
 	}
 	nb := (T + attnBlock - 1) / attnBlock
 	j := getAttnJob(attnArgs{out: out, lse: lse, q: q, k: k, v: v, seg: segIDs,
-		B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale})
+		B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale, attnOpts: o})
 	parallelFor(B*Hq*nb, 1, j.fwd)
 	putAttnJob(j)
 }
@@ -199,14 +245,18 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 		seg = a.seg[b*T : (b+1)*T]
 	}
 
+	opts := a.attnOpts.any()
 	for kb := 0; kb <= qb; kb++ {
 		j0 := kb * attnBlock
 		bk := min(attnBlock, T-j0)
-		if seg != nil && !anyVisible(seg, i0, bq, j0, bk) {
+		if seg != nil && !anyVisible(seg, i0, bq, j0, bk) || a.outsideWindow(i0, j0, bk) {
 			continue
 		}
 		kOff := ((b*T+j0)*Hkv + g) * D
 		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+		if opts {
+			a.scoreTile(s, nil, h, i0, bq, j0, bk)
+		}
 		if seg != nil {
 			maskTile(s, seg, i0, bq, j0, bk)
 		}
@@ -247,6 +297,42 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 			o[d] = ar[d] * inv
 		}
 		a.lse[lseOff+r] = m[r] + float32(math.Log(float64(l[r])))
+	}
+}
+
+// scoreTile applies the score options to the bq×bk tile s (row stride
+// attnBlock) of query head h, queries from i0, keys from j0: soft-cap (and,
+// if dt is not nil, dt = 1 − tanh² for the backward), ALiBi bias, then
+// -Inf for keys outside the window. Causal and segment masking are left to
+// the caller.
+func (a *attnJob) scoreTile(s, dt []float32, h, i0, bq, j0, bk int) {
+	ninf := float32(math.Inf(-1))
+	softCap := a.softCap
+	var slope float32
+	if a.alibi != nil {
+		slope = a.alibi[h]
+	}
+	for r := 0; r < bq; r++ {
+		i := i0 + r
+		row := s[r*attnBlock : r*attnBlock+bk]
+		if softCap > 0 {
+			var d []float32
+			if dt != nil {
+				d = dt[r*attnBlock : r*attnBlock+bk]
+			}
+			softCapRow(row, d, softCap)
+		}
+		if a.alibi != nil {
+			for c := range row {
+				row[c] += slope * float32(j0+c-i)
+			}
+		}
+		if a.window > 0 {
+			// Keys j <= i − window are outside: columns c <= i − window − j0.
+			for c := range min(bk, max(0, i-a.window-j0+1)) {
+				row[c] = ninf
+			}
+		}
 	}
 }
 
@@ -304,8 +390,14 @@ func maskTile(s []float32, seg []int32, i0, bq, j0, bk int) {
 // blocks), so the results are bit-identical for any GOMAXPROCS. It
 // allocates nothing once warm, apart from what Sgemm allocates.
 func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32) {
+	attentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs, B, T, Hq, Hkv, D, scale, attnOpts{})
+}
+
+// attentionBackward is AttentionBackward with score options (those of the
+// forward).
+func attentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []int32, B, T, Hq, Hkv, D int, scale float32, o attnOpts) {
 	nq, nkv := B*T*Hq*D, B*T*Hkv*D
-	checkAttnShapes("AttentionBackward", segIDs, B, T, Hq, Hkv, D,
+	checkAttnShapes("AttentionBackward", segIDs, o, B, T, Hq, Hkv, D,
 		attnOperand{"dq", dq, nq}, attnOperand{"dk", dk, nkv}, attnOperand{"dv", dv, nkv},
 		attnOperand{"dout", dout, nq}, attnOperand{"q", q, nq}, attnOperand{"k", k, nkv},
 		attnOperand{"v", v, nkv}, attnOperand{"out", out, nq}, attnOperand{"lse", lse, B * Hq * T})
@@ -314,7 +406,7 @@ func AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []i
 	}
 	nb := (T + attnBlock - 1) / attnBlock
 	j := getAttnJob(attnArgs{dq: dq, dk: dk, dv: dv, dout: dout, out: out, lse: lse,
-		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale})
+		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale, attnOpts: o})
 	if attnSplitBackward(B*Hkv, nb) {
 		parallelFor(B*Hkv*nb, 1, j.bwdKV)
 		parallelFor(B*Hq*nb, 1, j.bwdQ)
@@ -447,6 +539,9 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	ldq, ldk := Hq*D, Hkv*D
 	i0, j0 := qb*attnBlock, kb*attnBlock
 	bq, bk := min(attnBlock, T-i0), min(attnBlock, T-j0)
+	if a.outsideWindow(i0, j0, bk) {
+		return
+	}
 	var seg []int32
 	if a.seg != nil {
 		seg = a.seg[b*T : (b+1)*T]
@@ -459,8 +554,15 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	lse := a.lse[(b*Hq+h)*T+i0 : (b*Hq+h)*T+i0+bq]
 	s, dp := sc.s, sc.dp
 
-	// P = exp(scale·Q Kᵀ - lse), masked.
+	// P = exp(S - lse), S = scale·Q Kᵀ transformed by the options, masked.
 	blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+	var dt []float32 // 1 − tanh² of the soft-capped scores
+	if a.softCap > 0 {
+		dt = sc.dt
+	}
+	if a.attnOpts.any() {
+		a.scoreTile(s, dt, h, i0, bq, j0, bk)
+	}
 	if seg != nil {
 		maskTile(s, seg, i0, bq, j0, bk)
 	}
@@ -476,12 +578,20 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 		// dV += Pᵀ dO.
 		blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
 	}
-	// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place.
+	// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place (and ∘(1 − tanh²)
+	// through the soft-cap).
 	blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
 	for r := 0; r < bq; r++ {
 		pr := s[r*attnBlock : r*attnBlock+bk]
 		dr := dp[r*attnBlock : r*attnBlock+bk]
 		di := sc.rowD[i0+r]
+		if dt != nil {
+			tr := dt[r*attnBlock : r*attnBlock+bk]
+			for c := range dr {
+				dr[c] = pr[c] * (dr[c] - di) * tr[c]
+			}
+			continue
+		}
 		for c := range dr {
 			dr[c] = pr[c] * (dr[c] - di)
 		}

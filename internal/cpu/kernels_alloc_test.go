@@ -43,6 +43,8 @@ func TestKernelsDoNotAllocate(t *testing.T) {
 		"BiasGrad":          func() { be.BiasGrad(dw, g, n, dim) },
 		"SwiGLUForward":     func() { be.SwiGLUForward(o, x, g, n*dim) },
 		"SwiGLUBackward":    func() { be.SwiGLUBackward(o, o2, g, x, g, n*dim) },
+		"GeGLUForward":      func() { be.GeGLUForward(o, x, g, n*dim) },
+		"GeGLUBackward":     func() { be.GeGLUBackward(o, o2, g, x, g, n*dim) },
 		"EmbeddingForward":  func() { be.EmbeddingForward(o, table, ib, n, dim) },
 		"EmbeddingBackward": func() { be.EmbeddingBackward(dtable, g, ib, n, dim) },
 		"RMSNormForward":    func() { be.RMSNormForward(o, rs, x, w, n, dim, 1e-5) },

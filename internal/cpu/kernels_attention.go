@@ -14,6 +14,15 @@ func checkAttn(what string, a tensor.Attn) {
 	}
 }
 
+// attnOptsOf views a's score options on host memory.
+func attnOptsOf(what string, a tensor.Attn) attnOpts {
+	o := attnOpts{softCap: a.SoftCap, window: a.Window}
+	if !a.ALiBi.IsNil() {
+		o.alibi = f32(what+" ALiBi", a.ALiBi, a.Hq)
+	}
+	return o
+}
+
 func segView(b tensor.Buffer, n int) []int32 {
 	if b.IsNil() {
 		return nil
@@ -21,14 +30,14 @@ func segView(b tensor.Buffer, n int) []int32 {
 	return i32("cpu.Attention segIDs", b, n)
 }
 
-// AttentionForward runs causal grouped-query attention (AttentionForward on
-// the buffers' host memory).
+// AttentionForward runs causal grouped-query attention with a's score
+// options (AttentionForward on the buffers' host memory).
 func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a tensor.Attn) {
 	checkAttn("cpu.AttentionForward", a)
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
-	AttentionForward(f32("cpu.AttentionForward out", out, nq), f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
+	attentionForward(f32("cpu.AttentionForward out", out, nq), f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
 		f32("cpu.AttentionForward q", q, nq), f32("cpu.AttentionForward k", k, nk), f32("cpu.AttentionForward v", v, nk),
-		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale)
+		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionForward", a))
 }
 
 // AttentionBackward overwrites dq, dk and dv (AttentionBackward on the
@@ -36,9 +45,9 @@ func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a t
 func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs tensor.Buffer, a tensor.Attn) {
 	checkAttn("cpu.AttentionBackward", a)
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
-	AttentionBackward(f32("cpu.AttentionBackward dq", dq, nq), f32("cpu.AttentionBackward dk", dk, nk),
+	attentionBackward(f32("cpu.AttentionBackward dq", dq, nq), f32("cpu.AttentionBackward dk", dk, nk),
 		f32("cpu.AttentionBackward dv", dv, nk), f32("cpu.AttentionBackward dout", dout, nq),
 		f32("cpu.AttentionBackward q", q, nq), f32("cpu.AttentionBackward k", k, nk), f32("cpu.AttentionBackward v", v, nk),
 		f32("cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
-		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale)
+		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionBackward", a))
 }

@@ -19,6 +19,7 @@ type kargs struct {
 	bias     biasK
 	biasGrad colSumK
 	swiglu   swigluK
+	geglu    gegluK
 	embed    embedK
 	embedBwd embedBwdK
 	rms      rmsK

@@ -25,6 +25,6 @@ func (be *Backend) CrossEntropy(losses, dx, dw, x, w, targets, workspace tensor.
 	}
 	crossEntropy(f32("cpu.CrossEntropy losses", losses, c.N), dxs, dws,
 		f32("cpu.CrossEntropy x", x, c.N*c.C), f32("cpu.CrossEntropy w", w, c.V*c.C),
-		i32("cpu.CrossEntropy targets", targets, c.N), c.N, c.C, c.V, c.GradScale, rs,
+		i32("cpu.CrossEntropy targets", targets, c.N), c.N, c.C, c.V, c.GradScale, rs, c.SoftCap,
 		f32("cpu.CrossEntropy workspace", workspace, c.ChunkRows*c.V), c.ChunkRows)
 }

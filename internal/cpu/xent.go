@@ -9,7 +9,9 @@ import (
 // computed chunkRows rows at a time into a caller-provided workspace, turned
 // into losses and (optionally) their gradient in place, and fed straight
 // into the dx and dw products, so the N×V logit matrix is never
-// materialised. It does not do label smoothing, z-loss or logit soft-capping.
+// materialised. Logits may be soft-capped (Gemma 2's
+// final_logit_softcapping) before the softmax. It does not do label
+// smoothing or z-loss.
 
 // xentJob carries one chunk's softmax pass to the workers through a
 // function value bound once per job object, so a call allocates no closure.
@@ -20,6 +22,7 @@ type xentJob struct {
 	grad           bool
 	gradScale      float32
 	rowScale       []float32 // nil: 1 for every row
+	softCap        float32   // > 0: logits z = softCap·tanh(z/softCap)
 	fn             func(lo, hi int)
 
 	// The head packed once per call for the chunks' products: wᵀ for the
@@ -34,6 +37,12 @@ type xentJob struct {
 var xentPackBudget = 1 << 25
 
 var xentJobList reuseList[xentJob]
+
+// xentCapScratch is one worker's row of 1 − tanh² of the soft-capped
+// logits, kept for the gradient.
+type xentCapScratch struct{ d []float32 }
+
+var xentCapScratchList reuseList[xentCapScratch]
 
 // CrossEntropy computes losses[i] = -log softmax(x_i·wᵀ)[targets[i]] for
 // x [N,C] (final hidden states) and w [V,C] (LM head or tied embedding);
@@ -52,15 +61,19 @@ func CrossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 	if dx != nil && dw == nil {
 		panic("cpu.CrossEntropy: dx without dw")
 	}
-	crossEntropy(losses, dx, dw, x, w, targets, N, C, V, gradScale, nil, workspace, chunkRows)
+	crossEntropy(losses, dx, dw, x, w, targets, N, C, V, gradScale, nil, 0, workspace, chunkRows)
 }
 
 // crossEntropy is CrossEntropy with optional per-row gradient scales
-// (rowScale [N] or nil) and an optional head gradient (dw nil: frozen).
-func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, gradScale float32, rowScale, workspace []float32, chunkRows int) {
+// (rowScale [N] or nil), an optional head gradient (dw nil: frozen) and
+// optional logit soft-capping (softCap > 0: the logits are
+// softCap·tanh(x·wᵀ/softCap); 0: off).
+func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, gradScale float32, rowScale []float32, softCap float32, workspace []float32, chunkRows int) {
 	switch {
 	case N < 0 || C <= 0 || V <= 0:
 		panic(fmt.Sprintf("cpu.CrossEntropy: bad shape N=%d C=%d V=%d", N, C, V))
+	case !(softCap >= 0) || math.IsInf(float64(softCap), 1):
+		panic(fmt.Sprintf("cpu.CrossEntropy: SoftCap=%v, want 0 (off) or a finite positive cap", softCap))
 	case chunkRows <= 0:
 		panic(fmt.Sprintf("cpu.CrossEntropy: chunkRows=%d, want > 0", chunkRows))
 	case len(losses) < N:
@@ -89,7 +102,7 @@ func crossEntropy(losses, dx, dw, x, w []float32, targets []int32, N, C, V int, 
 	if job.fn == nil {
 		job.fn = job.rows
 	}
-	job.V, job.grad, job.gradScale = V, grad, gradScale
+	job.V, job.grad, job.gradScale, job.softCap = V, grad, gradScale, softCap
 
 	// Several chunks share the head: pack it once for all of them.
 	var wt, wn *packedB
@@ -168,9 +181,16 @@ func activeChunks(targets []int32, chunkRows int) int {
 }
 
 // rows turns logits rows lo..hi-1 of the current chunk into losses and, if
-// grad, into gradScale·(softmax - onehot) in place (zero rows when ignored).
+// grad, into gradScale·(softmax - onehot) in place (zero rows when ignored),
+// times 1 − tanh² of the capped logits with soft-capping.
 func (j *xentJob) rows(lo, hi int) {
 	V := j.V
+	var capd *xentCapScratch
+	if j.softCap > 0 && j.grad {
+		capd = xentCapScratchList.get()
+		capd.d = growScratch(capd.d, V)
+		defer xentCapScratchList.put(capd)
+	}
 	for r := lo; r < hi; r++ {
 		row := j.logits[r*V : (r+1)*V]
 		t := j.targets[r]
@@ -180,6 +200,13 @@ func (j *xentJob) rows(lo, hi int) {
 				clear(row)
 			}
 			continue
+		}
+		if j.softCap > 0 {
+			var d []float32
+			if capd != nil {
+				d = capd.d
+			}
+			softCapRow(row, d, j.softCap)
 		}
 		mx := rowMax(row)
 		zt := row[t]
@@ -196,5 +223,10 @@ func (j *xentJob) rows(lo, hi int) {
 		}
 		scaleRow(row, float32(float64(gs)/sum))
 		row[t] -= gs
+		if capd != nil {
+			for c, d := range capd.d[:V] {
+				row[c] *= d
+			}
+		}
 	}
 }

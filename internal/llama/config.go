@@ -39,8 +39,9 @@ type Config struct {
 	QKNorm bool
 	// TieEmbeddings: the LM head is model.embed_tokens.weight.
 	TieEmbeddings bool
-	// SlidingWindow is mistral's sliding_window (0: none). The attention
-	// kernels have no window, so sequences longer than it are refused.
+	// SlidingWindow is the sliding_window of mistral, phi3 and gemma2 (0:
+	// none): a query attends to the SlidingWindow latest keys, itself
+	// included.
 	SlidingWindow int
 
 	BOSTokenID  int   // -1 if absent
@@ -71,6 +72,22 @@ type Config struct {
 	// NormHead: the LM head's rows are L2-normalised in every forward pass
 	// (Baichuan 2).
 	NormHead bool
+	// ALiBi: attention scores get per-head linear position biases instead
+	// of rotary embeddings (Baichuan 2 13B).
+	ALiBi bool
+	// PostNorms: the attention and MLP outputs are RMS-normalised before
+	// their residual additions (Gemma 2; extra weights
+	// attn_output_norm and mlp_output_norm).
+	PostNorms bool
+	// AttnSoftCap and FinalSoftCap cap attention scores and logits with
+	// cap·tanh(x/cap) (Gemma 2; 0: off).
+	AttnSoftCap, FinalSoftCap float64
+	// QueryScale, when set, makes the score scale QueryScale^-1/2 instead
+	// of head_dim^-1/2 (Gemma 2's query_pre_attn_scalar).
+	QueryScale float64
+	// WindowEvenLayers: only layers 0, 2, 4, ... use SlidingWindow (Gemma
+	// 2); otherwise every layer does.
+	WindowEvenLayers bool
 
 	// raw is the parsed config.json, written back by Save so fields lathe
 	// does not interpret survive a round trip.

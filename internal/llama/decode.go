@@ -80,9 +80,6 @@ func (m *Model) Generate(prompts [][]int32, o GenerateOptions, onToken func(row 
 	if mp := m.Cfg.MaxPositions; mp > 0 && maxT > mp {
 		return nil, nil, fmt.Errorf("llama: generate: %d prompt + %d new tokens exceed max_position_embeddings %d", longest, o.MaxNewTokens, mp)
 	}
-	if w := m.Cfg.SlidingWindow; w > 0 && maxT > w {
-		return nil, nil, fmt.Errorf("llama: generate: %d positions exceed sliding_window %d, and lathe has no sliding-window attention yet", maxT, w)
-	}
 	if lim := m.Cfg.RopeOriginalMax; lim > 0 && m.Cfg.RopeExtFactors != nil && maxT > lim {
 		return nil, nil, fmt.Errorf("llama: generate: %d positions exceed original_max_position_embeddings %d, beyond which longrope's long factors apply, which lathe does not", maxT, lim)
 	}
@@ -119,7 +116,9 @@ func (m *Model) Generate(prompts [][]int32, o GenerateOptions, onToken func(row 
 		lens[i] = int32(len(p))
 	}
 	for step := 0; ; step++ {
-		if err := tensor.DownloadF32(m.be, logits, cache.logits.View(0, B*m.Cfg.VocabSize)); err != nil {
+		err := tensor.DownloadF32(m.be, logits, cache.logits.View(0, B*m.Cfg.VocabSize))
+		m.capLogits(logits)
+		if err != nil {
 			return nil, nil, fmt.Errorf("llama: generate: %w", err)
 		}
 		active := false

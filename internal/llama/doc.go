@@ -1,9 +1,16 @@
-// Package llama is the Llama-family decoder of lathe's training engine:
-// LlamaForCausalLM (llama 2/3, GQA, llama3 rope scaling), MistralForCausalLM,
-// Qwen2ForCausalLM (q/k/v bias) and Qwen3ForCausalLM (per-head q/k RMSNorm),
-// with optional attention/MLP biases and tied embeddings, read from a Hugging
-// Face config.json and safetensors weights (single or sharded; F32, BF16,
-// F16 or F64 on disk, held as F32).
+// Package llama is the decoder of lathe's training engine: the Llama
+// family — LlamaForCausalLM (llama 2/3, GQA, llama3 rope scaling),
+// MistralForCausalLM (sliding window), Qwen2ForCausalLM (q/k/v bias),
+// Qwen3ForCausalLM (per-head q/k RMSNorm) — and the families mapped onto
+// it by a few switches (families.go): Gemma and Gemma 2 (GeGLU, scaled
+// embeddings, 1 + w norms, soft-capping, output norms, alternating sliding
+// windows), Phi-3 (fused qkv/gate_up, partial rotary, longrope), Baichuan
+// 2 (fused W_pack, normalised head, ALiBi for 13B) and ChatGLM 3 / GLM-4
+// (transformer.* names, fused query_key_value, interleaved half-head
+// rotary). Configs come from a Hugging Face config.json and weights from
+// safetensors (single or sharded; F32, BF16, F16 or F64 on disk, held as
+// F32), in each family's own names and layout: fused tensors are split on
+// reading and stacked on writing, so parameters inside carry Llama names.
 //
 // It is written the llm.c way: Forward and Backward are explicit, layer by
 // layer, over flat buffers of a tensor.Backend. All parameters live in one
@@ -23,10 +30,11 @@
 //
 // The model is checked against testdata/llama_ref.py, a float64 PyTorch
 // implementation of the transformers semantics (logits, loss, every gradient,
-// one AdamW step) for every variant the script generates.
+// one AdamW step) for every variant the script generates, and the other
+// families against testdata/family_ref.py, written from each family's own
+// modelling code in its own tensor layout.
 //
-// It does not do: sliding-window attention (mistral sequences longer than
-// sliding_window are refused), rope scaling other than llama3, partial
-// rotary dims, KV-cache generation, LoRA or quantised weights (those belong
-// to the packages that build on this one), or mixed precision.
+// It does not do: rope scaling other than llama3 and longrope's short
+// factors, or mixed precision; LoRA, NF4 weights and generation are built
+// on it in adapters.go, linear.go and decode.go.
 package llama

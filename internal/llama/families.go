@@ -37,6 +37,7 @@ var families = []*family{
 	{modelType: "qwen2", archs: []string{"Qwen2ForCausalLM"}, parse: parseLlama, write: writeLlama},
 	{modelType: "qwen3", archs: []string{"Qwen3ForCausalLM"}, parse: parseLlama, write: writeLlama},
 	{modelType: "gemma", archs: []string{"GemmaForCausalLM"}, parse: parseGemma, write: writeGemma},
+	{modelType: "gemma2", archs: []string{"Gemma2ForCausalLM"}, parse: parseGemma2, write: writeGemma2, fileName: gemma2FileName},
 	{modelType: "phi3", archs: []string{"Phi3ForCausalLM"}, parse: parsePhi3, write: writePhi3, fileName: phi3FileName},
 	{modelType: "baichuan", archs: []string{"BaichuanForCausalLM"}, parse: parseBaichuan, write: writeBaichuan, fileName: baichuanFileName},
 	{modelType: "chatglm", archs: []string{"ChatGLMModel", "ChatGLMForConditionalGeneration"}, parse: parseChatGLM, write: writeChatGLM,
@@ -103,6 +104,52 @@ func writeGemma(c Config, m map[string]any) {
 	delete(m, "hidden_act")
 	m["hidden_activation"] = "gelu_pytorch_tanh"
 	m["attention_bias"] = false
+}
+
+// --- Gemma 2 ---
+
+func parseGemma2(f *fields, c *Config) {
+	parseGemma(f, c)
+	c.PostNorms = true
+	c.AttnSoftCap = f.float("attn_logit_softcapping", 0)
+	c.FinalSoftCap = f.float("final_logit_softcapping", 0)
+	c.QueryScale = f.float("query_pre_attn_scalar", float64(c.HeadDim))
+	c.SlidingWindow = f.int("sliding_window", 0, false)
+	c.WindowEvenLayers = true
+	if c.AttnSoftCap < 0 || c.FinalSoftCap < 0 || !(c.QueryScale > 0) {
+		f.fail("attn_logit_softcapping", "soft caps must be >= 0 and query_pre_attn_scalar > 0")
+	}
+}
+
+func writeGemma2(c Config, m map[string]any) {
+	writeGemma(c, m)
+	nullable := func(v float64) any {
+		if v == 0 {
+			return nil
+		}
+		return v
+	}
+	m["attn_logit_softcapping"] = nullable(c.AttnSoftCap)
+	m["final_logit_softcapping"] = nullable(c.FinalSoftCap)
+	m["query_pre_attn_scalar"] = c.QueryScale
+	if c.SlidingWindow > 0 {
+		m["sliding_window"] = c.SlidingWindow
+	}
+}
+
+// gemma2FileName: Gemma 2 has four norms per layer; the engine's
+// post_attention_layernorm (before the MLP) is its pre_feedforward one.
+func gemma2FileName(_ Config, name string) string {
+	for _, r := range [][2]string{
+		{".post_attention_layernorm.weight", ".pre_feedforward_layernorm.weight"},
+		{".attn_output_norm.weight", ".post_attention_layernorm.weight"},
+		{".mlp_output_norm.weight", ".post_feedforward_layernorm.weight"},
+	} {
+		if rest, ok := strings.CutSuffix(name, r[0]); ok {
+			return rest + r[1]
+		}
+	}
+	return name
 }
 
 // --- Phi-3 ---
@@ -207,7 +254,8 @@ func parseBaichuan(f *fields, c *Config) {
 	if !f.has("max_position_embeddings") {
 		// Baichuan 2 13B: ALiBi position biases instead of rotary
 		// embeddings; its config has model_max_length only.
-		f.fail("max_position_embeddings", "missing: a Baichuan 2 13B-style model (ALiBi attention), which lathe does not run yet")
+		c.ALiBi = true
+		c.MaxPositions = f.int("model_max_length", 0, false)
 		return
 	}
 	c.MaxPositions = f.int("max_position_embeddings", 0, false)
@@ -222,7 +270,12 @@ func writeBaichuan(c Config, m map[string]any) {
 	m["rms_norm_eps"] = c.RMSNormEps
 	m["hidden_act"] = "silu"
 	m["tie_word_embeddings"] = false
-	m["max_position_embeddings"] = c.MaxPositions
+	if c.ALiBi {
+		delete(m, "max_position_embeddings")
+		m["model_max_length"] = c.MaxPositions
+	} else {
+		m["max_position_embeddings"] = c.MaxPositions
+	}
 }
 
 func baichuanFileName(_ Config, name string) string {
@@ -558,7 +611,8 @@ func AdapterLinearKinds(cfg Config, kinds []string) []string {
 // tied embeddings, max positions), the family's own switches set as its
 // released models have them (ChatGLM: q/k/v bias and half-head rotary;
 // Gemma: GeGLU, scaled embeddings, 1 + w norms; Baichuan 2: normalised
-// head), as a config.json of that family would give. Special token ids
+// head; Gemma 2: soft caps 50 and 30, a 4096-token window on even
+// layers), as a config.json of that family would give. Special token ids
 // are not set.
 func NewConfig(modelType string, c Config) (Config, error) {
 	fam := familyOf(modelType)
@@ -567,8 +621,11 @@ func NewConfig(modelType string, c Config) (Config, error) {
 	}
 	c.ModelType, c.Architecture, c.raw = modelType, fam.archs[0], nil
 	c.BOSTokenID, c.EOSTokenIDs = -1, nil
-	if modelType == "chatglm" {
+	switch modelType {
+	case "chatglm":
 		c.QKVBias = true
+	case "gemma2": // as Gemma 2 2B/9B are released
+		c.QueryScale, c.AttnSoftCap, c.FinalSoftCap, c.SlidingWindow = float64(c.HeadDim), 50, 30, 4096
 	}
 	if c.RopeTheta == 0 {
 		c.RopeTheta = 10000

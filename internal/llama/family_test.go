@@ -43,7 +43,7 @@ func (m *Model) fileGrads(t *testing.T) map[string][]float32 {
 // tensor.
 func TestFamiliesAgainstPyTorch(t *testing.T) {
 	needTorch(t)
-	for _, variant := range []string{"phi3", "phi3-longrope", "phi3-partial", "baichuan", "chatglm", "chatglm-mha"} {
+	for _, variant := range []string{"gemma", "gemma2", "phi3", "phi3-longrope", "phi3-partial", "baichuan", "baichuan-13b", "chatglm", "chatglm-mha"} {
 		t.Run(variant, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()

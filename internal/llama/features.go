@@ -137,20 +137,26 @@ func (m *Model) finishHeadGrad() {
 	m.be.Add(m.head.Grad, m.head.Grad, fb.headGrad, c.VocabSize*c.Hidden)
 }
 
+// capLogits applies Gemma 2's final soft cap, cap·tanh(x/cap), to
+// materialised logits (the fused cross-entropy applies it itself).
+func (m *Model) capLogits(v []float32) {
+	c := m.Cfg.FinalSoftCap
+	if c == 0 {
+		return
+	}
+	for i, x := range v {
+		v[i] = float32(c * math.Tanh(float64(x)/c))
+	}
+}
+
 // embedScale is Gemma's embedding multiplier, sqrt(hidden) rounded to
 // float32 as transformers does.
 func (m *Model) embedScale() float32 { return float32(math.Sqrt(float64(m.Cfg.Hidden))) }
 
-// gegluBackend is the backend's GeGLU kernel pair.
-type gegluBackend interface {
-	GeGLUForward(out, gate, up tensor.Buffer, n int)
-	GeGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int)
-}
-
 // gatedForward is the MLP's act(gate)·up.
 func (m *Model) gatedForward(out, gate, up tensor.Buffer, n int) {
 	if m.Cfg.Activation == "gelu_tanh" {
-		m.be.(gegluBackend).GeGLUForward(out, gate, up, n)
+		m.be.GeGLUForward(out, gate, up, n)
 		return
 	}
 	m.be.SwiGLUForward(out, gate, up, n)
@@ -159,7 +165,7 @@ func (m *Model) gatedForward(out, gate, up tensor.Buffer, n int) {
 // gatedBackward is gatedForward's backward (dgate, dup overwritten).
 func (m *Model) gatedBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
 	if m.Cfg.Activation == "gelu_tanh" {
-		m.be.(gegluBackend).GeGLUBackward(dgate, dup, dout, gate, up, n)
+		m.be.GeGLUBackward(dgate, dup, dout, gate, up, n)
 		return
 	}
 	m.be.SwiGLUBackward(dgate, dup, dout, gate, up, n)

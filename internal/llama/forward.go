@@ -44,6 +44,9 @@ type layerActs struct {
 	xmid         tensor.Buffer // [n,H] residual after attention
 	ln2, rstd2   tensor.Buffer
 	gate, up, sw tensor.Buffer            // [n,I]
+	ao, mo       tensor.Buffer            // Gemma 2: attention and MLP outputs before their norms [n,H]
+	rstdAO       tensor.Buffer            // [n]
+	rstdMO       tensor.Buffer            // [n]
 	lu           [numLinear]tensor.Buffer // LoRA x·Aᵀ [n,r] per adapted module
 }
 
@@ -154,6 +157,9 @@ func (m *Model) Reserve(n int) error {
 			L.att, L.lse = take(n*qd), take(n*c.Heads)
 			L.xmid, L.ln2, L.rstd2 = take(n*H), take(n*H), take(n)
 			L.gate, L.up, L.sw = take(n*I), take(n*I), take(n*I)
+			if c.PostNorms {
+				L.ao, L.mo, L.rstdAO, L.rstdMO = take(n*H), take(n*H), take(n), take(n)
+			}
 			for i := range numLinear {
 				if m.adapted(i) {
 					L.lu[i] = take(n * m.opts.LoRA.Rank)
@@ -228,9 +234,6 @@ func (m *Model) checkBatch(b *Batch, needTargets bool) error {
 	if lim := m.Cfg.RopeOriginalMax; lim > 0 && m.Cfg.RopeExtFactors != nil && b.T > lim {
 		return fmt.Errorf("llama: sequence length %d exceeds original_max_position_embeddings %d, beyond which longrope switches to its long factors, which lathe does not apply", b.T, lim)
 	}
-	if w := m.Cfg.SlidingWindow; w > 0 && b.T > w {
-		return fmt.Errorf("llama: sequence length %d exceeds sliding_window %d, and lathe has no sliding-window attention yet", b.T, w)
-	}
 	return nil
 }
 
@@ -303,17 +306,30 @@ func (m *Model) forward(st *fwdState) {
 	be.RMSNormForward(a.lnf, a.rstdf, a.xf, m.nw(m.norm), n, H, eps)
 }
 
-// attnShape is the attention kernels' description of layer attention
+// attnShape is the attention kernels' description of layer l's attention
 // for a batch of B rows of T tokens.
-func (m *Model) attnShape(B, T int) tensor.Attn {
+func (m *Model) attnShape(B, T, l int) tensor.Attn {
 	c := m.Cfg
-	return tensor.Attn{B: B, T: T, Hq: c.Heads, Hkv: c.KVHeads, D: c.HeadDim, Scale: m.attnScale()}
+	return tensor.Attn{B: B, T: T, Hq: c.Heads, Hkv: c.KVHeads, D: c.HeadDim, Scale: m.attnScale(),
+		SoftCap: float32(c.AttnSoftCap), Window: m.window(l), ALiBi: m.alibi}
 }
 
-// attnScale is the score scale: 1/sqrt(head_dim), times the square of
-// longrope's cos/sin factor (which scales both q and k).
+// window is layer l's sliding attention window (0: none).
+func (m *Model) window(l int) int {
+	if c := m.Cfg; c.SlidingWindow > 0 && (!c.WindowEvenLayers || l%2 == 0) {
+		return c.SlidingWindow
+	}
+	return 0
+}
+
+// attnScale is the score scale: 1/sqrt(head_dim) (or
+// query_pre_attn_scalar), times the square of longrope's cos/sin factor
+// (which scales both q and k).
 func (m *Model) attnScale() float32 {
 	s := 1 / math.Sqrt(float64(m.Cfg.HeadDim))
+	if q := m.Cfg.QueryScale; q > 0 {
+		s = 1 / math.Sqrt(q)
+	}
 	if f := m.Cfg.RopeAttnFactor; f != 0 {
 		s *= f * f
 	}
@@ -349,14 +365,16 @@ func (m *Model) layerCompute(st *fwdState, l int, L *layerActs, x, out, posBuf t
 		be.RMSNormForward(L.kn, L.rstdk, L.k, m.nw(P.kn), n*c.KVHeads, D, eps)
 		qin, kin = L.qn, L.kn
 	}
-	be.RoPEForward(L.qr, qin, posBuf, m.invFreq, n, c.Heads, D, rot)
-	be.RoPEForward(L.kr, kin, posBuf, m.invFreq, n, c.KVHeads, D, rot)
+	if !c.ALiBi {
+		be.RoPEForward(L.qr, qin, posBuf, m.invFreq, n, c.Heads, D, rot)
+		be.RoPEForward(L.kr, kin, posBuf, m.invFreq, n, c.KVHeads, D, rot)
+	}
 	if kc == nil {
 		seg := tensor.Buffer{}
 		if st.hasSeg {
 			seg = a.seg.View(0, n)
 		}
-		be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, m.attnShape(st.B, st.T))
+		be.AttentionForward(L.att, L.lse, L.qr, L.kr, L.v, seg, m.attnShape(st.B, st.T, l))
 	} else {
 		kvd := c.KVHeads * D
 		for r := range n {
@@ -365,16 +383,27 @@ func (m *Model) layerCompute(st *fwdState, l int, L *layerActs, x, out, posBuf t
 			be.Copy(kc.v[l].View(at, kvd), L.v.View(r*kvd, kvd))
 		}
 		be.AttentionDecode(L.att, L.qr, kc.k[l], kc.v[l], kc.lens,
-			tensor.AttnDecode{B: n, MaxT: kc.maxT, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: m.attnScale()})
+			tensor.AttnDecode{B: n, MaxT: kc.maxT, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: m.attnScale(),
+				SoftCap: float32(c.AttnSoftCap), Window: m.window(l), ALiBi: m.alibi})
 	}
-	m.linear(st, l, linO, L.xmid, L.att)
+	if c.PostNorms {
+		m.linear(st, l, linO, L.ao, L.att)
+		be.RMSNormForward(L.xmid, L.rstdAO, L.ao, m.nw(P.aon), n, H, eps)
+	} else {
+		m.linear(st, l, linO, L.xmid, L.att)
+	}
 	be.Add(L.xmid, L.xmid, x, n*H)
 	// MLP block
 	be.RMSNormForward(L.ln2, L.rstd2, L.xmid, m.nw(P.ln2), n, H, eps)
 	m.linear(st, l, linGate, L.gate, L.ln2)
 	m.linear(st, l, linUp, L.up, L.ln2)
 	m.gatedForward(L.sw, L.gate, L.up, n*I)
-	m.linear(st, l, linDown, out, L.sw)
+	if c.PostNorms {
+		m.linear(st, l, linDown, L.mo, L.sw)
+		be.RMSNormForward(out, L.rstdMO, L.mo, m.nw(P.mon), n, H, eps)
+	} else {
+		m.linear(st, l, linDown, out, L.sw)
+	}
 	be.Add(out, out, L.xmid, n*H)
 }
 
@@ -389,7 +418,7 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	m.forward(st)
 	a, c := m.act, m.Cfg
 	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.headW(), a.tgt,
-		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows})
+		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows, SoftCap: float32(c.FinalSoftCap)})
 	loss, err := m.meanLoss(st)
 	if err != nil {
 		return 0, err
@@ -441,7 +470,7 @@ func (m *Model) ForwardBackward(b *Batch) (float32, error) {
 func (m *Model) lossAndGrad(st *fwdState) {
 	a, c := m.act, m.Cfg
 	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
-		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows})
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows, SoftCap: float32(c.FinalSoftCap)})
 	m.finishHeadGrad()
 }
 
@@ -484,7 +513,6 @@ func (m *Model) backward(st *fwdState) error {
 		seg = a.seg.View(0, n)
 	}
 	pos := a.pos.View(0, n)
-	attn := m.attnShape(st.B, st.T)
 	rot := c.rotaryDim()
 
 	be.RMSNormBackward(a.dres, m.gradOrSink(m.norm), a.dln, a.xf, m.nw(m.norm), a.rstdf, n, H)
@@ -501,17 +529,29 @@ func (m *Model) backward(st *fwdState) error {
 			m.layerForward(st, l, a.dtmp)
 		}
 		// MLP block: dres is dL/d(layer output).
-		m.linearBackward(st, l, linDown, a.dsw, a.dres, L.sw, false)
+		dy := a.dres
+		if c.PostNorms {
+			be.RMSNormBackward(a.dtmp, m.gradOrSink(P.mon), a.dres, L.mo, m.nw(P.mon), L.rstdMO, n, H)
+			dy = a.dtmp
+		}
+		m.linearBackward(st, l, linDown, a.dsw, dy, L.sw, false)
 		m.gatedBackward(a.dgate, a.dup, a.dsw, L.gate, L.up, n*I)
 		m.linearBackward(st, l, linGate, a.dln, a.dgate, L.ln2, false)
 		m.linearBackward(st, l, linUp, a.dln, a.dup, L.ln2, true)
 		be.RMSNormBackward(a.dtmp, m.gradOrSink(P.ln2), a.dln, L.xmid, m.nw(P.ln2), L.rstd2, n, H)
 		be.Add(a.dres, a.dres, a.dtmp, n*H) // now dL/d xmid
 		// attention block
-		m.linearBackward(st, l, linO, a.datt, a.dres, L.att, false)
-		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, L.qr, L.kr, L.v, L.att, L.lse, seg, attn)
-		be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, rot)
-		be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, rot)
+		dy = a.dres
+		if c.PostNorms {
+			be.RMSNormBackward(a.dtmp, m.gradOrSink(P.aon), a.dres, L.ao, m.nw(P.aon), L.rstdAO, n, H)
+			dy = a.dtmp
+		}
+		m.linearBackward(st, l, linO, a.datt, dy, L.att, false)
+		be.AttentionBackward(a.dq, a.dk, a.dv, a.datt, L.qr, L.kr, L.v, L.att, L.lse, seg, m.attnShape(st.B, st.T, l))
+		if !c.ALiBi {
+			be.RoPEBackward(a.dq, a.dq, pos, m.invFreq, n, c.Heads, D, rot)
+			be.RoPEBackward(a.dk, a.dk, pos, m.invFreq, n, c.KVHeads, D, rot)
+		}
 		if c.QKNorm {
 			be.RMSNormBackward(a.dq, m.gradOrSink(P.qn), a.dq, L.q, m.nw(P.qn), L.rstdq, n*c.Heads, D)
 			be.RMSNormBackward(a.dk, m.gradOrSink(P.kn), a.dk, L.k, m.nw(P.kn), L.rstdk, n*c.KVHeads, D)
@@ -566,6 +606,7 @@ func (m *Model) Logits(b *Batch) ([]float32, error) {
 	if err := tensor.DownloadF32(m.be, out, lg); err != nil {
 		return nil, fmt.Errorf("llama: logits: %w", err)
 	}
+	m.capLogits(out)
 	m.lastFwd = nil
 	return out, nil
 }
@@ -600,7 +641,7 @@ func (m *Model) BackwardWeighted(weights []float32) error {
 		return fmt.Errorf("llama: weights: %w", err)
 	}
 	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
-		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: ceChunkRows, RowScale: a.rowW.View(0, st.n)})
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: ceChunkRows, RowScale: a.rowW.View(0, st.n), SoftCap: float32(c.FinalSoftCap)})
 	m.finishHeadGrad()
 	return m.backward(st)
 }

@@ -37,6 +37,7 @@ func (p *Param) Trainable() bool { return !p.Grad.IsNil() }
 type layerParams struct {
 	ln1, q, k, v, o, qb, kb, vb, ob, qn, kn *Param
 	ln2, gate, up, down, gateB, upB, downB  *Param
+	aon, mon                                *Param // Gemma 2's output norms
 	lin                                     [numLinear]linear
 }
 
@@ -55,6 +56,7 @@ type Model struct {
 	vhead, vheadB     *Param
 	layers            []layerParams
 	invFreq           tensor.Buffer
+	alibi             tensor.Buffer // ALiBi slopes [Heads] (Config.ALiBi), else the zero Buffer
 	trainable         []*Param
 	// stopLayer is the lowest layer Backward must reach: below it nothing
 	// is trainable and the input gradient is not needed.
@@ -89,9 +91,6 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 	if err := o.validate(cfg); err != nil {
 		return nil, err
 	}
-	if _, ok := be.(gegluBackend); cfg.Activation == "gelu_tanh" && !ok {
-		return nil, fmt.Errorf("llama: %s needs the GeGLU kernel, which backend %s lacks", cfg.ModelType, be.Name())
-	}
 	m := &Model{Cfg: cfg, be: be, byName: map[string]*Param{}, opts: o, lead: cfg.fusedLead()}
 	H, D, I := cfg.Hidden, cfg.HeadDim, cfg.Intermediate
 	qd, kvd := cfg.Heads*D, cfg.KVHeads*D
@@ -123,10 +122,16 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 			L.qn = add(p+"self_attn.q_norm.weight", true, D)
 			L.kn = add(p+"self_attn.k_norm.weight", true, D)
 		}
+		if cfg.PostNorms {
+			L.aon = add(p+"attn_output_norm.weight", true, H)
+		}
 		L.ln2 = add(p+"post_attention_layernorm.weight", true, H)
 		L.gate = add(p+"mlp.gate_proj.weight", false, I, H)
 		L.up = add(p+"mlp.up_proj.weight", false, I, H)
 		L.down = add(p+"mlp.down_proj.weight", false, H, I)
+		if cfg.PostNorms {
+			L.mon = add(p+"mlp_output_norm.weight", true, H)
+		}
 		if cfg.MLPBias {
 			L.gateB = add(p+"mlp.gate_proj.bias", true, I)
 			L.upB = add(p+"mlp.up_proj.bias", true, I)
@@ -220,6 +225,16 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 		m.Free()
 		return nil, fmt.Errorf("llama: rope frequencies: %w", err)
 	}
+	if cfg.ALiBi {
+		slopes := tensor.ALiBiSlopes(cfg.Heads)
+		if m.alibi, err = be.Alloc(tensor.F32, len(slopes)); err == nil {
+			err = tensor.UploadF32(be, m.alibi, slopes)
+		}
+		if err != nil {
+			m.Free()
+			return nil, fmt.Errorf("llama: alibi slopes: %w", err)
+		}
+	}
 	return m, nil
 }
 
@@ -256,13 +271,13 @@ func (m *Model) Backend() tensor.Backend { return m.be }
 
 // Free releases every allocation of the model.
 func (m *Model) Free() {
-	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch, m.fam.mem} {
+	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch, m.fam.mem, m.alibi} {
 		if !b.IsNil() {
 			m.be.Free(b)
 		}
 	}
 	m.paramMem, m.gradMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
-	m.fam = familyBuffers{}
+	m.fam, m.alibi = familyBuffers{}, tensor.Buffer{}
 	for _, p := range m.Params {
 		if p.Q != nil {
 			p.Q.Free(m.be)

@@ -49,9 +49,11 @@ type Backend interface {
 
 	// AttentionForward is causal scaled-dot-product attention with grouped
 	// KV heads and optional segment ids: q, out [B,T,Hq,D], k, v
-	// [B,T,Hkv,D], lse [B,Hq,T] (log-sum-exp, saved for backward), segIDs
-	// I32 [B*T] or the zero Buffer. A query attends to keys at positions <=
-	// its own with the same segment id.
+	// [B,T,Hkv,D], lse [B,Hq,T] (log-sum-exp of the final scores, saved for
+	// backward), segIDs I32 [B*T] or the zero Buffer. A query attends to
+	// keys at positions <= its own with the same segment id (and within
+	// a.Window when set). a's SoftCap, Window and ALiBi shape the scores;
+	// see Attn.
 	AttentionForward(out, lse, q, k, v, segIDs Buffer, a Attn)
 	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
 	// inputs, output and lse.
@@ -61,13 +63,20 @@ type Backend interface {
 	// cache (generation): q, out [B, Hq, D]; kCache, vCache [B, MaxT, Hkv,
 	// D]; lens I32 [B]: row b's query attends to cache positions
 	// [0, lens[b]) (its own key and value already written at lens[b]−1).
-	// GQA as AttentionForward.
+	// GQA, and the SoftCap, Window and ALiBi options, as AttentionForward
+	// with the query at position lens[b]−1.
 	AttentionDecode(out, q, kCache, vCache, lens Buffer, a AttnDecode)
 
 	// SwiGLUForward: out = silu(gate)·up, elementwise over n.
 	SwiGLUForward(out, gate, up Buffer, n int)
 	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up).
 	SwiGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
+	// GeGLUForward: out = gelu(gate)·up, elementwise over n, with gelu's
+	// tanh approximation (PyTorch gelu(approximate="tanh"), Hugging Face
+	// "gelu_pytorch_tanh"): gelu(x) = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+	GeGLUForward(out, gate, up Buffer, n int)
+	// GeGLUBackward overwrites dgate and dup (each may equal gate or up).
+	GeGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
 
 	// AddBias: x[i,:] += bias for x [rows,cols], bias [cols].
 	AddBias(x, bias Buffer, rows, cols int)
@@ -154,17 +163,53 @@ type Gemm struct {
 }
 
 // Attn holds attention's shapes: batch B, sequence T, query heads Hq, KV
-// heads Hkv (Hq % Hkv == 0), head dim D, and the score scale (usually
-// 1/sqrt(D)).
+// heads Hkv (Hq % Hkv == 0), head dim D, the score scale (usually
+// 1/sqrt(D)), and score options whose zero values mean plain causal
+// softmax attention.
+//
+// The score of query i and key j (positions within the row of T) in query
+// head h is
+//
+//	s = Scale·q_i·k_j
+//	s = SoftCap·tanh(s/SoftCap)        if SoftCap > 0
+//	s = s + ALiBi[h]·(j − i)           if ALiBi is not the zero Buffer
+//
+// and the query takes the softmax over the keys j <= i with its segment id
+// and, if Window > 0, with j > i − Window. This is the order of Hugging
+// Face's Gemma 2 (scale, soft-cap, then the mask) and Baichuan 2 (ALiBi
+// added to the scaled scores).
 type Attn struct {
 	B, T, Hq, Hkv, D int
 	Scale            float32
+
+	// SoftCap > 0 soft-caps the scaled scores into (−SoftCap, SoftCap), as
+	// Gemma 2's attn_logit_softcapping; the backward multiplies by
+	// 1 − tanh². 0 is off; negative is an error.
+	SoftCap float32
+	// Window > 0 is sliding-window attention: a query at position i sees
+	// the keys at i−Window+1 .. i (Window keys, itself included). This is
+	// Hugging Face's sliding-window mask for Mistral and Gemma 2
+	// (masking_utils.sliding_window_overlay: kv_idx > q_idx −
+	// sliding_window; Gemma 2's older eager mask,
+	// tril(diagonal=−sliding_window), is the same). Positions are those in
+	// the row of T, also with segment ids. 0 is off; negative is an error.
+	Window int
+	// ALiBi, when not the zero Buffer, is F32 [Hq]: per-head slopes m_h
+	// adding m_h·(j − i) to the scores (Press et al.; Baichuan 2 13B,
+	// BLOOM). Baichuan writes the bias as m_h·j; softmax is invariant to
+	// the row's offset, so the results are the same. See ALiBiSlopes.
+	ALiBi Buffer
 }
 
-// AttnDecode holds AttentionDecode's shapes.
+// AttnDecode holds AttentionDecode's shapes and its score options, which
+// mean what Attn's do with the query at position lens[b]−1.
 type AttnDecode struct {
 	B, MaxT, Hq, Hkv, D int
 	Scale               float32
+
+	SoftCap float32
+	Window  int
+	ALiBi   Buffer
 }
 
 // CrossEntropy holds the fused LM-head cross-entropy's shapes: N rows of
@@ -179,6 +224,11 @@ type CrossEntropy struct {
 	// additionally scaled by RowScale[i] (per-sequence weights, e.g. the
 	// DPO loss's derivative with respect to each sequence's log-prob).
 	RowScale Buffer
+	// SoftCap > 0 soft-caps the logits before the softmax,
+	// z = SoftCap·tanh(x·wᵀ/SoftCap), as Gemma 2's
+	// final_logit_softcapping; gradients flow through it. 0 is off;
+	// negative is an error.
+	SoftCap float32
 }
 
 // AdamW is one AdamW step (Loshchilov & Hutter, as torch.optim.AdamW):

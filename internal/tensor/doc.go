@@ -2,8 +2,10 @@
 // written against: element types (DType), opaque device memory (Buffer and
 // views into it), and the Backend interface with every kernel a Llama-family
 // decoder needs forward and backward (matmul, embedding, RMSNorm, RoPE,
-// attention, SwiGLU, bias, residual adds, fused LM-head cross-entropy, AdamW,
-// gradient norm and clipping, dtype conversions and NF4 dequantisation).
+// attention (with soft-capping, sliding windows and ALiBi for the Gemma 2,
+// Mistral and Baichuan families), SwiGLU and GeGLU, bias, residual adds,
+// fused LM-head cross-entropy (optionally soft-capped), AdamW, gradient norm
+// and clipping, dtype conversions and NF4 dequantisation).
 //
 // Buffers are device memory, not Go slices: a backend may keep them in host
 // RAM (internal/cpu) or on a GPU (internal/cuda). Data moves between the host
@@ -28,6 +30,6 @@
 //
 // This package holds no kernel implementations (see internal/cpu) and no model
 // code (see internal/llama). The host-side math shared by backends — RoPE
-// inverse frequencies with llama3 scaling and the NF4 code table — lives here
-// because it defines what the kernels compute.
+// inverse frequencies with llama3 scaling, ALiBi slopes and the NF4 code
+// table — lives here because it defines what the kernels compute.
 package tensor

@@ -52,6 +52,12 @@ VARIANTS = {
         intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         head_dim=12, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="gelu",
         hidden_activation="gelu_pytorch_tanh", max_position_embeddings=64, tie_word_embeddings=True),
+    "gemma2": dict(
+        architectures=["Gemma2ForCausalLM"], model_type="gemma2", vocab_size=96, hidden_size=32,
+        intermediate_size=48, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=8, rms_norm_eps=1e-6, rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh",
+        max_position_embeddings=64, tie_word_embeddings=True, query_pre_attn_scalar=16,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0, sliding_window=5),
     "phi3": dict(
         architectures=["Phi3ForCausalLM"], model_type="phi3", vocab_size=96, hidden_size=32,
         intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -75,6 +81,10 @@ VARIANTS = {
         intermediate_size=40, num_hidden_layers=2, num_attention_heads=4, rms_norm_eps=1e-6,
         hidden_act="silu", max_position_embeddings=64, model_max_length=64, tie_word_embeddings=False,
         z_loss_weight=0),
+    "baichuan-13b": dict(
+        architectures=["BaichuanForCausalLM"], model_type="baichuan", vocab_size=96, hidden_size=48,
+        intermediate_size=40, num_hidden_layers=2, num_attention_heads=6, rms_norm_eps=1e-6,
+        hidden_act="silu", model_max_length=64, tie_word_embeddings=False),
     "chatglm": dict(
         architectures=["ChatGLMModel"], model_type="chatglm", padded_vocab_size=96, hidden_size=32,
         ffn_hidden_size=40, num_layers=2, num_attention_heads=4, kv_channels=8,
@@ -120,14 +130,33 @@ def rope_interleaved(x, pos, inv_freq):
     return torch.cat((out.flatten(-2), xp), dim=-1)
 
 
-def attention(q, k, v, scale):
-    """Causal GQA attention: q [B,T,Hq,D], k/v [B,T,Hkv,D] -> [B,T,Hq*D]."""
+def alibi_slopes(n):
+    """Baichuan 2 13B's (and BLOOM's) slopes, _get_interleave."""
+    def pow2(n):
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+    if math.log2(n).is_integer():
+        return pow2(n)
+    c = 2 ** math.floor(math.log2(n))
+    return pow2(c) + alibi_slopes(2 * c)[0::2][: n - c]
+
+
+def attention(q, k, v, scale, softcap=0.0, window=0, alibi=False):
+    """Causal GQA attention: q [B,T,Hq,D], k/v [B,T,Hkv,D] -> [B,T,Hq*D];
+    Gemma 2's score soft cap and sliding window, Baichuan's ALiBi bias."""
     B, T, Hq, D = q.shape
     rep = Hq // k.shape[2]
     k = k.repeat_interleave(rep, dim=2)
     v = v.repeat_interleave(rep, dim=2)
     s = torch.einsum("bthd,bshd->bhts", q, k) * scale
+    if softcap:
+        s = torch.tanh(s / softcap) * softcap
+    if alibi:
+        slopes = torch.tensor(alibi_slopes(Hq), dtype=DT)
+        s = s + slopes[:, None, None] * torch.arange(T, dtype=DT)[None, None, :]
     mask = torch.ones(T, T, dtype=torch.bool).tril()
+    if window:
+        mask = mask & ~torch.ones(T, T, dtype=torch.bool).tril(diagonal=-window)
     s = s.masked_fill(~mask, float("-inf"))
     p = torch.softmax(s, dim=-1)
     return torch.einsum("bhts,bshd->bthd", p, v).reshape(B, T, Hq * D)
@@ -158,9 +187,11 @@ def forward(cfg, P, ids):
         inv = inv / torch.tensor(rs["short_factor"], dtype=DT)
         factor = cfg["max_position_embeddings"] / cfg["original_max_position_embeddings"]
         scale = math.sqrt(1 + math.log(factor) / math.log(cfg["original_max_position_embeddings"])) if factor > 1 else 1.0
-    norm = (lambda x, w: rms(x, 1.0 + w, eps)) if mt == "gemma" else (lambda x, w: rms(x, w, eps))
+    gemma = mt in ("gemma", "gemma2")
+    alibi = mt == "baichuan" and "max_position_embeddings" not in cfg
+    norm = (lambda x, w: rms(x, 1.0 + w, eps)) if gemma else (lambda x, w: rms(x, w, eps))
     h = P["model.embed_tokens.weight"][ids]
-    if mt == "gemma":
+    if gemma:
         h = h * torch.tensor(H ** 0.5, dtype=DT)
     for i in range(L):
         p = f"model.layers.{i}."
@@ -171,25 +202,40 @@ def forward(cfg, P, ids):
             q, k, v = lin(x, P[p + "self_attn.W_pack.weight"]).split([Hq * D, Hkv * D, Hkv * D], dim=-1)
         else:
             q, k, v = (lin(x, P[p + f"self_attn.{n}_proj.weight"]) for n in "qkv")
-        q = rope_half(q.reshape(B, T, Hq, D), pos, inv, scale)
-        k = rope_half(k.reshape(B, T, Hkv, D), pos, inv, scale)
-        a = attention(q, k, v.reshape(B, T, Hkv, D), D ** -0.5)
-        h = h + lin(a, P[p + "self_attn.o_proj.weight"])
-        x = norm(h, P[p + "post_attention_layernorm.weight"])
+        q, k = q.reshape(B, T, Hq, D), k.reshape(B, T, Hkv, D)
+        if not alibi:
+            q, k = rope_half(q, pos, inv, scale), rope_half(k, pos, inv, scale)
+        if mt == "gemma2":
+            a = attention(q, k, v.reshape(B, T, Hkv, D), cfg["query_pre_attn_scalar"] ** -0.5,
+                          softcap=cfg.get("attn_logit_softcapping") or 0.0,
+                          window=cfg["sliding_window"] if i % 2 == 0 else 0)
+            h = h + norm(lin(a, P[p + "self_attn.o_proj.weight"]), P[p + "post_attention_layernorm.weight"])
+            x = norm(h, P[p + "pre_feedforward_layernorm.weight"])
+        else:
+            a = attention(q, k, v.reshape(B, T, Hkv, D), D ** -0.5, alibi=alibi)
+            h = h + lin(a, P[p + "self_attn.o_proj.weight"])
+            x = norm(h, P[p + "post_attention_layernorm.weight"])
         if mt == "phi3":
             gate, up = lin(x, P[p + "mlp.gate_up_proj.weight"]).chunk(2, dim=-1)
         else:
             gate, up = lin(x, P[p + "mlp.gate_proj.weight"]), lin(x, P[p + "mlp.up_proj.weight"])
-        act = torch.nn.functional.gelu(gate, approximate="tanh") if mt == "gemma" else torch.nn.functional.silu(gate)
-        h = h + lin(act * up, P[p + "mlp.down_proj.weight"])
+        act = torch.nn.functional.gelu(gate, approximate="tanh") if gemma else torch.nn.functional.silu(gate)
+        mo = lin(act * up, P[p + "mlp.down_proj.weight"])
+        if mt == "gemma2":
+            mo = norm(mo, P[p + "post_feedforward_layernorm.weight"])
+        h = h + mo
     h = norm(h, P["model.norm.weight"])
-    if mt == "gemma" or cfg.get("tie_word_embeddings"):
+    if gemma or cfg.get("tie_word_embeddings"):
         head = P["model.embed_tokens.weight"]
     else:
         head = P["lm_head.weight"]
     if mt == "baichuan":
         head = torch.nn.functional.normalize(head)
-    return h @ head.T
+    logits = h @ head.T
+    if cfg.get("final_logit_softcapping"):
+        cap = cfg["final_logit_softcapping"]
+        logits = torch.tanh(logits / cap) * cap
+    return logits
 
 
 def forward_chatglm(cfg, P, ids, pos):
@@ -266,6 +312,9 @@ def shapes(cfg):
             out[p + "self_attn.v_proj.weight"] = [Hkv * D, H]
         out[p + "self_attn.o_proj.weight"] = [H, Hq * D]
         out[p + "post_attention_layernorm.weight"] = [H]
+        if mt == "gemma2":
+            out[p + "pre_feedforward_layernorm.weight"] = [H]
+            out[p + "post_feedforward_layernorm.weight"] = [H]
         if mt == "phi3":
             out[p + "mlp.gate_up_proj.weight"] = [2 * I, H]
         else:
@@ -284,7 +333,7 @@ def cmd_gen(a):
     tensors = {}
     for name, shape in shapes(cfg).items():
         if len(shape) == 1:  # norms (gemma: around 0, as 1 + w) and biases
-            base = 0.0 if (cfg["model_type"] == "gemma" or name.endswith("bias")) else 1.0
+            base = 0.0 if (cfg["model_type"] in ("gemma", "gemma2") or name.endswith("bias")) else 1.0
             t = base + 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)
         else:
             t = 0.15 * torch.randn(shape, generator=g, dtype=torch.float64)
