@@ -15,7 +15,7 @@ NPM_DIRS := $(dir $(wildcard internal/*/testdata/js/package-lock.json))
 PYTHON := /usr/bin/python3
 
 .PHONY: all build test run deps deps-go deps-node deps-python deps-spm deps-chromium vet fmt-check \
-	bench bench-kernels bench-cpu bench-llama bench-train bench-finetune bench-tokenize bench-data fuzz
+	bench bench-kernels bench-cpu bench-llama bench-train bench-finetune bench-estimate bench-tokenize bench-data fuzz
 
 all: build
 
@@ -24,7 +24,7 @@ build:
 
 # deps installs what the tests need beyond Go modules. Each step is skipped
 # when what it installs is already present.
-deps: deps-go deps-node deps-python deps-spm deps-chromium
+deps: deps-go deps-node deps-python deps-spm deps-chromium deps-cxx deps-slurm
 
 deps-go:
 	$(GO) mod download
@@ -48,13 +48,21 @@ deps-spm:
 deps-chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 
+# Slurm (slurmctld, slurmd, the client tools) and munge for the tests that
+# start a single-node cluster (pipeline/slurm, cmd/lathe TestSlurm). The
+# tests start their own daemons; none is enabled here.
+.PHONY: deps-slurm
+deps-slurm:
+	@command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v sbatch >/dev/null && command -v munged >/dev/null || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge; }
+
 vet:
 	$(GO) vet ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: deps fmt-check vet
+test: deps fmt-check vet cuda-check
 	$(GO) test -count=1 -timeout 30m ./...
 
 # run: the quickstart — tokenizer, tiny model, LoRA SFT with the name and
@@ -111,6 +119,12 @@ bench-finetune: deps-python
 	  $(PYTHON) $(TORCH_BENCH) --preset stories15M --threads $$(nproc) --steps 3 --lora-rank 8 | tail -1; \
 	else echo "no $(TORCH_BENCH): PyTorch figures skipped"; fi
 
+# bench-estimate: the plan's time estimate (a fresh kernel calibration)
+# against measured training of the tiny and stories15M shapes, full, LoRA
+# and QLoRA: estimated and measured tokens/s side by side with the ratio.
+bench-estimate:
+	$(GO) test ./internal/timeest -run '^$$' -bench EstimateVsMeasured -benchtime 1x | grep -v '^\(goos\|goarch\|pkg\|cpu\|PASS\|ok\|Benchmark\)'
+
 bench-cpu:
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./internal/cpu/
 
@@ -127,3 +141,47 @@ fuzz:
 	$(GO) test ./internal/safetensors -run '^$$' -fuzz FuzzOpen -fuzztime 60s
 	for f in FuzzLoad FuzzEncode; do $(GO) test ./internal/tokenizer -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s || exit 1; done
 	for f in FuzzReadJSONL FuzzReadCSV FuzzReadShard; do $(GO) test ./internal/data -run '^$$' -fuzz "^$$f\$$" -fuzztime 60s || exit 1; done
+
+# --- CUDA backend (internal/cuda, cmd/lathe-cuda; build tag cuda) ---
+# Parts of Debian's CUDA 11.8 toolkit (non-free) are unpacked under
+# CUDA_ROOT by internal/cuda/kernels/toolkit.sh, not installed system-wide.
+# The default build needs none of this.
+CUDA_ROOT ?= /opt/lathe-cuda
+CUDA_ENV = CGO_CFLAGS="-I$(CUDA_ROOT)/usr/include" CGO_LDFLAGS="-L$(CUDA_ROOT)/usr/lib/x86_64-linux-gnu/stubs"
+
+.PHONY: ptx cuda-check lathe-cuda gpu-check deps-cxx
+
+# deps-cxx: g++ (C++20) for internal/cuda's host emulation of the kernels
+# (TestKernelsOnHostEmulator).
+deps-cxx:
+	@command -v g++ >/dev/null || { apt-get update && apt-get install -y g++; }
+
+# ptx recompiles internal/cuda/kernels/*.cu into the committed, embedded
+# PTX (nvcc, compute_80), each headed by the sha256 of its sources.
+ptx:
+	./internal/cuda/kernels/toolkit.sh $(CUDA_ROOT) nvcc
+	./internal/cuda/kernels/ptx.sh build $(CUDA_ROOT)
+
+# cuda-check compile-checks the CUDA backend on a machine without a GPU:
+# go vet and go build with -tags cuda (cgo against the CUDA headers and the
+# libcuda link stub), the cuBLAS constants of the dlopen shim against
+# cublas_api.h, and the committed PTX against its sources (sha256, an nvcc
+# recompile compared byte for byte, ptxas for sm_80 and sm_90).
+cuda-check:
+	./internal/cuda/kernels/toolkit.sh $(CUDA_ROOT) nvcc
+	$(CUDA_ENV) $(GO) vet -tags cuda ./internal/cuda/... ./cmd/lathe-cuda
+	$(CUDA_ENV) $(GO) build -tags cuda -o /dev/null ./cmd/lathe-cuda
+	gcc -fsyntax-only -Wall -Werror -DLATHE_CHECK_CUBLAS_HEADERS -I$(CUDA_ROOT)/usr/include internal/cuda/shim.c
+	./internal/cuda/kernels/ptx.sh check $(CUDA_ROOT)
+
+# lathe-cuda builds the CUDA worker (it links libcuda.so.1, the driver's;
+# cuBLAS is loaded at run time).
+lathe-cuda:
+	./internal/cuda/kernels/toolkit.sh $(CUDA_ROOT) headers
+	$(CUDA_ENV) $(GO) build -tags cuda -o bin/lathe-cuda ./cmd/lathe-cuda
+
+# gpu-check is issue 14's acceptance run on a GPU machine (no network
+# needed once bin/lathe-cuda exists): self-test, then lathe against
+# transformers + PEFT, LoRA and full, Qwen2.5-0.5B shape, seq 1024.
+gpu-check:
+	./internal/cuda/gpucheck/gpu-check.sh

@@ -77,7 +77,7 @@ func (ws *Workspace) cached(ctx context.Context, inst *config.Instance) (*cached
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		args, key, pin, err := ws.instanceKey(ctx, in, outputs)
+		args, key, pin, _, err := ws.instanceKey(ctx, in, outputs)
 		if err != nil {
 			return nil, err
 		}

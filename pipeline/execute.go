@@ -50,6 +50,9 @@ type StageResult struct {
 	Duration time.Duration
 	Err      error
 	Note     string // why skipped
+	// Job is the cluster job the stage was handed to (a Slurm job id),
+	// when the run had a Dispatcher.
+	Job string
 	// Artifacts maps each artifact output to its digest, Values each value
 	// output to its JSON encoding; both set for cached and ran stages.
 	Artifacts map[string]string
@@ -62,7 +65,8 @@ type StageResult struct {
 // RunOptions configures Run.
 type RunOptions struct {
 	Selection
-	// Jobs bounds how many stages run at once (default 1).
+	// Jobs bounds how many CPU stages run at once (default 1). GPU stages
+	// are bounded by the devices instead (see devices.go).
 	Jobs int
 	// KeepGoing lets independent branches continue after a failure; without
 	// it no new stage starts once one has failed (running ones finish).
@@ -71,6 +75,9 @@ type RunOptions struct {
 	Observer func(runs.Event)
 	// CommandLine is recorded in the run's metadata.
 	CommandLine []string
+	// Dispatch, when set, hands every stage that is not cached to a
+	// cluster as a job instead of running it here (see dispatch.go).
+	Dispatch Dispatcher
 }
 
 // RunResult is what Run returns.
@@ -125,7 +132,8 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 		return nil, fmt.Errorf("create run record: %w", err)
 	}
 	defer rec.Close()
-	if plan, err := ws.Plan(ctx, opt.Selection); err == nil {
+	plan, planErr := ws.Plan(ctx, opt.Selection)
+	if planErr == nil {
 		_ = rec.WritePlan(plan)
 	}
 
@@ -146,6 +154,12 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 	for _, inst := range ws.Resolved.Instances {
 		e.done[inst] = make(chan struct{})
 	}
+	if opt.Dispatch != nil {
+		if err := e.startDispatch(ctx, plan, planErr, rec.JobsDir()); err != nil {
+			e.emit(runs.Event{Type: "run-finished", Status: "failed", Message: err.Error(), Duration: time.Since(start)})
+			return nil, err
+		}
+	}
 	var wg sync.WaitGroup
 	for _, inst := range ws.Resolved.Instances {
 		wg.Add(1)
@@ -162,6 +176,7 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 		}()
 	}
 	wg.Wait()
+	e.finishDispatch(ctx)
 
 	res := &RunResult{RunID: rec.ID(), Status: "succeeded"}
 	for _, inst := range ws.Resolved.Instances {
@@ -196,7 +211,7 @@ type executor struct {
 	ws  *Workspace
 	opt RunOptions
 	sel *selection
-	rec *runs.Run
+	rec eventSink // the run record (the events file of a stage run alone)
 	sem chan struct{}
 
 	done     map[*config.Instance]chan struct{}
@@ -206,6 +221,14 @@ type executor struct {
 	metrics  map[string]map[string]float64 // last value per stage and metric
 	stopOnce sync.Once
 	stopping chan struct{}
+	// disp is the cluster side of a run with RunOptions.Dispatch (see
+	// dispatch.go); nil when every stage runs here.
+	disp *dispatchRun
+
+	// GPU stages' devices (see devices.go), set up by the first of them.
+	gpuOnce sync.Once
+	gpuInv  *inventory
+	gpuPool *devicePool
 }
 
 func (e *executor) emit(ev runs.Event) {
@@ -225,6 +248,9 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 	if !e.sel.selected[inst] {
 		r.Status, r.Note = StatusSkipped, "not targeted"
 		return r
+	}
+	if e.disp != nil && e.disp.jobs[inst] != nil {
+		return e.dispatched(ctx, inst, r)
 	}
 	for _, d := range inst.Deps {
 		select {
@@ -255,9 +281,12 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 		return r
 	}
 
-	args, key, pin, err := e.ws.instanceKey(ctx, inst, upstream)
+	args, key, pin, resolved, err := e.ws.instanceKey(ctx, inst, upstream)
 	if err != nil {
 		return e.fail(r, err)
+	}
+	if resolved != "" {
+		e.emit(runs.Event{Type: "log", Stage: inst.Addr, Message: resolved})
 	}
 	if err := e.ws.savePin(pin); err != nil {
 		return e.fail(r, err)
@@ -281,15 +310,14 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 		return r
 	default:
 	}
-	// Wait for a slot, then for the key's lock: another process may be
-	// computing the same result, in which case we reuse it.
-	select {
-	case e.sem <- struct{}{}:
-	case <-ctx.Done():
-		r.Status, r.Note = StatusCanceled, "interrupted before it started"
+	// Wait for a slot (a GPU stage: for its devices), then for the key's
+	// lock: another process may be computing the same result, in which
+	// case we reuse it.
+	release, devices, ok := e.acquire(ctx, inst, r)
+	if !ok {
 		return r
 	}
-	defer func() { <-e.sem }()
+	defer release()
 	unlock, err := e.ws.Store.Lock(ctx, key.Sum)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -311,7 +339,7 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 	if pin != nil {
 		pins = pin.values
 	}
-	return e.execute(ctx, inst, key, args, pins, r)
+	return e.execute(ctx, inst, key, args, pins, devices, r)
 }
 
 // reuse looks the key up and, on a hit, records the instance as cached.
@@ -358,7 +386,7 @@ func (e *executor) fail(r *StageResult, err error) *StageResult {
 	return r
 }
 
-func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache.Key, args cty.Value, pins map[string]string, r *StageResult) *StageResult {
+func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache.Key, args cty.Value, pins map[string]string, devices []int, r *StageResult) *StageResult {
 	store := e.ws.Store
 	staging, err := store.NewStaging()
 	if err != nil {
@@ -386,10 +414,11 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 		Reporter:      rep,
 		Pins:          pins,
 		Force:         e.opt.Force,
+		Devices:       devices,
 	}
 	e.emit(runs.Event{Type: "stage-started", Stage: inst.Addr, Key: key.Sum})
 	start := time.Now()
-	result, err := runKind(ctx, inst.Kind, req)
+	result, err := e.runStage(ctx, inst, req)
 	r.Duration = time.Since(start)
 	if err != nil {
 		_ = staging.Discard()

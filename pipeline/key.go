@@ -24,10 +24,12 @@ const EngineVersion = "0.1.0"
 
 // stageKey builds the labelled key text of one stage instance from its fully
 // known arguments. The lines are, in order: the key schema; the kind and its
-// version salt; the engine version; every semantic argument, flattened
-// through objects and maps into dotted paths and sorted, its value as
-// canonical JSON with artifacts by content digest; and the kind's own extra
-// lines (digests of local inputs). The instance's name, its address, paths
+// version salt; the engine version; the backend, for a stage that runs on
+// GPUs ("backend cuda"; CPU stages have no such line, so their keys did not
+// change when GPUs came); every semantic argument, flattened through
+// objects and maps into dotted paths and sorted, its value as canonical
+// JSON with artifacts by content digest; and the kind's own extra lines
+// (digests of local inputs). The instance's name, its address, paths
 // and logging options are deliberately absent.
 func stageKey(inst *config.Instance, args cty.Value, kc stage.KeyContext) (cache.Key, error) {
 	k := inst.Kind
@@ -36,6 +38,9 @@ func stageKey(inst *config.Instance, args cty.Value, kc stage.KeyContext) (cache
 		"kind " + k.Name,
 		"kind-version " + k.Version,
 		"engine " + EngineVersion,
+	}
+	if l, ok := backendKeyLine(inst); ok {
+		lines = append(lines, l)
 	}
 	skip := map[string]bool{}
 	for _, n := range k.NonSemantic {

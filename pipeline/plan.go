@@ -59,9 +59,16 @@ type Step struct {
 	// ("new pin commit 3f2a0c9e1b7d", "pin moves: revision main -> v2"); ""
 	// when the lock is used as is or the stage has nothing to pin.
 	Pin string `json:"pin,omitempty"`
+	// Resolved says which machine-dependent arguments were resolved and to
+	// what, e.g. "batch_size: auto → 8" (see stage.Kind.Resolve); also
+	// appended to Reason.
+	Resolved string `json:"resolved,omitempty"`
 	// Estimate is the kind's resource estimate for a step that would run
 	// (see stage.Kind.Estimate); "" when it has none.
 	Estimate string `json:"estimate,omitempty"`
+	// Problem says why a step that would run cannot run on this machine
+	// (it asks for more GPUs than there are); also appended to Reason.
+	Problem string `json:"problem,omitempty"`
 }
 
 // Plan is the ordered list of steps.
@@ -187,13 +194,14 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 			action[inst] = step.Action
 			continue
 		}
-		args, key, pin, err := ws.instanceKey(ctx, inst, outputs)
+		args, key, pin, resolved, err := ws.instanceKey(ctx, inst, outputs)
 		if err != nil {
 			return nil, err
 		}
 		if pin != nil {
 			step.Pin = pin.note
 		}
+		step.Resolved = resolved
 		step.Key, step.KeySum = key, key.Sum
 		rec, err := ws.Store.Lookup(key.Sum)
 		if err != nil {
@@ -232,6 +240,9 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 		if step.Pin != "" {
 			step.Reason += "; " + step.Pin + " (not yet in " + lockfile.FileName + ")"
 		}
+		if step.Resolved != "" {
+			step.Reason += "; " + step.Resolved
+		}
 		if step.Action == ActionRun && inst.Kind.Estimate != nil {
 			if e, err := inst.Kind.Estimate(args); err == nil {
 				step.Estimate = e
@@ -241,30 +252,35 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 		}
 		action[inst] = step.Action
 	}
+	ws.checkGPUs(plan)
 	return plan, nil
 }
 
 // instanceKey evaluates an instance's arguments with its upstream outputs,
-// finds its pin (from the lock, or resolved when the lock has none) and
-// builds its cache key.
-func (ws *Workspace) instanceKey(ctx context.Context, inst *config.Instance, outputs map[string]map[string]cty.Value) (cty.Value, cache.Key, *pinState, error) {
+// resolves its machine-dependent values (see resolveArgs; note says what
+// was resolved), finds its pin (from the lock, or resolved when the lock
+// has none) and builds its cache key.
+func (ws *Workspace) instanceKey(ctx context.Context, inst *config.Instance, outputs map[string]map[string]cty.Value) (args cty.Value, key cache.Key, pin *pinState, note string, err error) {
 	args, diags := ws.Resolved.Args(inst, outputs)
 	if diags.HasErrors() {
-		return cty.NilVal, cache.Key{}, nil, &DiagnosticsError{Diags: diags}
+		return cty.NilVal, cache.Key{}, nil, "", &DiagnosticsError{Diags: diags}
 	}
-	pin, err := ws.pinFor(ctx, inst, args, false)
+	if args, note, err = resolveArgs(inst, args); err != nil {
+		return cty.NilVal, cache.Key{}, nil, "", err
+	}
+	pin, err = ws.pinFor(ctx, inst, args, false)
 	if err != nil {
-		return cty.NilVal, cache.Key{}, nil, err
+		return cty.NilVal, cache.Key{}, nil, "", err
 	}
 	kc := keyContext{ws: ws}
 	if pin != nil {
 		kc.pins = pin.values
 	}
-	key, err := stageKey(inst, args, kc)
+	key, err = stageKey(inst, args, kc)
 	if err != nil {
-		return cty.NilVal, cache.Key{}, nil, fmt.Errorf("%s: cache key: %w", inst.Addr, err)
+		return cty.NilVal, cache.Key{}, nil, "", fmt.Errorf("%s: cache key: %w", inst.Addr, err)
 	}
-	return args, key, pin, nil
+	return args, key, pin, note, nil
 }
 
 // whyRun explains a cache miss by comparing with the key last recorded for
@@ -290,6 +306,9 @@ func changedLabels(oldText, newText string) []string {
 	label := func(line string) string {
 		l, _, _ := strings.Cut(line, " = ")
 		l = strings.TrimPrefix(l, "arg ")
+		if strings.HasPrefix(line, "backend ") {
+			l = "backend"
+		}
 		if strings.HasPrefix(line, "kind-version ") || strings.HasPrefix(line, "engine ") || strings.HasPrefix(line, "lathe-key ") {
 			l, _, _ = strings.Cut(line, " ")
 			l += " (lathe upgraded)"

@@ -1,7 +1,9 @@
 // Package pipeline turns a loaded pipeline into work: it plans which stage
 // instances are cached and which must run (and why), executes the DAG with a
 // bounded number of stages in parallel, commits every result into the
-// content-addressed store and records each run.
+// content-addressed store and records each run. A run may instead hand its
+// uncached stages to a cluster through a Dispatcher (pipeline/slurm), each
+// as a job running the one-stage contract, ExecStage (`lathe stage exec`).
 //
 // The language itself (parsing, variables, for_each, static validation) is in
 // pipeline/config; the store in pipeline/cache; run records in pipeline/runs;
@@ -31,6 +33,9 @@ import (
 
 // Workspace is a resolved pipeline together with the store its results go to.
 type Workspace struct {
+	// Path is the absolute path of the pipeline file or directory Load
+	// was given.
+	Path     string
 	Pipeline *config.Pipeline
 	Resolved *config.Resolved
 	Registry *stage.Registry
@@ -43,6 +48,10 @@ type Workspace struct {
 	// misses it holds as "pull", run pulls them (verified) instead of
 	// running, and pushes every result it commits.
 	Remote RemoteCache
+	// GPUs, when set, is the machine's GPU inventory and the runner of
+	// stages that ask for GPUs (see devices.go). Nil: such stages fail
+	// unless their result is cached.
+	GPUs GPUs
 
 	state   *stateIndex
 	pinMu   sync.Mutex
@@ -56,6 +65,9 @@ type Workspace struct {
 func Load(path string, reg *stage.Registry, in config.Inputs) (*Workspace, hcl.Diagnostics) {
 	p, diags := config.Load(path)
 	ws := &Workspace{Pipeline: p, Registry: reg}
+	if abs, err := filepath.Abs(path); err == nil {
+		ws.Path = abs
+	}
 	if diags.HasErrors() || p == nil {
 		return ws, diags
 	}
@@ -76,8 +88,13 @@ func DefaultCacheDir(pipelineDir string) string {
 }
 
 // OpenStore opens (creating if needed) the store at dir, or at the default
-// location when dir is empty.
+// location when dir is empty: $LATHE_CACHE, else the store of the
+// pipeline's executor block (a store the cluster's nodes share), else
+// .lathe beside the pipeline.
 func (ws *Workspace) OpenStore(dir string) error {
+	if dir == "" && os.Getenv("LATHE_CACHE") == "" && ws.Resolved != nil && ws.Resolved.Executor != nil {
+		dir = ws.Resolved.Executor.Store
+	}
 	if dir == "" {
 		dir = DefaultCacheDir(ws.Pipeline.Dir)
 	}

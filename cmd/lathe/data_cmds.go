@@ -42,7 +42,7 @@ const (
 type previewOptions struct {
 	n     int
 	color bool
-	tok   *tokenizer.Tokenizer
+	tok   tokenizer.Codec
 	build data.BuildOptions
 }
 
@@ -53,7 +53,7 @@ func dataPreview(ctx context.Context, env *cliEnv, args []string) int {
 	fileType := fs.String("file-type", "", "json, jsonl or csv (default: by extension)")
 	ranking := fs.Bool("ranking", false, "preference data (chosen/rejected)")
 	tplName := fs.String("template", "", "built-in chat template, or auto: the tokenizer's own (required unless --format text)")
-	tokPath := fs.String("tokenizer", "", "tokenizer.json, or a directory holding one (required)")
+	tokPath := fs.String("tokenizer", "", "tokenizer.json or tokenizer.model, or a directory holding one (required)")
 	n := fs.Int("n", 3, "number of samples to show")
 	cutoff := fs.Int("cutoff-len", tokenize.DefaultCutoffLen, "maximum tokens per sample")
 	trainOnPrompt := fs.Bool("train-on-prompt", false, "train on the prompt side too")
@@ -100,7 +100,7 @@ func dataPreview(ctx context.Context, env *cliEnv, args []string) int {
 		opt.build.Template, _ = data.LookupTemplate(*tplName)
 	}
 	if *tokPath == "" {
-		return usageError(env, "--tokenizer PATH is required (a tokenizer.json file or a directory holding one)")
+		return usageError(env, "--tokenizer PATH is required (a tokenizer.json or tokenizer.model file, or a directory holding one)")
 	}
 	spec := data.Spec{Path: pos[0], Format: data.Format(*format), FileType: *fileType, Ranking: *ranking}
 	for _, r := range replace {
@@ -239,7 +239,7 @@ func printSamples(w io.Writer, dir string, m *data.Manifest, n int, source strin
 // where the decode of each run's prefix ends; where a prefix's decode is not
 // a prefix of the whole (a multi-byte character split across runs), the run
 // is decoded on its own instead.
-func renderSample(tok *tokenizer.Tokenizer, s data.Sample, color bool) string {
+func renderSample(tok tokenizer.Codec, s data.Sample, color bool) string {
 	open, close := plainOpen, plainClose
 	if color {
 		open, close = ansiOpen, ansiClose

@@ -52,11 +52,13 @@ func init() {
 		{"graph", "graph [flags] [PIPELINE]", "print the stage graph in Graphviz DOT", cmdGraph},
 		{"cache", "cache ls|verify|gc [flags]", "inspect, check and trim the artifact store", cmdCache},
 		{"runs", "runs [show RUN] [flags]", "list past runs, or show one run's events", cmdRuns},
+		{"stage", stageUsage, "run one stage instance against a store (what a cluster job runs)", cmdStage},
 		{"chat", "chat [flags] MODEL [PIPELINE]", "chat with a model (or adapter) in the terminal", cmdChat},
 		{"serve", "serve [flags] MODEL [PIPELINE]", "serve a model over an OpenAI-compatible HTTP API", cmdServe},
 		{"ui", uiUsage, uiSummary, cmdUI},
 		{"tokenizer", "tokenizer encode|decode|train [flags]", "encode, decode or train a tokenizer", cmdTokenizer},
 		{"data", "data preview [flags] FILE", "show dataset samples as the model sees them", cmdData},
+		{"env", "env [-json]", "show the system: CPU, memory, backends and GPUs", cmdEnv},
 		{"version", "version", "print lathe's version", cmdVersion},
 	}
 }

@@ -113,6 +113,7 @@ func (pf *pipelineFlags) load(env *cliEnv, positional []string, withStore bool) 
 		}
 		return nil, exitFailed
 	}
+	ws.GPUs = newLocalGPUs(env) // asked only when a stage needs GPUs
 	if withStore {
 		if err := ws.OpenStore(pf.cacheDir); err != nil {
 			fmt.Fprintf(env.stderr, "lathe: open store: %v\n", err)
@@ -302,6 +303,7 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	asJSON := fs.Bool("json", false, "print the run summary as JSON on stdout (the table goes to stderr)")
 	summaryFile := fs.String("summary", "", "write the run summary as JSON to `FILE`")
 	verify := fs.String("verify", "", "rerun the cached `STAGE` into a scratch store and compare its outputs byte for byte")
+	executor := fs.String("executor", "", executorFlagUsage)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return flagError(err)
@@ -328,6 +330,10 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		return reportError(env, ws, err)
 	}
 	defer closeRemote()
+	disp, err := dispatcher(env, ws, *executor)
+	if err != nil {
+		return reportError(env, ws, err)
+	}
 	view := newRunView(env, ci)
 	res, err := ws.Run(ctx, pipeline.RunOptions{
 		Selection:   sf.selection(),
@@ -335,6 +341,7 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		KeepGoing:   *keepGoing,
 		Observer:    view.observe,
 		CommandLine: append([]string{"lathe", "run"}, args...),
+		Dispatch:    disp,
 	})
 	view.stop()
 	if err != nil {
@@ -452,6 +459,7 @@ type stageSummary struct {
 	Note      string                     `json:"note,omitempty"`
 	Duration  float64                    `json:"duration_s"`
 	Key       string                     `json:"cache_key,omitempty"`
+	Job       string                     `json:"job,omitempty"`
 	Artifacts map[string]string          `json:"artifacts,omitempty"`
 	Values    map[string]json.RawMessage `json:"values,omitempty"`
 	Metrics   map[string]float64         `json:"metrics,omitempty"`
@@ -471,7 +479,7 @@ func newRunSummary(res *pipeline.RunResult, code int) *runSummary {
 	for _, s := range res.Stages {
 		ss := stageSummary{
 			Address: s.Addr, Kind: s.Kind, Status: string(s.Status), Note: s.Note,
-			Duration: s.Duration.Seconds(), Key: s.Key,
+			Duration: s.Duration.Seconds(), Key: s.Key, Job: s.Job,
 			Artifacts: s.Artifacts, Values: s.Values, Metrics: s.Metrics,
 		}
 		if s.Err != nil {

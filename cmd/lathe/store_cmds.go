@@ -314,6 +314,9 @@ func formatEvent(ev runs.Event) string {
 	if ev.Stage != "" {
 		b.WriteString(" " + ev.Stage)
 	}
+	if ev.Job != "" {
+		b.WriteString(" [job " + ev.Job + "]")
+	}
 	switch ev.Type {
 	case "progress":
 		fmt.Fprintf(&b, " %d/%d %s", ev.Done, ev.Total, ev.Unit)

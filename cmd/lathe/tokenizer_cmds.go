@@ -6,7 +6,8 @@ package main
 //	lathe tokenizer decode --tokenizer PATH [--skip-special]   JSON ids on stdin -> text
 //	lathe tokenizer train --vocab-size N [--min-frequency F] [--special TOKEN]... -o DIR FILE...
 //
-// PATH is a tokenizer.json file or a directory holding one. encode reads
+// PATH is a tokenizer.json or SentencePiece tokenizer.model file, or a
+// directory holding one (tokenizer.json preferred). encode reads
 // stdin exactly (a trailing newline is text too: use printf or echo -n);
 // decode writes the text with no newline added.
 
@@ -52,9 +53,9 @@ func cmdTokenizer(ctx context.Context, env *cliEnv, args []string) int {
 	return usageError(env, "unknown tokenizer command %q (want encode, decode or train)", args[0])
 }
 
-func loadTokenizerFlag(env *cliEnv, path string) (*tokenizer.Tokenizer, int) {
+func loadTokenizerFlag(env *cliEnv, path string) (tokenizer.Codec, int) {
 	if path == "" {
-		return nil, usageError(env, "--tokenizer PATH is required (a tokenizer.json file or a directory holding one)")
+		return nil, usageError(env, "--tokenizer PATH is required (a tokenizer.json or tokenizer.model file, or a directory holding one)")
 	}
 	t, _, err := tokenize.LoadTokenizer(path)
 	if err != nil {
@@ -67,8 +68,8 @@ func loadTokenizerFlag(env *cliEnv, path string) (*tokenizer.Tokenizer, int) {
 func tokenizerEncode(env *cliEnv, stdin io.Reader, args []string) int {
 	fs := subFlagSet(env, "tokenizer encode", "tokenizer encode --tokenizer PATH [--no-special] < text",
 		"encode the text on stdin; print the token ids as a JSON array")
-	path := fs.String("tokenizer", "", "tokenizer.json, or a directory holding one")
-	noSpecial := fs.Bool("no-special", false, "do not add the special tokens the post-processor adds (BOS, ...)")
+	path := fs.String("tokenizer", "", "tokenizer.json or tokenizer.model, or a directory holding one")
+	noSpecial := fs.Bool("no-special", false, "do not add the tokenizer's own special tokens (BOS, ChatGLM's [gMASK] sop, ...)")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return flagError(err)
@@ -97,7 +98,7 @@ func tokenizerEncode(env *cliEnv, stdin io.Reader, args []string) int {
 func tokenizerDecode(env *cliEnv, stdin io.Reader, args []string) int {
 	fs := subFlagSet(env, "tokenizer decode", "tokenizer decode --tokenizer PATH [--skip-special] < ids.json",
 		"decode a JSON array of token ids on stdin; print the text")
-	path := fs.String("tokenizer", "", "tokenizer.json, or a directory holding one")
+	path := fs.String("tokenizer", "", "tokenizer.json or tokenizer.model, or a directory holding one")
 	skip := fs.Bool("skip-special", false, "leave special tokens out of the text")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {

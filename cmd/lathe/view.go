@@ -83,12 +83,12 @@ func (v *runView) observe(ev runs.Event) {
 	switch ev.Type {
 	case "stage-started":
 		v.running[ev.Stage] = &stageLine{addr: ev.Stage, started: time.Now(), lastPct: -1}
-		v.println("%s: started", ev.Stage)
+		v.println("%s: started%s", ev.Stage, onJob(ev))
 	case "stage-cached":
 		v.println("%s: cached", ev.Stage)
 	case "stage-finished":
 		delete(v.running, ev.Stage)
-		v.println("%s: done in %s", ev.Stage, ev.Duration.Round(time.Millisecond))
+		v.println("%s: done in %s%s", ev.Stage, ev.Duration.Round(time.Millisecond), onJob(ev))
 	case "stage-failed":
 		delete(v.running, ev.Stage)
 		v.println("%s: FAILED: %s", ev.Stage, firstLine(ev.Message))
@@ -128,6 +128,14 @@ func (v *runView) observe(ev runs.Event) {
 		}
 		v.println("%s | %s", ev.Stage, ev.Message)
 	}
+}
+
+// onJob names the cluster job of a stage event, if any.
+func onJob(ev runs.Event) string {
+	if ev.Job == "" {
+		return ""
+	}
+	return " (job " + ev.Job + ")"
 }
 
 // println prints a permanent line above the live area.

@@ -265,7 +265,7 @@ func previewDataset(dsDir, tokDir string, n int) (*data.Manifest, []previewSampl
 	if err != nil {
 		return nil, nil, err
 	}
-	tok, err := tokenizer.Load(filepath.Join(tokDir, "tokenizer.json"))
+	tok, _, err := tokenizer.LoadDir(tokDir)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,7 +304,7 @@ func previewDataset(dsDir, tokDir string, n int) (*data.Manifest, []previewSampl
 // sample, split where the decode of each run's prefix ends; where a
 // prefix's decode is not a prefix of the whole (a multi-byte character split
 // across runs) the run is decoded on its own.
-func spans(tok *tokenizer.Tokenizer, s data.Sample) []sampleSpan {
+func spans(tok tokenizer.Codec, s data.Sample) []sampleSpan {
 	ids := make([]int, len(s.Tokens))
 	for k, id := range s.Tokens {
 		ids[k] = int(id)

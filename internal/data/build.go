@@ -190,7 +190,7 @@ func turnPieces(enc Encoder, segs []Segment) (src, tgt []piece) {
 			src = append(src, piece{})
 			tgt = append(tgt, piece{})
 		}
-		ids := enc.Encode(s.Text, false)
+		ids := EncodeSegment(enc, s)
 		if s.Answer || len(tgt[s.Turn].ids) > 0 {
 			tgt[s.Turn].add(ids, s.Train)
 		} else {

@@ -37,8 +37,12 @@
 // LookupTemplate returns a built-in chat template: default, alpaca, vicuna,
 // chatml, qwen (Qwen2.5: chatml with "You are Qwen, created by Alibaba Cloud.
 // You are a helpful assistant." as default system), qwen3 (with its <think>
-// block rules), llama2, llama3 (Llama 3.0 layout, no date header) and
-// mistral. Render turns a conversation into Segments with a Train flag:
+// block rules), llama2, llama3 (Llama 3.0 layout, no date header), mistral,
+// and LLaMA Factory's baichuan2, chatglm3, glm4, gemma and phi (as phi3).
+// Markers that are token ids rather than text (Baichuan 2's <reserved_106>,
+// ChatGLM3's [gMASK] and sop) are Segments of their own flagged Special;
+// EncodeSegment maps such a segment to its id when the Encoder is a
+// SpecialTokenEncoder. Render turns a conversation into Segments with a Train flag:
 // assistant answers and their end-of-turn token are trained, prompts are not
 // unless RenderOptions.TrainOnPrompt, and MaskHistory trains only the last
 // answer. Conversations with tool calls or results (ErrToolRole) are

@@ -59,6 +59,10 @@ type Template struct {
 	genPrompt func(b *builder)
 	// external renders instead of render/genPrompt (NewTemplate).
 	external RenderFunc
+	// bos and eos replace "<s>" and "</s>" as the defaults of
+	// RenderOptions.BOS and EOS for templates of models that spell them
+	// otherwise.
+	bos, eos string
 }
 
 // builder accumulates segments for one rendering.
@@ -131,7 +135,7 @@ func (t *Template) Render(system string, turns []Message, opt RenderOptions) ([]
 	if system == "" {
 		system = t.DefaultSystem
 	}
-	b := &builder{bos: or(opt.BOS, "<s>"), eos: or(opt.EOS, "</s>"), opt: opt}
+	b := &builder{bos: or(opt.BOS, or(t.bos, "<s>")), eos: or(opt.EOS, or(t.eos, "</s>")), opt: opt}
 	if t.external != nil {
 		segs, err := t.external(system, turns, opt)
 		if err != nil {
@@ -369,6 +373,159 @@ func renderVicuna(b *builder, system string, turns []Message) {
 		})
 }
 
+// endsWithAnswer reports whether the conversation's last message is the
+// assistant's.
+func endsWithAnswer(turns []Message) bool {
+	return len(turns) > 0 && turns[len(turns)-1].Role == RoleAssistant
+}
+
+// Baichuan 2 chat (LLaMA Factory's baichuan2, Baichuan2-*-Chat's
+// build_chat_input): "{system}<reserved_106>{q}<reserved_107>{a}...", the
+// user and assistant markers being the model's reserved tokens 195 and 196
+// (Special segments, which an encoder maps to their ids), and EOS once after
+// the last answer (efficient_eos). Trained: each {a} and the final EOS.
+func renderBaichuan2(b *builder, system string, turns []Message) {
+	b.prompt(system)
+	forTurns(b, turns,
+		func(_ int, q string) {
+			b.special("<reserved_106>")
+			b.prompt(q)
+		},
+		func(_ int, a string) {
+			b.special("<reserved_107>")
+			b.answer(a, false)
+		})
+	if endsWithAnswer(turns) {
+		b.answer(b.eos, true)
+	}
+}
+
+func baichuan2Gen(b *builder) { b.special("<reserved_107>") }
+
+// ChatGLM3 (LLaMA Factory's chatglm3, tokenization_chatglm.py's
+// build_chat_input): "[gMASK]sop<|system|>\n{system}<|user|>\n{q}
+// <|assistant|>\n{a}...", every marker a Special segment (ChatGLM's
+// tokens after the SentencePiece vocabulary) and "\n" a segment of its
+// own, as LLaMA Factory encodes its slots one by one; EOS once after the
+// last answer (efficient_eos). Trained: "\n{a}" of each answer and the
+// final EOS (the model writes the newline after <|assistant|>).
+func renderChatGLM3(b *builder, system string, turns []Message) {
+	b.special("[gMASK]")
+	b.special("sop")
+	if system != "" {
+		b.special("<|system|>")
+		b.prompt("\n")
+		b.prompt(system)
+	}
+	forTurns(b, turns,
+		func(_ int, q string) {
+			b.special("<|user|>")
+			b.prompt("\n")
+			b.prompt(q)
+		},
+		func(_ int, a string) {
+			b.special("<|assistant|>")
+			b.answer("\n", false)
+			b.answer(a, false)
+		})
+	if endsWithAnswer(turns) {
+		b.answer(b.eos, true)
+	}
+}
+
+func chatGLM3Gen(b *builder) { b.special("<|assistant|>") }
+
+// GLM-4 (LLaMA Factory's glm4, glm-4-9b-chat): "[gMASK]<sop><|system|>\n
+// {system}<|user|>\n{q}<|assistant|>\n{a}...", EOS (<|endoftext|>) once
+// after the last answer. Trained: "\n{a}" and the final EOS.
+func renderGLM4(b *builder, system string, turns []Message) {
+	b.special("[gMASK]")
+	b.special("<sop>")
+	if system != "" {
+		b.special("<|system|>")
+		b.prompt("\n" + system)
+	}
+	forTurns(b, turns,
+		func(_ int, q string) {
+			b.special("<|user|>")
+			b.prompt("\n" + q)
+		},
+		func(_ int, a string) {
+			b.special("<|assistant|>")
+			b.answer("\n"+a, false)
+		})
+	if endsWithAnswer(turns) {
+		b.answer(b.eos, true)
+	}
+}
+
+// Gemma (LLaMA Factory's gemma): "<bos><start_of_turn>user\n{system}\n\n{q}
+// <end_of_turn>\n<start_of_turn>model\n{a}<end_of_turn>\n...", the system
+// prompt put before the first question. Trained: {a}<end_of_turn>; the "\n"
+// after it is prompt side.
+func renderGemma(b *builder, system string, turns []Message) {
+	b.special(b.bos)
+	forTurns(b, turns,
+		func(i int, q string) {
+			if i == 0 && system != "" {
+				q = system + "\n\n" + q
+			}
+			b.prompt("<start_of_turn>user\n" + q + "<end_of_turn>\n")
+		},
+		func(_ int, a string) {
+			b.prompt("<start_of_turn>model\n")
+			b.answer(a, false)
+			b.answer("<end_of_turn>", true)
+			b.prompt("\n")
+		})
+}
+
+func gemmaGen(b *builder) { b.prompt("<start_of_turn>model\n") }
+
+// Phi-3 (LLaMA Factory's phi, Phi-3-*-instruct):
+// "<|system|>\n{system}<|end|>\n<|user|>\n{q}<|end|>\n<|assistant|>\n
+// {a}<|end|>\n...", no BOS. Trained: {a}<|end|>; the "\n" after it is
+// prompt side.
+func renderPhi3(b *builder, system string, turns []Message) {
+	if system != "" {
+		b.prompt("<|system|>\n" + system + "<|end|>\n")
+	}
+	forTurns(b, turns,
+		func(_ int, q string) { b.prompt("<|user|>\n" + q + "<|end|>\n") },
+		func(_ int, a string) {
+			b.prompt("<|assistant|>\n")
+			b.answer(a, false)
+			b.answer("<|end|>", true)
+			b.prompt("\n")
+		})
+}
+
+func phi3Gen(b *builder) { b.prompt("<|assistant|>\n") }
+
+// SpecialTokenEncoder is an Encoder that can also map the text of one
+// special token straight to its id, as LLaMA Factory's {"token": ...},
+// {"bos_token"} and {"eos_token"} slots do. ok is false when text is not
+// such a token.
+type SpecialTokenEncoder interface {
+	Encoder
+	SpecialTokenID(text string) (uint32, bool)
+}
+
+// EncodeSegment encodes one rendered segment: a Special segment whose text
+// the encoder knows as one special token becomes that id (ChatGLM's sop or
+// Baichuan's <reserved_106> have no other way in), anything else is encoded
+// as text without the tokenizer's own BOS/EOS.
+func EncodeSegment(enc Encoder, s Segment) []uint32 {
+	if s.Special {
+		if se, ok := enc.(SpecialTokenEncoder); ok {
+			if id, ok := se.SpecialTokenID(s.Text); ok {
+				return []uint32{id}
+			}
+		}
+	}
+	return enc.Encode(s.Text, false)
+}
+
 // QwenDefaultSystem is Qwen2.5's default system prompt.
 const QwenDefaultSystem = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
@@ -388,4 +545,9 @@ func init() {
 	register(&Template{Name: "llama2", render: renderLlama2})
 	register(&Template{Name: "llama3", StopWords: []string{"<|eot_id|>"}, render: renderLlama3, genPrompt: llama3Gen})
 	register(&Template{Name: "mistral", render: renderMistral})
+	register(&Template{Name: "baichuan2", render: renderBaichuan2, genPrompt: baichuan2Gen})
+	register(&Template{Name: "chatglm3", StopWords: []string{"<|user|>", "<|observation|>"}, render: renderChatGLM3, genPrompt: chatGLM3Gen})
+	register(&Template{Name: "glm4", StopWords: []string{"<|user|>", "<|observation|>"}, render: renderGLM4, genPrompt: chatGLM3Gen, eos: "<|endoftext|>"})
+	register(&Template{Name: "gemma", StopWords: []string{"<end_of_turn>"}, render: renderGemma, genPrompt: gemmaGen, bos: "<bos>"})
+	register(&Template{Name: "phi3", StopWords: []string{"<|end|>"}, render: renderPhi3, genPrompt: phi3Gen})
 }

@@ -56,6 +56,22 @@ func TestTemplateGolden(t *testing.T) {
 		{"vicuna", "", convOne, RenderOptions{}, "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the user's questions. USER: Hi ASSISTANT: Hello!</s>"},
 		{"vicuna", "S", convSys.turns, RenderOptions{}, "S USER: Hi ASSISTANT: Hello!</s>USER: How are you? ASSISTANT: Fine.</s>"},
 		{"vicuna", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, VicunaDefaultSystem + " USER: Hi ASSISTANT:"},
+		// LLaMA Factory's baichuan2, chatglm3, glm4, gemma and phi templates
+		// (src/llamafactory/data/template.py), efficient_eos putting EOS after
+		// the last answer only.
+		{"baichuan2", convSys.sys, convSys.turns, RenderOptions{}, "You are helpful.<reserved_106>Hi<reserved_107>Hello!<reserved_106>How are you?<reserved_107>Fine.</s>"},
+		{"baichuan2", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, "<reserved_106>Hi<reserved_107>"},
+		{"baichuan2", "", convPrompt, RenderOptions{}, "<reserved_106>Hi"},
+		{"chatglm3", convSys.sys, convSys.turns, RenderOptions{}, "[gMASK]sop<|system|>\nYou are helpful.<|user|>\nHi<|assistant|>\nHello!<|user|>\nHow are you?<|assistant|>\nFine.</s>"},
+		{"chatglm3", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, "[gMASK]sop<|user|>\nHi<|assistant|>"},
+		{"glm4", convSys.sys, convSys.turns, RenderOptions{}, "[gMASK]<sop><|system|>\nYou are helpful.<|user|>\nHi<|assistant|>\nHello!<|user|>\nHow are you?<|assistant|>\nFine.<|endoftext|>"},
+		{"glm4", "", convOne, RenderOptions{EOS: "<eos>"}, "[gMASK]<sop><|user|>\nHi<|assistant|>\nHello!<eos>"},
+		{"glm4", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, "[gMASK]<sop><|user|>\nHi<|assistant|>"},
+		{"gemma", convSys.sys, convSys.turns, RenderOptions{}, "<bos><start_of_turn>user\nYou are helpful.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n<start_of_turn>user\nHow are you?<end_of_turn>\n<start_of_turn>model\nFine.<end_of_turn>\n"},
+		{"gemma", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n"},
+		{"gemma", "", convOne, RenderOptions{BOS: "<s>"}, "<s><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"},
+		{"phi3", convSys.sys, convSys.turns, RenderOptions{}, "<|system|>\nYou are helpful.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nHow are you?<|end|>\n<|assistant|>\nFine.<|end|>\n"},
+		{"phi3", "", convPrompt, RenderOptions{AddGenerationPrompt: true}, "<|user|>\nHi<|end|>\n<|assistant|>\n"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.tmpl, func(t *testing.T) {
@@ -72,7 +88,7 @@ func TestTemplateGolden(t *testing.T) {
 			}
 		})
 	}
-	if got := len(TemplateNames()); got != 9 {
+	if got := len(TemplateNames()); got != 14 {
 		t.Errorf("%d templates", got)
 	}
 }
@@ -102,6 +118,12 @@ func TestTemplateMasking(t *testing.T) {
 		{"mistral", RenderOptions{MaskHistory: true}, "Fine.</s>"},
 		{"qwen3", RenderOptions{}, "Hello!<|im_end|>Fine.<|im_end|>"},
 		{"alpaca", RenderOptions{EOS: "<eos>"}, "Hello!<eos>Fine.<eos>"},
+		{"baichuan2", RenderOptions{}, "Hello!Fine.</s>"},
+		{"baichuan2", RenderOptions{MaskHistory: true}, "Fine.</s>"},
+		{"chatglm3", RenderOptions{}, "\nHello!\nFine.</s>"},
+		{"glm4", RenderOptions{MaskHistory: true}, "\nFine.<|endoftext|>"},
+		{"gemma", RenderOptions{}, "Hello!<end_of_turn>Fine.<end_of_turn>"},
+		{"phi3", RenderOptions{}, "Hello!<|end|>Fine.<|end|>"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.tmpl, func(t *testing.T) {
@@ -123,7 +145,7 @@ func TestTemplateMasking(t *testing.T) {
 }
 
 func TestTemplateErrors(t *testing.T) {
-	if _, err := LookupTemplate("nope"); err == nil || !strings.Contains(err.Error(), "built-in: alpaca, chatml, default") {
+	if _, err := LookupTemplate("nope"); err == nil || !strings.Contains(err.Error(), "built-in: alpaca, baichuan2, chatglm3, chatml, default") {
 		t.Errorf("lookup error %v", err)
 	}
 	tm, _ := LookupTemplate("qwen")
@@ -179,4 +201,101 @@ func TestTemplateJinjaGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestTemplateSegments checks the segment boundaries the SentencePiece
+// families depend on: every marker is a Special segment of its own (so that
+// EncodeSegment can map it to its id) and ChatGLM3's "\n" is a segment of
+// its own, as LLaMA Factory encodes its slots one by one.
+func TestTemplateSegments(t *testing.T) {
+	type seg struct {
+		text             string
+		special, trained bool
+	}
+	tests := []struct {
+		tmpl string
+		want []seg
+	}{
+		{"chatglm3", []seg{{"[gMASK]", true, false}, {"sop", true, false}, {"<|system|>", true, false}, {"\n", false, false}, {"S", false, false},
+			{"<|user|>", true, false}, {"\n", false, false}, {"Hi", false, false}, {"<|assistant|>", true, false}, {"\n", false, true}, {"Hello!", false, true}, {"</s>", true, true}}},
+		{"baichuan2", []seg{{"S", false, false}, {"<reserved_106>", true, false}, {"Hi", false, false}, {"<reserved_107>", true, false}, {"Hello!", false, true}, {"</s>", true, true}}},
+		{"glm4", []seg{{"[gMASK]", true, false}, {"<sop>", true, false}, {"<|system|>", true, false}, {"\nS", false, false},
+			{"<|user|>", true, false}, {"\nHi", false, false}, {"<|assistant|>", true, false}, {"\nHello!", false, true}, {"<|endoftext|>", true, true}}},
+		{"gemma", []seg{{"<bos>", true, false}, {"<start_of_turn>user\nS\n\nHi<end_of_turn>\n", false, false}, {"<start_of_turn>model\n", false, false},
+			{"Hello!", false, true}, {"<end_of_turn>", true, true}, {"\n", false, false}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.tmpl, func(t *testing.T) {
+			tm, _ := LookupTemplate(tc.tmpl)
+			segs, err := tm.Render("S", convOne, RenderOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []seg
+			for _, s := range segs {
+				got = append(got, seg{s.Text, s.Special, s.Train})
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("segments\n got %+v\nwant %+v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Errorf("segment %d: got %+v, want %+v", i, got[i], tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+// fakeSpecialEncoder encodes text one id per byte and knows a few special
+// tokens by text.
+type fakeSpecialEncoder map[string]uint32
+
+func (f fakeSpecialEncoder) Encode(text string, addSpecial bool) []uint32 {
+	out := []uint32{}
+	for i := 0; i < len(text); i++ {
+		out = append(out, uint32(text[i]))
+	}
+	return out
+}
+
+func (f fakeSpecialEncoder) SpecialTokenID(text string) (uint32, bool) {
+	id, ok := f[text]
+	return id, ok
+}
+
+type plainEncoder struct{}
+
+func (plainEncoder) Encode(text string, addSpecial bool) []uint32 { return []uint32{uint32(len(text))} }
+
+func TestEncodeSegment(t *testing.T) {
+	enc := fakeSpecialEncoder{"sop": 1003, "[gMASK]": 1001}
+	for _, tc := range []struct {
+		seg  Segment
+		want []uint32
+	}{
+		{Segment{Text: "sop", Special: true}, []uint32{1003}},
+		{Segment{Text: "sop"}, []uint32{'s', 'o', 'p'}},                // not special: text
+		{Segment{Text: "<x>", Special: true}, []uint32{'<', 'x', '>'}}, // unknown special: text
+		{Segment{Text: "[gMASK]", Special: true, Answer: true}, []uint32{1001}},
+	} {
+		if got := EncodeSegment(enc, tc.seg); !equalIDs(got, tc.want) {
+			t.Errorf("EncodeSegment(%+v) = %v, want %v", tc.seg, got, tc.want)
+		}
+	}
+	if got := EncodeSegment(plainEncoder{}, Segment{Text: "sop", Special: true}); !equalIDs(got, []uint32{3}) {
+		t.Errorf("plain encoder: %v", got)
+	}
+}
+
+func equalIDs(a, b []uint32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

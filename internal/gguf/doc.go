@@ -30,7 +30,9 @@
 // into tokenizer.ggml.* metadata: "gpt2" for byte-level BPE (with the
 // pre-tokenizer named llama-bpe, qwen2, gpt-2 or default) and "llama" for
 // SentencePiece-style BPE (scores from merge ranks), with token types,
-// merges, special token ids and the chat template. Matrices take the asked
+// merges, special token ids and the chat template. A directory with only a
+// SentencePiece tokenizer.model gets "llama" with the model's pieces,
+// scores and types (BPE models only). Matrices take the asked
 // type; norms, biases and other 1-D tensors stay F32; a matrix whose rows
 // are not a whole number of quantisation blocks is written as F16 and
 // reported. ReadHF does the inverse: config.json, an F32 model.safetensors

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/lathe-ml/lathe/internal/tokenizer"
+	"github.com/lathe-ml/lathe/internal/tokenizer/sentencepiece"
 )
 
 // llama.cpp token types (tokenizer.ggml.token_type).
@@ -170,12 +171,18 @@ func templateSpecials(raw json.RawMessage) (bos, eos bool) {
 }
 
 // tokenizerKVs builds the tokenizer.* metadata from hfDir's tokenizer.json
-// and tokenizer_config.json for a model of vocabSize embedding rows.
+// (or, when there is none, its SentencePiece tokenizer.model) and
+// tokenizer_config.json for a model of vocabSize embedding rows.
 func tokenizerKVs(hfDir string, cfg *hfConfig, chatTemplate string) ([]KV, error) {
 	path := filepath.Join(hfDir, "tokenizer.json")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(hfDir, tokenizer.ModelFile)); err == nil {
+			return spmTokenizerKVs(hfDir, cfg, chatTemplate)
+		}
+	}
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("tokenizer: %w (llama.cpp needs the vocabulary)", err)
+		return nil, fmt.Errorf("tokenizer: %w (llama.cpp needs the vocabulary: tokenizer.json or tokenizer.model)", err)
 	}
 	var t hfTokenizer
 	if err := json.Unmarshal(data, &t); err != nil {
@@ -201,11 +208,20 @@ func tokenizerKVs(hfDir string, cfg *hfConfig, chatTemplate string) ([]KV, error
 	for _, a := range t.AddedTokens {
 		ids[a.Content] = a.ID
 	}
+	addBOS, addEOS := templateSpecials(t.PostProcessor)
+	return specialKVs(kvs, func(s string) (int, bool) { id, ok := ids[s]; return id, ok }, tc, tcPath, cfg, t.Model.UnkToken, addBOS, addEOS, chatTemplate)
+}
+
+// specialKVs appends the special token ids, add_bos/add_eos and the chat
+// templates to kvs; lookup maps a token text to its id, tc (tcPath) is the
+// tokenizer configuration (nil when absent), unk the unknown token and
+// addBOS/addEOS the defaults when the configuration does not say.
+func specialKVs(kvs []KV, lookupID func(string) (int, bool), tc *tokenizer.Config, tcPath string, cfg *hfConfig, unk *string, addBOS, addEOS bool, chatTemplate string) ([]KV, error) {
 	lookup := func(what string, s *string) (uint32, bool, error) {
 		if s == nil || *s == "" {
 			return 0, false, nil
 		}
-		id, ok := ids[*s]
+		id, ok := lookupID(*s)
 		if !ok {
 			return 0, false, fmt.Errorf("%s: %s %q is not in the vocabulary", tcPath, what, *s)
 		}
@@ -238,15 +254,14 @@ func tokenizerKVs(hfDir string, cfg *hfConfig, chatTemplate string) ([]KV, error
 	if err := special("eos_token_id", "eos_token", eosTok, eos); err != nil {
 		return nil, err
 	}
-	if t.Model.UnkToken != nil {
-		if err := special("unknown_token_id", "unk_token", t.Model.UnkToken, -1); err != nil {
+	if unk != nil {
+		if err := special("unknown_token_id", "unk_token", unk, -1); err != nil {
 			return nil, err
 		}
 	}
 	if err := special("padding_token_id", "pad_token", padTok, -1); err != nil {
 		return nil, err
 	}
-	addBOS, addEOS := templateSpecials(t.PostProcessor)
 	if tc != nil && tc.AddBOSToken != nil {
 		addBOS = *tc.AddBOSToken
 	}
@@ -371,4 +386,72 @@ func vocabKVs(t *hfTokenizer, cfg *hfConfig) ([]KV, error) {
 		kvs = append(kvs, KV{"tokenizer.ggml.merges", merges})
 	}
 	return kvs, nil
+}
+
+// spmTokenizerKVs builds the tokenizer.* metadata from hfDir's SentencePiece
+// tokenizer.model (with tokenizer_config.json, special_tokens_map.json and
+// added_tokens.json, read by tokenizer.LoadDir) as llama.cpp's converter
+// does for SentencePiece vocabularies: model "llama", the pieces with their
+// scores and types (SentencePiece's piece types are llama.cpp's token
+// types), padded to vocab_size with [PADn] UNUSED entries; added tokens
+// (added_tokens_decoder, added_tokens.json, ChatGLM's tokens after the
+// pieces) become CONTROL when special, else USER_DEFINED, with score -1000
+// (ChatGLM's 0, as llama.cpp's chatglm3 vocabulary); add_space_prefix is the
+// model's add_dummy_prefix. Only BPE models: llama.cpp's "llama" tokenizer
+// merges by score, which is not how a unigram model segments. The model's
+// normalizer is not carried (llama.cpp applies none to this vocabulary).
+func spmTokenizerKVs(hfDir string, cfg *hfConfig, chatTemplate string) ([]KV, error) {
+	codec, tc, err := tokenizer.LoadDir(hfDir)
+	if err != nil {
+		return nil, err
+	}
+	sp, ok := codec.(*tokenizer.SentencePiece)
+	if !ok {
+		return nil, fmt.Errorf("tokenizer: %s: want a SentencePiece tokenizer.model", hfDir)
+	}
+	m := sp.Model()
+	path := filepath.Join(hfDir, tokenizer.ModelFile)
+	if mt := m.Proto().Trainer.ModelType; mt != sentencepiece.BPE {
+		return nil, fmt.Errorf("%s: a %v SentencePiece model: llama.cpp's SentencePiece vocabulary (merges by score) reproduces only BPE models", path, mt)
+	}
+	n := cfg.VocabSize
+	if sp.VocabSize() > n {
+		return nil, fmt.Errorf("%s: tokenizer has ids up to %d but config.json vocab_size is %d", path, sp.VocabSize()-1, n)
+	}
+	tokens := make([]string, n)
+	scores := make([]float32, n)
+	types := make([]int32, n)
+	for i := range tokens {
+		tokens[i], scores[i], types[i] = fmt.Sprintf("[PAD%d]", i), -1000, tokUnused
+	}
+	for id := 0; id < m.VocabSize(); id++ {
+		tokens[id], scores[id], types[id] = m.IDToPiece(id), m.Score(id), int32(m.Type(id))
+	}
+	for _, a := range sp.AddedTokens() {
+		if _, listed := tc.AddedTokensDecoder[a.ID]; a.ID < m.VocabSize() && !listed {
+			continue // a piece the configuration names as a special token keeps its type
+		}
+		tokens[a.ID], scores[a.ID], types[a.ID] = a.Content, -1000, tokUserDefined
+		if a.Special {
+			types[a.ID] = tokControl
+		}
+		if sp.IsChatGLM() && a.ID >= m.VocabSize() {
+			scores[a.ID] = 0
+		}
+	}
+	kvs := []KV{{"tokenizer.ggml.model", "llama"}, {"tokenizer.ggml.pre", "default"},
+		{"tokenizer.ggml.tokens", tokens}, {"tokenizer.ggml.scores", scores}, {"tokenizer.ggml.token_type", types},
+		{"tokenizer.ggml.add_space_prefix", m.Proto().Normalizer.AddDummyPrefix}}
+	tcPath := filepath.Join(hfDir, tokenizer.ConfigFile)
+	var unk *string
+	if id := m.UnkID(); id >= 0 {
+		s := m.IDToPiece(id)
+		unk = &s
+	}
+	addBOS := (tc.AddBOSToken == nil || *tc.AddBOSToken) && tc.BOSToken != nil
+	if sp.IsChatGLM() {
+		addBOS = false // ChatGLM puts [gMASK] sop first, not a BOS
+	}
+	addEOS := tc.AddEOSToken != nil && *tc.AddEOSToken
+	return specialKVs(kvs, codec.TokenToID, tc, tcPath, cfg, unk, addBOS, addEOS, chatTemplate)
 }

@@ -56,7 +56,7 @@ type Result struct {
 type Engine struct {
 	ID       string
 	Model    *llama.Model
-	Tok      *tokenizer.Tokenizer
+	Tok      tokenizer.Codec
 	TokCfg   *tokenizer.Config
 	Template *data.Template
 
@@ -99,21 +99,14 @@ func Open(c Config) (*Engine, error) {
 	}
 	tokDir := c.Model
 	if c.Adapter != "" {
-		if _, err := os.Stat(filepath.Join(c.Adapter, "tokenizer.json")); err == nil {
+		if _, err := tokenizer.File(c.Adapter); err == nil {
 			tokDir = c.Adapter
 		}
 	}
-	tok, err := tokenizer.Load(filepath.Join(tokDir, "tokenizer.json"))
+	tok, tcfg, err := tokenizer.LoadDir(tokDir)
 	if err != nil {
 		m.Free()
 		return nil, fmt.Errorf("infer: %w", err)
-	}
-	var tcfg *tokenizer.Config
-	if p := filepath.Join(tokDir, "tokenizer_config.json"); fileExists(p) {
-		if tcfg, err = tokenizer.LoadConfig(p); err != nil {
-			m.Free()
-			return nil, fmt.Errorf("infer: %w", err)
-		}
 	}
 	tpl, err := pickTemplate(c.Template, tokDir, tcfg)
 	if err != nil {
@@ -127,11 +120,6 @@ func Open(c Config) (*Engine, error) {
 	e := &Engine{ID: id, Model: m, Tok: tok, TokCfg: tcfg, Template: tpl}
 	e.setStops(tokDir)
 	return e, nil
-}
-
-func fileExists(p string) bool {
-	st, err := os.Stat(p)
-	return err == nil && st.Mode().IsRegular()
 }
 
 // pickTemplate resolves the template name.
@@ -227,7 +215,8 @@ type Message = data.Message
 
 // PromptIDs renders a conversation ending with a user turn, with the
 // generation prompt, and encodes it segment by segment as the tokenize
-// stage encodes training data.
+// stage encodes training data (internal/data.EncodeSegment: a special-token
+// segment becomes its id).
 func (e *Engine) PromptIDs(system string, turns []Message) ([]int32, error) {
 	opt := e.render
 	opt.AddGenerationPrompt = true
@@ -237,6 +226,12 @@ func (e *Engine) PromptIDs(system string, turns []Message) ([]int32, error) {
 	}
 	var ids []int32
 	for _, s := range segs {
+		if s.Special {
+			if id, ok := e.Tok.SpecialTokenID(s.Text); ok {
+				ids = append(ids, int32(id))
+				continue
+			}
+		}
 		for _, id := range e.Tok.Encode(s.Text, false) {
 			ids = append(ids, int32(id))
 		}
@@ -352,7 +347,7 @@ func (e *Engine) GenerateBatch(ctx context.Context, prompts [][]int32, o Options
 // may be the start of a stop string or an incomplete UTF-8 sequence, and
 // cuts the text at the first stop string.
 type stream struct {
-	tok     *tokenizer.Tokenizer
+	tok     tokenizer.Codec
 	stops   []string
 	ids     []int
 	sent    int // bytes of text already emitted

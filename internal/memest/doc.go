@@ -2,7 +2,11 @@
 // runs, from the model's config, the fine-tuning method (full, freeze,
 // LoRA, QLoRA), the batch shape and activation recomputation, as a list
 // of named pieces; and proposes changes that would fit a limit (Fitting)
-// or the largest batch that does (AutoBatch).
+// or the largest batch that does (AutoBatch). PPO estimates a PPO stage:
+// the policy's training plus its reference (a copy under full training),
+// the reward model, generation's KV cache and the materialised logits
+// (FittingPPO proposes what would fit). Layout and Linears export the
+// parameter layout the time model (internal/timeest) shares.
 //
 // The pieces the engine allocates through its backend (weights, NF4
 // weights, gradients, AdamW moments, activations, the cross-entropy
@@ -29,6 +33,9 @@
 // CUDA backend has its own workspace), count file pages mapped while
 // reading safetensors weights or dataset shards (resident while touched,
 // but clean page cache the kernel reclaims under pressure), model the
-// KV cache of generation (PPO rollouts, evaluation samples), nor estimate
-// time.
+// generation of evaluation samples, nor estimate time (internal/timeest
+// does). PPO's estimate takes the longest prompt plus max_new_tokens for
+// every rollout, an upper bound: rows that stop early make shorter
+// batches; the frozen models' reserved but never-written backward
+// scratch is not counted (its pages are never resident).
 package memest

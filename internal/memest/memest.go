@@ -172,6 +172,7 @@ func FormatBytes(n int64) string {
 // allocates.
 type shape struct {
 	f32, nf4Bytes, trainable int64    // floats, bytes, floats
+	trainableTensors         int      // tensors of the trainable floats
 	baseValues               int64    // values of the base model (NF4 included)
 	nf4Tile                  int      // floats of the dequantisation tile
 	largest                  int      // values of the largest F32 parameter
@@ -288,6 +289,7 @@ func layout(in Input) (shape, error) {
 		s.largest = max(s.largest, n)
 		if trainsBase(name) {
 			s.trainable += int64(n)
+			s.trainableTensors++
 		}
 	}
 	H, I, D := c.Hidden, c.Intermediate, c.HeadDim
@@ -350,6 +352,7 @@ func layout(in Input) (shape, error) {
 		for i, on := range adapted[l] {
 			if on {
 				extra += int64(in.LoRARank) * int64(kinds[i].in+kinds[i].out)
+				s.trainableTensors += 2
 				if !slices.Contains(s.adaptedKinds, i) {
 					s.adaptedKinds = append(s.adaptedKinds, i)
 				}
@@ -359,6 +362,7 @@ func layout(in Input) (shape, error) {
 	}
 	if in.ValueHead {
 		extra += int64(H) + 1
+		s.trainableTensors += 2
 	}
 	s.f32 += extra
 	s.trainable += extra
@@ -617,6 +621,14 @@ var gemmKernels = map[string]gemmBlocking{
 	"go":     {4, 4, 256, 128, 1024},
 }
 
+// gemmBlockingNow is the blocking of the Sgemm micro-kernel in use.
+func gemmBlockingNow() gemmBlocking {
+	if g, ok := gemmKernels[cpu.SgemmKernel()]; ok {
+		return g
+	}
+	return gemmKernels["avx512"]
+}
+
 // Constants of the CPU backend's kernels that size their scratch.
 const (
 	gemmPackBudget = 1 << 21 // floats of a packed op(B) block
@@ -657,12 +669,9 @@ func gemmScratch(g gemmBlocking, threads, m, n, k int) (b, a int64) {
 // served: measured, about half of them end up with the largest packed-B
 // block); the attention tiles per thread; and the NF4 quantiser's absmax
 // buffer.
-func kernelBytes(in Input, s shape, n, threads int) int64 {
+func kernelBytes(in Input, s shape, n, threads int, extra ...[3]int) int64 {
 	c := in.Config
-	g, ok := gemmKernels[cpu.SgemmKernel()]
-	if !ok {
-		g = gemmKernels["avx512"]
-	}
+	g := gemmBlockingNow()
 	V, H, D := c.VocabSize, c.Hidden, c.HeadDim
 	var floats int64
 	packed := V*H <= xentPackBudget && n > ceChunkRows
@@ -680,6 +689,7 @@ func kernelBytes(in Input, s shape, n, threads int) int64 {
 		prods = append(prods, [3]int{V, H, rows})
 	}
 	prods = append(prods, [3]int{attnBlock, attnBlock, D}, [3]int{attnBlock, D, attnBlock}, [3]int{D, attnBlock, attnBlock})
+	prods = append(prods, extra...)
 	if in.ValueHead {
 		prods = append(prods, [3]int{n, 1, H}, [3]int{1, H, n})
 	}

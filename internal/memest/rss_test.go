@@ -52,6 +52,10 @@ type rssCase struct {
 	churn bool
 	// merge writes the merged model at the end (LoRA and QLoRA).
 	merge bool
+	// ppo runs a PPO step (train.PPO, as stages/ppo: policy with a value
+	// head, a reference copy under full training, a reward model) instead
+	// of supervised training.
+	ppo bool
 }
 
 func (c rssCase) String() string {
@@ -67,17 +71,20 @@ func (c rssCase) String() string {
 	if c.merge {
 		s += "/merge"
 	}
+	if c.ppo {
+		s += "/ppo"
+	}
 	return s
 }
 
 func parseRSSCase(s string) (rssCase, error) {
 	f := strings.Split(s, "/")
-	if len(f) < 3 || len(f) > 4 || (f[2] != "limit" && f[2] != "gogc") || (len(f) == 4 && f[3] != "churn" && f[3] != "merge") {
-		return rssCase{}, fmt.Errorf("bad case %q (want shape/method/limit|gogc[/churn|/merge])", s)
+	if len(f) < 3 || len(f) > 4 || (f[2] != "limit" && f[2] != "gogc") || (len(f) == 4 && f[3] != "churn" && f[3] != "merge" && f[3] != "ppo") {
+		return rssCase{}, fmt.Errorf("bad case %q (want shape/method/limit|gogc[/churn|/merge|/ppo])", s)
 	}
 	c := rssCase{shape: f[0], method: Method(f[1]), limit: f[2] == "limit"}
 	if len(f) == 4 {
-		c.churn, c.merge = f[3] == "churn", f[3] == "merge"
+		c.churn, c.merge, c.ppo = f[3] == "churn", f[3] == "merge", f[3] == "ppo"
 	}
 	return c, nil
 }
@@ -111,6 +118,11 @@ func TestPeakRSSChild(t *testing.T) {
 	c, err := parseRSSCase(spec)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.ppo {
+		ppoChild(t, c)
+		fmt.Printf("%s%d\n", rssPeakPrefix, peakRSS(t))
+		return
 	}
 	in := rssInput(t, c)
 	est, err := Training(in) // the baseline is this process, now
@@ -237,6 +249,11 @@ func TestPeakRSS(t *testing.T) {
 	}
 	cases = append(cases, rssCase{shape: "tiny", method: QLoRA, limit: true, merge: true},
 		rssCase{shape: "tiny", method: Full, churn: true})
+	for _, s := range shapes {
+		for _, m := range []Method{Full, LoRA} {
+			cases = append(cases, rssCase{shape: s, method: m, limit: true, ppo: true})
+		}
+	}
 	baseline, err := runRSSChild("idle")
 	if err != nil {
 		t.Fatal(err)
@@ -262,9 +279,16 @@ func TestPeakRSS(t *testing.T) {
 			t.Error(errs[i])
 			continue
 		}
-		in := rssInput(t, c)
-		in.Baseline = baseline
-		e, err := Training(in)
+		var e Estimate
+		if c.ppo {
+			in := ppoInput(t, c)
+			in.Policy.Baseline = baseline
+			e, err = PPO(in)
+		} else {
+			in := rssInput(t, c)
+			in.Baseline = baseline
+			e, err = Training(in)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,5 +315,72 @@ func TestParseRSSCase(t *testing.T) {
 		if _, err := parseRSSCase(s); err == nil {
 			t.Errorf("parseRSSCase(%q) accepted", s)
 		}
+	}
+}
+
+// ppoInput is a PPO case's stage: batch_size 8 of prompts of 32 tokens
+// (tiny) or 64 (stories15M) and as many new tokens, LoRA as rssInput's;
+// the reward model is a full model of the same shape.
+func ppoInput(t testing.TB, c rssCase) PPOInput {
+	in := rssInput(t, c)
+	in.SeqLen /= 2 // prompt + new tokens: 64 (tiny) or 128 (stories15M)
+	return PPOInput{Policy: in, PromptLen: in.SeqLen / 2, RewardConfig: in.Config}
+}
+
+// ppoChild runs one PPO step as stages/ppo does: the policy with its value
+// head (trained by the method), the reference (a full-method copy under
+// full training), a reward model with a value head; one rollout batch,
+// one optimisation epoch in two mini-batches; then it writes the result.
+func ppoChild(t *testing.T, c rssCase) {
+	in := ppoInput(t, c)
+	p := in.Policy
+	p.ValueHead = true
+	est, err := PPO(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.limit {
+		debug.SetMemoryLimit(MemoryLimit(est))
+	}
+	be := cpu.New()
+	newModel := func(o llama.Options, seed uint64) *llama.Model {
+		m, err := llama.NewWith(p.Config, be, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.InitRandom(seed, 0.02); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	policy := newModel(options(p), 1)
+	defer policy.Free()
+	var reference *llama.Model
+	if p.Method == Full {
+		reference = newModel(llama.Options{}, 1)
+		defer reference.Free()
+	}
+	reward := newModel(llama.Options{Trainable: func(string) bool { return false }, ValueHead: true}, 2)
+	defer reward.Free()
+	prompts := make([][]int32, 2*p.BatchSize)
+	for i, s := range samples(len(prompts), in.PromptLen, p.Config.VocabSize) {
+		for _, tok := range s.Tokens {
+			prompts[i] = append(prompts[i], int32(tok))
+		}
+	}
+	tr := &train.PPO{Policy: policy, Reference: reference, Scorer: train.ValueScorer{Model: reward}, Prompts: prompts,
+		Cfg: train.PPOConfig{Steps: 2, BatchSize: p.BatchSize, MiniBatch: p.BatchSize / 2, PPOEpochs: 1,
+			MaxNewTokens: p.SeqLen - in.PromptLen, LR: 1e-5, Seed: 1}}
+	if _, err := tr.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if p.Method == Full {
+		err = policy.Save(dir, safetensors.F32)
+	} else {
+		err = policy.SaveTrainable(filepath.Join(dir, "adapter.safetensors"))
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }

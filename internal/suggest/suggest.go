@@ -24,9 +24,12 @@ func Closest(name string, candidates []string) string {
 	return best
 }
 
-// Distance is the Levenshtein distance between a and b, counted in runes.
+// Distance is the edit distance between a and b, counted in runes:
+// insertions, deletions, substitutions and transpositions of two adjacent
+// runes ("chatlm" is one edit from "chatml"; optimal string alignment).
 func Distance(a, b string) int {
 	ra, rb := []rune(a), []rune(b)
+	prev2 := make([]int, len(rb)+1)
 	prev := make([]int, len(rb)+1)
 	cur := make([]int, len(rb)+1)
 	for j := range prev {
@@ -40,8 +43,11 @@ func Distance(a, b string) int {
 				cost = 0
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(rb)]
 }

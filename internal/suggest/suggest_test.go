@@ -7,7 +7,7 @@ func TestDistance(t *testing.T) {
 		a, b string
 		want int
 	}{
-		{"", "", 0}, {"abc", "", 3}, {"kitten", "sitting", 3}, {"run", "rnu", 2},
+		{"", "", 0}, {"abc", "", 3}, {"kitten", "sitting", 3}, {"run", "rnu", 1}, {"chatlm", "chatml", 1}, {"ca", "abc", 3},
 		{"모델", "모댈", 1}, {"same", "same", 0},
 	}
 	for _, tc := range tests {

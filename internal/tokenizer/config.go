@@ -29,7 +29,15 @@ type Config struct {
 	TokenizerClass           string
 	// AddedTokensDecoder maps ids to the added tokens the file lists.
 	AddedTokensDecoder map[int]AddedToken
+	// AdditionalSpecialTokens are the additional_special_tokens' texts.
+	AdditionalSpecialTokens []string
+
+	keys map[string]bool // the top-level keys the file has
 }
+
+// Has reports whether the file has the top-level key (even when its value
+// is null).
+func (c *Config) Has(key string) bool { return c != nil && c.keys[key] }
 
 // LoadConfig reads a tokenizer_config.json file.
 func LoadConfig(path string) (*Config, error) {
@@ -50,7 +58,10 @@ func ParseConfig(data []byte) (*Config, error) {
 	if err != nil {
 		return nil, &pathError{Path: "$", Err: err.(*pathError).Err}
 	}
-	c := &Config{}
+	c := &Config{keys: make(map[string]bool, len(root.m))}
+	for k := range root.m {
+		c.keys[k] = true
+	}
 	for _, f := range []struct {
 		key string
 		dst **string
@@ -73,6 +84,22 @@ func ParseConfig(data []byte) (*Config, error) {
 				return nil, err
 			}
 			*f.dst = &b
+		}
+	}
+	if root.has("additional_special_tokens") && !isNull(root.m["additional_special_tokens"]) {
+		items, err := root.array("additional_special_tokens", true)
+		if err != nil {
+			return nil, err
+		}
+		for i, it := range items {
+			p := indexPath("additional_special_tokens", i)
+			s, ok, err := tokenField(jobj{m: map[string]json.RawMessage{p: it}}, p)
+			if err != nil {
+				return nil, err
+			}
+			if ok && s != "" {
+				c.AdditionalSpecialTokens = append(c.AdditionalSpecialTokens, s)
+			}
 		}
 	}
 	if c.CleanUpTokenizationSpace, err = root.boolean("clean_up_tokenization_spaces", false); err != nil {

@@ -3,9 +3,7 @@ package tokenizer
 import (
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
-	"sync"
 	"unicode/utf8"
 )
 
@@ -251,39 +249,7 @@ func (t *Tokenizer) EncodePair(a, b string, addSpecialTokens bool) []int {
 
 // EncodeBatch encodes texts in parallel; out[i] is Encode(texts[i]).
 func (t *Tokenizer) EncodeBatch(texts []string, addSpecialTokens bool) [][]int {
-	out := make([][]int, len(texts))
-	workers := min(runtime.GOMAXPROCS(0), len(texts))
-	if workers <= 1 {
-		for i, s := range texts {
-			out[i] = t.Encode(s, addSpecialTokens)
-		}
-		return out
-	}
-	var next int64
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	take := func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		i := int(next)
-		next++
-		return i
-	}
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := take()
-				if i >= len(texts) {
-					return
-				}
-				out[i] = t.Encode(texts[i], addSpecialTokens)
-			}
-		}()
-	}
-	wg.Wait()
-	return out
+	return encodeBatch(texts, func(s string) []int { return t.Encode(s, addSpecialTokens) })
 }
 
 // Decode turns ids back into text. Unknown ids are skipped; with

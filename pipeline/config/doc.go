@@ -17,10 +17,13 @@
 // evaluate arguments and output blocks once real upstream outputs exist.
 // Resolved.Cache is the evaluated cache block: its URL scheme is checked
 // statically, and it never enters a stage's arguments or cache key.
+// Resolved.Executor is the evaluated executor "slurm" block (partition,
+// account, qos, time, sbatch_args, store, lathe): where stages run, checked
+// statically and kept out of every cache key like the cache block.
 //
 // This package does not plan, cache, schedule or run stages (package pipeline
 // does), and it knows no concrete stage kind: kinds come from a
 // stage.Registry. It does not open the remote cache (package
-// pipeline/remote does), does not write pipeline files (no formatter) and
+// pipeline/remote does) or talk to Slurm (pipeline/slurm does), does not write pipeline files (no formatter) and
 // does not read the lock file.
 package config

@@ -27,6 +27,8 @@ type Pipeline struct {
 	Outputs   map[string]*Output
 	// Cache is the cache block, or nil when the pipeline has none.
 	Cache *CacheBlock
+	// Executor is the executor block, or nil when the pipeline has none.
+	Executor *ExecutorBlock
 }
 
 // Variable is a variable block.
@@ -101,6 +103,7 @@ var rootSchema = &hcl.BodySchema{
 		{Type: "stage", LabelNames: []string{"kind", "name"}},
 		{Type: "output", LabelNames: []string{"name"}},
 		{Type: "cache"},
+		{Type: "executor", LabelNames: []string{"type"}},
 	},
 }
 
@@ -292,6 +295,19 @@ func (p *Pipeline) decodeBody(body hcl.Body, src []byte) hcl.Diagnostics {
 				continue
 			}
 			p.Cache = c
+		case "executor":
+			e, ediags := decodeExecutor(block)
+			diags = append(diags, ediags...)
+			if p.Executor != nil {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Duplicate executor block",
+					Detail:   fmt.Sprintf("An executor block was already declared at %s. A pipeline has at most one executor block, in any of its files.", rangeString(p.Executor.DeclRange)),
+					Subject:  block.DefRange.Ptr(),
+				})
+				continue
+			}
+			p.Executor = e
 		}
 	}
 	return diags

@@ -25,6 +25,9 @@ type Resolved struct {
 	// Cache is the evaluated cache block, or nil when there is none. It
 	// says where results are shared and never enters a cache key.
 	Cache *CacheSettings
+	// Executor is the evaluated executor block, or nil when there is none.
+	// It says where stages run and never enters a cache key.
+	Executor *ExecutorSettings
 
 	reg    *stage.Registry
 	funcs  map[string]function.Function
@@ -159,6 +162,7 @@ func (p *Pipeline) Resolve(reg *stage.Registry, in Inputs) (*Resolved, hcl.Diagn
 	r.checkPublish()
 	r.checkResources()
 	r.checkCache()
+	r.checkExecutor()
 
 	diags := tidyDiags(r.diags)
 	if diags.HasErrors() {

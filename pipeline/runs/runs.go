@@ -7,7 +7,9 @@
 // The CLI lists and shows runs from it, the board follows a live run by
 // tailing events.jsonl, and gc asks which cache keys recent runs used.
 // While a run is being written its directory's lock file is flocked, so a
-// reader can tell a live run from one whose process died.
+// reader can tell a live run from one whose process died. Stages the run
+// hands to a cluster write their own events files under jobs/ (EventFile,
+// one writer each), which the run's writer reads back (ReadEventsFrom).
 //
 // It does not interpret events beyond counting stage outcomes, and knows
 // nothing about pipelines, stages or the cache.
@@ -63,6 +65,9 @@ type Event struct {
 	Metrics  map[string]float64 `json:"metrics,omitempty"`
 	Status   string             `json:"status,omitempty"` // run-finished: succeeded|failed|canceled
 	Duration time.Duration      `json:"duration,omitempty"`
+	// Job is the cluster job that runs the stage (a Slurm job id), on the
+	// events of a stage run by a cluster executor.
+	Job string `json:"job,omitempty"`
 }
 
 // Run is one run directory, open for writing (Create) or reading (Open).

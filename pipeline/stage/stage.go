@@ -79,6 +79,17 @@ type Kind struct {
 	// known arguments; plan shows it for stages that would run. It must be
 	// cheap and read no more than small files of its input artifacts.
 	Estimate func(args cty.Value) (string, error)
+	// Resolve, when set, replaces argument values that depend on the
+	// machine (batch_size = "auto": the largest batch that fits the
+	// memory available) by what they resolve to here. The engine calls it
+	// with fully known arguments before it computes the cache key, so the
+	// resolved values, not "auto", enter the key, and Run (and Estimate)
+	// receive the returned arguments. note says what was resolved
+	// ("batch_size: auto → 8"), shown by plan and logged by run; "" when
+	// nothing was. It must be cheap and deterministic for the same
+	// arguments on the same machine in the same state, and read no more
+	// than small files of its input artifacts.
+	Resolve func(args cty.Value) (resolved cty.Value, note string, err error)
 }
 
 // Output is one declared output of a stage.
@@ -181,6 +192,12 @@ type Request struct {
 	// -force): a stage skips its own refusals, such as the memory guard of
 	// the training kinds.
 	Force bool
+	// Devices lists the GPUs given to this run (NVML indices, as nvidia-smi
+	// numbers them) when the stage asked for some with resources { gpus =
+	// N }: exactly N whole devices that no other running stage holds, for
+	// the run's whole duration. Nil for a stage that runs on the CPU. A
+	// worker process sees them through CUDA_VISIBLE_DEVICES (by UUID).
+	Devices []int
 }
 
 // OutputDir is where Run writes the artifact output with the given name.

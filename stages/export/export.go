@@ -434,7 +434,7 @@ func writeGenerationConfig(dir string, cfg llama.Config) error {
 		return err
 	}
 	if tc != nil && tc.PadToken != nil {
-		if tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json")); err == nil {
+		if tok, _, err := tokenizer.LoadDir(dir); err == nil {
 			if id, ok := tok.TokenToID(*tc.PadToken); ok {
 				g["pad_token_id"] = id
 			}

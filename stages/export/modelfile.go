@@ -47,7 +47,7 @@ func leadingBOS(name string, tk tokens) string {
 	switch name {
 	case "llama3":
 		return llama3BOS
-	case "llama2", "mistral":
+	case "llama2", "mistral", "gemma":
 		return tk.BOS
 	}
 	return ""
@@ -112,6 +112,26 @@ func ollamaTemplate(name string, tk tokens) (string, error) {
 		return lead + "{{ $first := true }}" + rangeMessages +
 			ifUser + "[INST] {{ if and $first $.System }}{{ $.System }}\n\n{{ end }}{{ .Content }} [/INST]{{ $first = false }}" +
 			elseAssistant + "{{ .Content }}{{ if not $last }}" + eos + "{{ end }}" + endRange, nil
+	case "baichuan2":
+		return "{{ .System }}" + rangeMessages +
+			ifUser + "<reserved_106>{{ .Content }}{{ if $last }}<reserved_107>{{ end }}" +
+			elseAssistant + "<reserved_107>{{ .Content }}" + endRange, nil
+	case "chatglm3", "glm4":
+		prefix := "[gMASK]sop"
+		if name == "glm4" {
+			prefix = "[gMASK]<sop>"
+		}
+		return prefix + "{{ if .System }}<|system|>\n{{ .System }}{{ end }}" + rangeMessages +
+			ifUser + "<|user|>\n{{ .Content }}{{ if $last }}<|assistant|>{{ end }}" +
+			elseAssistant + "<|assistant|>\n{{ .Content }}" + endRange, nil
+	case "gemma":
+		return lead + "{{ $first := true }}" + rangeMessages +
+			ifUser + "<start_of_turn>user\n{{ if and $first $.System }}{{ $.System }}\n\n{{ end }}{{ .Content }}<end_of_turn>\n{{ if $last }}<start_of_turn>model\n{{ end }}{{ $first = false }}" +
+			elseAssistant + "<start_of_turn>model\n{{ .Content }}{{ if not $last }}<end_of_turn>\n{{ end }}" + endRange, nil
+	case "phi3":
+		return "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}" + rangeMessages +
+			ifUser + "<|user|>\n{{ .Content }}<|end|>\n{{ if $last }}<|assistant|>\n{{ end }}" +
+			elseAssistant + "<|assistant|>\n{{ .Content }}{{ if not $last }}<|end|>\n{{ end }}" + endRange, nil
 	}
 	return "", fmt.Errorf("no Ollama template for chat template %q (built-in: %s)", name, strings.Join(data.TemplateNames(), ", "))
 }

@@ -104,6 +104,7 @@ func Kind() *stage.Kind {
 				"metrics.json (per-step reward, KL, losses, entropy), reward.png and loss.png"), d
 		},
 		KeyLines: trainstage.KeyLines,
+		Estimate: trainstage.EstimatePPO,
 		Run:      run,
 	}
 }
@@ -112,6 +113,11 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	args := req.Args
 	fail := func(err error) (*stage.Result, error) { return nil, fmt.Errorf("ppo: %w", err) }
 	rep := trainstage.Reporter(req)
+	release, err := trainstage.GuardPPO(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	be := cpu.New()
 	ld, err := trainstage.Load(args, be, true, req.ScratchDir)
 	if err != nil {

@@ -96,31 +96,39 @@ func Kind() *stage.Kind {
 		Outputs:     checkedOutputs,
 		KeyLines:    trainstage.KeyLines,
 		Estimate:    estimate,
+		Resolve:     trainstage.Resolver(trainedConfig, false, false),
 		Run:         run,
 	}
 }
 
 var modelTypes = llama.ModelTypes()
 
-// estimate is the plan's memory estimate: from the model artifact's
-// config, or from the config block and the tokenizer's vocabulary.
+// estimate is the plan's memory and time estimate of the model trainedConfig
+// describes.
 func estimate(args cty.Value) (string, error) {
-	if c := args.GetAttr("config"); !c.IsNull() {
-		tokDir := trainstage.ArtifactPath(args.GetAttr("tokenizer"))
-		if tokDir == "" {
-			return "", fmt.Errorf("no tokenizer")
-		}
-		tok, tcfg, err := tokenize.LoadTokenizer(tokDir)
-		if err != nil {
-			return "", err
-		}
-		mc, err := modelConfig(c, tok, tcfg)
-		if err != nil {
-			return "", err
-		}
-		return trainstage.EstimateConfig(mc, args)
+	mc, err := trainedConfig(args)
+	if err != nil {
+		return "", err
 	}
-	return trainstage.Estimate(false, false)(args)
+	return trainstage.EstimateConfig(mc, args)
+}
+
+// trainedConfig is the config of the model the stage trains: the config
+// block with the tokenizer's vocabulary, or the model artifact's.
+func trainedConfig(args cty.Value) (llama.Config, error) {
+	c := args.GetAttr("config")
+	if c.IsNull() {
+		return trainstage.ConfigFromModel(args)
+	}
+	tokDir := trainstage.ArtifactPath(args.GetAttr("tokenizer"))
+	if tokDir == "" {
+		return llama.Config{}, fmt.Errorf("no tokenizer")
+	}
+	tok, tcfg, err := tokenize.LoadTokenizer(tokDir)
+	if err != nil {
+		return llama.Config{}, err
+	}
+	return modelConfig(c, tok, tcfg)
 }
 
 // checkArgs reports the argument combinations the schema cannot express.
@@ -150,7 +158,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	be := cpu.New()
 	tokDir := trainstage.ArtifactPath(args.GetAttr("tokenizer"))
 	var model *llama.Model
-	var tok *tokenizer.Tokenizer
+	var tok tokenizer.Codec
 	var tcfg *tokenizer.Config
 	var err error
 	if tokDir != "" {
@@ -242,7 +250,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 
 // modelConfig builds config.json for a model trained from scratch: the
 // config block's shape in the family of its model_type.
-func modelConfig(c cty.Value, tok *tokenizer.Tokenizer, tcfg *tokenizer.Config) (llama.Config, error) {
+func modelConfig(c cty.Value, tok tokenizer.Codec, tcfg *tokenizer.Config) (llama.Config, error) {
 	shape := llama.Config{
 		VocabSize:     tok.VocabSize(),
 		Hidden:        trainstage.Num[int](c.GetAttr("hidden_size")),

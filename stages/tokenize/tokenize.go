@@ -20,8 +20,9 @@
 // Outputs: dataset (the training split: shards + manifest.json listing the
 // "train" split), validation (the validation split: shards + manifest.json
 // listing the "validation" split; no shards when val_size = 0), tokenizer
-// (tokenizer.json + tokenizer_config.json: the files used, copied through, or
-// the trained ones) and stats (rows, samples, train_samples,
+// (tokenizer.json or a SentencePiece tokenizer.model, with
+// tokenizer_config.json and the other tokenizer files: the files used,
+// copied through, or the trained ones) and stats (rows, samples, train_samples,
 // validation_samples, tokens, trainable_tokens, truncated, dropped).
 //
 // A trained tokenizer is a byte-level BPE (internal/tokenizer.Train) learnt
@@ -32,6 +33,14 @@
 // encodes to single tokens. Its tokenizer_config.json names the first
 // special token as eos_token and pad_token (the template's end-of-turn
 // token when special_tokens is empty).
+//
+// A tokenizer directory is read through its tokenizer.json, or, when it has
+// none, its SentencePiece tokenizer.model with tokenizer_config.json,
+// special_tokens_map.json and added_tokens.json (internal/tokenizer.LoadDir;
+// Baichuan and ChatGLM ship only that). A template's special-token segments
+// (BOS, EOS, <|im_end|>, ChatGLM's [gMASK] and sop, Baichuan's
+// <reserved_106>) become the token's id, as LLaMA Factory's token slots do;
+// other text is encoded segment by segment.
 //
 // The cache key holds, besides the arguments, the content digest of every
 // local dataset file and of a tokenizer given as a local path; artifacts
@@ -59,6 +68,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hcldec"
@@ -72,8 +82,9 @@ import (
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
-// Version is the kind's cache-key salt.
-const Version = "1"
+// Version is the kind's cache-key salt. 2: a template's special-token
+// segments are encoded through the tokenizer's SpecialTokenID.
+const Version = "2"
 
 // DefaultCutoffLen is cutoff_len when the stage does not set it (LLaMA
 // Factory's default).
@@ -94,7 +105,7 @@ var statsType = cty.Object(map[string]cty.Type{
 var outputs = map[string]stage.Output{
 	"dataset":    {Type: stage.ArtifactType(stage.DatasetArtifact), Summary: "the training split: shards and manifest.json"},
 	"validation": {Type: stage.ArtifactType(stage.DatasetArtifact), Summary: "the validation split (no shards when val_size = 0)"},
-	"tokenizer":  {Type: stage.ArtifactType(stage.TokenizerArtifact), Summary: "the tokenizer used: tokenizer.json and tokenizer_config.json"},
+	"tokenizer":  {Type: stage.ArtifactType(stage.TokenizerArtifact), Summary: "the tokenizer used: tokenizer.json or tokenizer.model, with tokenizer_config.json"},
 	"stats":      {Type: statsType, Summary: "rows, samples, train_samples, validation_samples, tokens, trainable_tokens, truncated, dropped"},
 }
 
@@ -552,7 +563,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	if err := os.MkdirAll(tokDir, 0o755); err != nil {
 		return nil, err
 	}
-	var tok *tokenizer.Tokenizer
+	var tok tokenizer.Codec
 	var tcfg *tokenizer.Config
 	if c.train != nil {
 		tok, tcfg, err = trainFromDatasets(ctx, c, tokDir)
@@ -713,6 +724,9 @@ func AutoTemplateFor(path string, cfg *tokenizer.Config) (*data.Template, error)
 	}
 	dir := filepath.Dir(f)
 	cp := filepath.Join(dir, "tokenizer_config.json")
+	if _, err := os.Stat(cp); err != nil {
+		cfg = nil // a SentencePiece tokenizer's effective config without the file
+	}
 	if cfg == nil {
 		return nil, fmt.Errorf("template \"auto\": no %s (the model's chat template is read from it); name a built-in template: %s", cp, strings.Join(data.TemplateNames(), ", "))
 	}
@@ -731,8 +745,8 @@ func AutoTemplateFor(path string, cfg *tokenizer.Config) (*data.Template, error)
 	return tpl.Data(), nil
 }
 
-// encoder adapts a tokenizer to data.Encoder.
-type encoder struct{ t *tokenizer.Tokenizer }
+// encoder adapts a tokenizer to data.SpecialTokenEncoder.
+type encoder struct{ t tokenizer.Codec }
 
 func (e encoder) Encode(text string, addSpecial bool) []uint32 {
 	ids := e.t.Encode(text, addSpecial)
@@ -743,11 +757,18 @@ func (e encoder) Encode(text string, addSpecial bool) []uint32 {
 	return out
 }
 
-// Encoder adapts t to data.Encoder (int ids become uint32).
-func Encoder(t *tokenizer.Tokenizer) data.Encoder { return encoder{t} }
+func (e encoder) SpecialTokenID(text string) (uint32, bool) {
+	id, ok := e.t.SpecialTokenID(text)
+	return uint32(id), ok
+}
 
-// TokenizerFile returns path itself when it is a file, or path/tokenizer.json
-// when it is a directory.
+// Encoder adapts t to data.Encoder (int ids become uint32); it is also a
+// data.SpecialTokenEncoder, so that a template's special-token segments
+// become their ids.
+func Encoder(t tokenizer.Codec) data.Encoder { return encoder{t} }
+
+// TokenizerFile returns path itself when it is a file, or the tokenizer
+// file of a directory: tokenizer.json, else tokenizer.model.
 func TokenizerFile(path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -756,33 +777,15 @@ func TokenizerFile(path string) (string, error) {
 	if !fi.IsDir() {
 		return path, nil
 	}
-	f := filepath.Join(path, "tokenizer.json")
-	if _, err := os.Stat(f); err != nil {
-		return "", fmt.Errorf("tokenizer: %s holds no tokenizer.json (lathe reads Hugging Face fast tokenizers only)", path)
-	}
-	return f, nil
+	return tokenizer.File(path)
 }
 
-// LoadTokenizer loads a tokenizer.json file, or the tokenizer.json of a
-// directory, and the tokenizer_config.json beside it (nil when absent).
-func LoadTokenizer(path string) (*tokenizer.Tokenizer, *tokenizer.Config, error) {
-	f, err := TokenizerFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	t, err := tokenizer.Load(f)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tokenizer: %w", err)
-	}
-	cp := filepath.Join(filepath.Dir(f), "tokenizer_config.json")
-	if _, err := os.Stat(cp); err != nil {
-		return t, nil, nil
-	}
-	cfg, err := tokenizer.LoadConfig(cp)
-	if err != nil {
-		return nil, nil, fmt.Errorf("tokenizer: %w", err)
-	}
-	return t, cfg, nil
+// LoadTokenizer loads a tokenizer file (tokenizer.json or a SentencePiece
+// tokenizer.model), or the tokenizer of a directory (tokenizer.json, else
+// tokenizer.model), with the tokenizer_config.json beside it (see
+// tokenizer.LoadPath for when the Config is nil).
+func LoadTokenizer(path string) (tokenizer.Codec, *tokenizer.Config, error) {
+	return tokenizer.LoadPath(path)
 }
 
 // tokenizerFiles are the files copied through from a tokenizer source.
@@ -798,7 +801,11 @@ func copyTokenizerFiles(src, dst string) error {
 	}
 	fi, _ := os.Stat(src)
 	if !fi.IsDir() {
-		return copyFile(f, filepath.Join(dst, "tokenizer.json"))
+		name := tokenizer.JSONFile
+		if b, err := os.ReadFile(f); err == nil && !bytes.HasPrefix(bytes.TrimSpace(b), []byte("{")) {
+			name = tokenizer.ModelFile
+		}
+		return copyFile(f, filepath.Join(dst, name))
 	}
 	for _, name := range tokenizerFiles {
 		p := filepath.Join(src, name)
@@ -850,6 +857,11 @@ func TemplateSpecialTokens(tpl *data.Template) []string {
 			found = markupTokenRE.FindAllString(s.Text, -1)
 		}
 		for _, f := range found {
+			// A plain word (ChatGLM's "sop") stays text: as an added token
+			// of a trained tokenizer it would split ordinary words.
+			if isWord(f) {
+				continue
+			}
 			if f != "" && !contains(out, f) {
 				out = append(out, f)
 			}
@@ -861,6 +873,16 @@ func TemplateSpecialTokens(tpl *data.Template) []string {
 // markupTokenRE matches the <|name|> special tokens templates embed in their
 // markup (segments flagged Special hold the others, such as <s> and </s>).
 var markupTokenRE = regexp.MustCompile(`<\|[A-Za-z0-9_]+\|>`)
+
+// isWord reports whether s is letters only.
+func isWord(s string) bool {
+	for _, r := range s {
+		if !unicode.IsLetter(r) {
+			return false
+		}
+	}
+	return s != ""
+}
 
 func contains(ss []string, s string) bool {
 	for _, x := range ss {

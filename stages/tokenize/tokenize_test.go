@@ -479,6 +479,10 @@ func TestTemplateSpecialTokens(t *testing.T) {
 	}{
 		{"qwen", []string{"<|im_start|>", "<|im_end|>"}},
 		{"llama3", []string{"<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}},
+		// ChatGLM's "sop" is a plain word: left out, or a trained
+		// tokenizer would split "isopropyl" at it.
+		{"chatglm3", []string{"[gMASK]", "<|system|>", "<|user|>", "<|assistant|>", "</s>"}},
+		{"baichuan2", []string{"<reserved_106>", "<reserved_107>", "</s>"}},
 	}
 	for _, tc := range tests {
 		tpl, err := data.LookupTemplate(tc.template)
@@ -513,7 +517,7 @@ func TestEncoderAdapter(t *testing.T) {
 	}
 }
 
-func mustID(t *testing.T, tok *tokenizer.Tokenizer, s string) int {
+func mustID(t *testing.T, tok tokenizer.Codec, s string) int {
 	id, ok := tok.TokenToID(s)
 	if !ok {
 		t.Fatalf("no token %q", s)

@@ -179,6 +179,16 @@ func (m *Model) PieceToID(piece string) int {
 	return m.unkID
 }
 
+// Lookup returns the id of piece and whether the vocabulary has it (unlike
+// PieceToID, an unknown piece is not mapped to the unknown id).
+func (m *Model) Lookup(piece string) (int, bool) {
+	if id, ok := m.reserved[piece]; ok {
+		return id, true
+	}
+	id, ok := m.pieces[piece]
+	return id, ok
+}
+
 // IDToPiece returns the piece of id, or "" when id is out of range.
 func (m *Model) IDToPiece(id int) string {
 	if id < 0 || id >= len(m.proto.Pieces) {

@@ -257,6 +257,7 @@ type TrainerSpec struct {
 	UnkSurface              string
 	ControlSymbols          []string
 	UserDefinedSymbols      []string
+	present                 bool
 }
 
 // NormalizerSpec is normalizer_spec (or denormalizer_spec).
@@ -289,6 +290,20 @@ func defaultTrainerSpec() TrainerSpec {
 
 func defaultNormalizerSpec() NormalizerSpec {
 	return NormalizerSpec{AddDummyPrefix: true, RemoveExtraWhitespaces: true, EscapeWhitespaces: true}
+}
+
+// CheckComplete reports an error when the model lacks the trainer_spec or
+// the normalizer_spec, which SentencePiece always writes after the pieces:
+// such a file was cut off (a protobuf message has no end marker, so a file
+// truncated between two pieces parses).
+func (mp *ModelProto) CheckComplete() error {
+	switch {
+	case !mp.Trainer.present:
+		return fmt.Errorf("sentencepiece: no trainer_spec after %d pieces (a truncated file?)", len(mp.Pieces))
+	case !mp.Normalizer.present:
+		return fmt.Errorf("sentencepiece: no normalizer_spec after the trainer_spec (a truncated file?)")
+	}
+	return nil
 }
 
 // ParseModelProto decodes a serialized ModelProto.
@@ -327,6 +342,7 @@ func ParseModelProto(data []byte) (*ModelProto, error) {
 			if err := parseTrainerSpec(b, &mp.Trainer); err != nil {
 				return nil, err
 			}
+			mp.Trainer.present = true
 		case 3, 5:
 			name, dst := "normalizer_spec", &mp.Normalizer
 			if field == 5 {

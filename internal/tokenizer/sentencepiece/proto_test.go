@@ -139,3 +139,32 @@ func FuzzLoad(f *testing.F) {
 		_ = m.Decode([]int{-1, 0, m.VocabSize(), 1 << 40})
 	})
 }
+
+// TestCheckComplete: a file cut between two pieces parses, and
+// CheckComplete tells it from a whole model file.
+func TestCheckComplete(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "bpe_identity_user.model"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mp, err := ParseModelProto(data)
+	if err != nil || mp.CheckComplete() != nil {
+		t.Fatalf("whole model: %v, %v", err, mp.CheckComplete())
+	}
+	unk := pbPiece("<unk>", 0, Unknown)
+	for _, tc := range []struct {
+		data []byte
+		want string
+	}{
+		{cat(unk, pbPiece("a", 0, Normal)), "no trainer_spec after 2 pieces"},
+		{cat(unk, pbBytes(2, pbUint(3, uint64(BPE)))), "no normalizer_spec"},
+	} {
+		mp, err := ParseModelProto(tc.data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mp.CheckComplete(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckComplete = %v, want %q", err, tc.want)
+		}
+	}
+}

@@ -62,8 +62,10 @@ func CarryFiles(src, dst string, names []string) (map[string]bool, error) {
 // WriteModel saves m as a Hugging Face model directory (F32 weights,
 // adapters merged when there are any), carries the tokenizer files from
 // tokDir and writes generation_config.json (carried too when tokDir has
-// one). tok and tcfg, when set, give the pad token.
-func WriteModel(dir string, m *llama.Model, tokDir string, tcfg *tokenizer.Config, tok *tokenizer.Tokenizer) error {
+// one). tok and tcfg, when set, give the pad token. The tokenizer files
+// carried include a SentencePiece tokenizer.model, so a model trained on
+// one keeps it.
+func WriteModel(dir string, m *llama.Model, tokDir string, tcfg *tokenizer.Config, tok tokenizer.Codec) error {
 	save := m.Save
 	if m.HasAdapters() {
 		save = m.SaveMerged

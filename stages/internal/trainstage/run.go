@@ -99,7 +99,7 @@ func Run(ctx context.Context, req *stage.Request, ft FineTune) (*stage.Result, e
 		}
 	}
 	m.SetRecompute(args.GetAttr("activation_recompute").True())
-	tr := &train.Trainer{Model: m, Cfg: LoopConfig(args, req.CheckpointDir, 3)}
+	tr := &train.Trainer{Model: m, Cfg: LoopConfig(args, req.CheckpointDir, defaultEpochs)}
 	Hooks(tr, rep)
 	maxSeq := tr.Cfg.MaxSeqLen
 	if maxSeq <= 0 {
@@ -205,6 +205,7 @@ func NewKind(s KindSpec) *stage.Kind {
 		},
 		KeyLines: KeyLines,
 		Estimate: Estimate(ft.ValueHead, ft.Pairs),
+		Resolve:  Resolver(ConfigFromModel, ft.ValueHead, ft.Pairs),
 		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			if s.Check != nil {
 				if d := s.Check(req.Args); d.HasErrors() {

@@ -140,7 +140,7 @@ func AddLoop(spec hcldec.ObjectSpec, defaultLR float64, defaultBatch int64) {
 		"warmup_ratio":          stage.Validated(Optional("warmup_ratio", cty.Number, cty.Zero), Ratio("warmup_ratio")),
 		"epochs":                Int("epochs", 1),
 		"max_steps":             Int("max_steps", 1),
-		"batch_size":            IntDefault("batch_size", defaultBatch, 1),
+		"batch_size":            stage.Validated(Optional("batch_size", cty.DynamicPseudoType, cty.NumberIntVal(defaultBatch)), checkBatchSize),
 		"gradient_accumulation": IntDefault("gradient_accumulation", 1, 1),
 		"max_seq_len":           Int("max_seq_len", 1),
 		"max_grad_norm":         stage.Validated(Optional("max_grad_norm", cty.Number, cty.NumberFloatVal(1)), MinNum("max_grad_norm", 0, false)),
@@ -157,6 +157,22 @@ func AddLoop(spec hcldec.ObjectSpec, defaultLR float64, defaultBatch int64) {
 	} {
 		spec[name] = s
 	}
+}
+
+// checkBatchSize accepts a whole number >= 1 or "auto" (see Resolver).
+func checkBatchSize(v cty.Value) hcl.Diagnostics {
+	if v.IsNull() || !v.IsKnown() {
+		return nil
+	}
+	switch {
+	case v.Type() == cty.Number:
+		return MinInt("batch_size", 1)(v)
+	case v.Type() == cty.String && v.AsString() == AutoBatch:
+		return nil
+	case v.Type() == cty.String:
+		return stage.Error("Invalid batch_size", fmt.Sprintf("batch_size must be a whole number >= 1 or %q (the largest batch that fits the memory available), got %q.", AutoBatch, v.AsString()))
+	}
+	return stage.Error("Invalid batch_size", fmt.Sprintf("batch_size must be a whole number >= 1 or %q, not %s.", AutoBatch, v.Type().FriendlyName()))
 }
 
 // CheckLoop reports the loop-argument combinations the schema cannot

@@ -1,0 +1,12 @@
+stage "exec" "prep" {
+  command = ["true"]
+  outputs = ["out"]
+}
+
+executor "slrum" {
+  partiton = "gpu"
+}
+
+executor "slurm" {
+  partition = "gpu"
+}
