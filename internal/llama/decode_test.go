@@ -35,6 +35,19 @@ func greedyByLogits(t *testing.T, m *Model, prompt []int32, n int) []int32 {
 func TestGenerateGreedyMatchesFullForward(t *testing.T) {
 	qwen := tinyConfig("qwen3", 32, 2, 4, 2, 48, 61, true)
 	lora := tinyConfig("llama", 32, 2, 4, 1, 64, 50, false)
+	window := tinyConfig("mistral", 32, 2, 4, 2, 48, 50, false)
+	window.SlidingWindow = 4 // generation runs past it
+	family := func(mt string, edit func(*Config)) Config {
+		shape := Config{VocabSize: 50, Hidden: 32, Intermediate: 48, Layers: 2, Heads: 4, KVHeads: 2, HeadDim: 8, RMSNormEps: 1e-6, MaxPositions: 64}
+		c, err := NewConfig(mt, shape)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if edit != nil {
+			edit(&c)
+		}
+		return c
+	}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
@@ -42,6 +55,11 @@ func TestGenerateGreedyMatchesFullForward(t *testing.T) {
 	}{
 		{"llama-gqa", tinyConfig("llama", 32, 3, 4, 2, 64, 50, false), Options{}},
 		{"qwen3-tied", qwen, Options{}},
+		{"mistral-window", window, Options{}},
+		{"gemma2", family("gemma2", func(c *Config) { c.SlidingWindow, c.AttnSoftCap, c.FinalSoftCap = 5, 2, 3 }), Options{}},
+		{"baichuan-alibi", family("baichuan", func(c *Config) { c.KVHeads, c.HeadDim, c.ALiBi = 4, 8, true }), Options{}},
+		{"chatglm", family("chatglm", nil), Options{}},
+		{"phi3-partial", family("phi3", func(c *Config) { c.RotaryDim = 4 }), Options{}},
 		{"lora", lora, Options{Trainable: func(string) bool { return false },
 			LoRA: &LoRAOptions{Modules: allModules(lora), Rank: 4, Scale: 2, Seed: 3}}},
 	} {
