@@ -1,25 +1,25 @@
 package trainstage
 
 import (
-	"bufio"
 	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/lathe-ml/lathe/internal/align"
+	"github.com/lathe-ml/lathe/internal/bytesize"
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/memest"
+	"github.com/lathe-ml/lathe/internal/sysinfo"
 	"github.com/lathe-ml/lathe/internal/timeest"
 	"github.com/lathe-ml/lathe/pipeline"
 	"github.com/lathe-ml/lathe/pipeline/stage"
@@ -178,53 +178,34 @@ func holdMemory(e memest.Estimate) func() {
 }
 
 // availableMemory returns the memory a stage may use and where the figure
-// comes from.
+// comes from: LATHE_MEMORY_LIMIT, else the cgroup limit (v1 or v2), else
+// MemAvailable plus what this process already holds.
 func availableMemory() (int64, string) {
 	if v := os.Getenv(MemoryLimitEnv); v != "" {
-		if n, err := parseBytes(v); err == nil {
+		if n, err := bytesize.Parse(v); err == nil && n > 0 {
 			return n, MemoryLimitEnv
 		}
 	}
-	if b, err := os.ReadFile("/sys/fs/cgroup/memory.max"); err == nil {
-		if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 {
-			return n, "the cgroup limit"
-		}
-	}
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
+	mem, err := sysinfo.ReadMemory()
+	switch {
+	case err != nil:
 		return 0, "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "MemAvailable:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err == nil {
-				return kb*1024 + memest.ProcessRSS(), "available memory"
-			}
-		}
+	case mem.CgroupLimit > 0:
+		return mem.CgroupLimit, "the cgroup limit"
+	case mem.Available > 0:
+		return mem.Available + memest.ProcessRSS(), "available memory"
 	}
 	return 0, "unknown"
 }
 
-// parseBytes reads "512MiB", "2GiB", "1.5GB" or a number of bytes.
-func parseBytes(s string) (int64, error) {
-	t := strings.TrimSpace(s)
-	mult := 1.0
-	for _, u := range []struct {
-		suffix string
-		m      float64
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}} {
-		if rest, ok := strings.CutSuffix(t, u.suffix); ok {
-			t, mult = strings.TrimSpace(rest), u.m
-			break
-		}
+// describeMemory is the estimate's memory part.
+func describeMemory(total int64) string {
+	limit, source := availableMemory()
+	s := fmt.Sprintf("peak memory ≈ %s (RAM; %s: %s)", memest.FormatBytes(total), source, memest.FormatBytes(limit))
+	if limit > 0 && total > limit {
+		s += " — does not fit, the stage will refuse to start"
 	}
-	f, err := strconv.ParseFloat(t, 64)
-	if err != nil || f <= 0 {
-		return 0, fmt.Errorf("%s = %q: want a size such as 512MiB", MemoryLimitEnv, s)
-	}
-	return int64(f * mult), nil
+	return s
 }
 
 // describe is the plan's one-line estimate: peak memory and time.
@@ -237,11 +218,7 @@ func describe(g GuardInput) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	limit, source := availableMemory()
-	s := fmt.Sprintf("peak memory ≈ %s (RAM; %s: %s)", memest.FormatBytes(est.Total), source, memest.FormatBytes(limit))
-	if limit > 0 && est.Total > limit {
-		s += " — does not fit, the stage will refuse to start"
-	}
+	s := describeMemory(est.Total)
 	if t, err := timeEstimate(g, in, true); err != nil {
 		s += "; no time estimate: " + err.Error()
 	} else {
@@ -510,10 +487,6 @@ func EstimatePPO(args cty.Value) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	limit, source := availableMemory()
-	s := fmt.Sprintf("peak memory ≈ %s (RAM; %s: %s)", memest.FormatBytes(est.Total), source, memest.FormatBytes(limit))
-	if limit > 0 && est.Total > limit {
-		s += " — does not fit, the stage will refuse to start"
-	}
+	s := describeMemory(est.Total)
 	return s, nil
 }
