@@ -62,7 +62,7 @@ func cmdUI(ctx context.Context, env *cliEnv, args []string) int {
 	remote := !addr.IP.IsLoopback()
 	b, err := board.New(board.Options{
 		Dir: dir, Registry: stages.Registry(), CacheDir: *cacheDir,
-		Env: env.environ, Jobs: *jobs, Remote: remote,
+		Env: env.environ, Jobs: *jobs, Remote: remote, GPUs: newLocalGPUs(env),
 	})
 	if err != nil {
 		ln.Close()

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/lathe-ml/lathe/pipeline"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
@@ -47,6 +48,9 @@ type Options struct {
 	// Token is the secret of state-changing requests (and of every request
 	// when Remote); "" makes a random one.
 	Token string
+	// GPUs is the machine's GPUs for stages that ask for some (as
+	// pipeline.Workspace.GPUs); nil when the board has none to give.
+	GPUs pipeline.GPUs
 }
 
 // Server is a board: an http.Handler.

@@ -290,6 +290,9 @@ func shellQuote(s string) string {
 // without errors and withStore is set, opens its store.
 func (s *Server) load(p pipelineRef, vars []string, withStore bool) (*pipeline.Workspace, hcl.Diagnostics, error) {
 	ws, diags := pipeline.Load(p.Dir, s.opt.Registry, config.Inputs{Vars: vars, Env: s.opt.Env})
+	if ws != nil {
+		ws.GPUs = s.opt.GPUs
+	}
 	if diags.HasErrors() || !withStore {
 		return ws, diags, nil
 	}

@@ -13,8 +13,8 @@ import (
 
 // Resources is what one stage instance asks of the machine that runs it:
 // the resources block of its stage. Zero fields were not set. Resources
-// never enter the cache key: where a stage runs does not change what it
-// produces (the backend and compute type, which can, are arguments).
+// do not enter the cache key, except that a stage asking for GPUs runs on
+// the cuda backend and gets a "backend cuda" key line (pipeline/devices.go).
 type Resources struct {
 	// GPUs is the number of whole GPUs the stage needs.
 	GPUs int
