@@ -260,10 +260,10 @@ func TestReadHFErrors(t *testing.T) {
 	}{
 		{"architecture", func(kv *KV) bool {
 			if kv.Key == "general.architecture" {
-				kv.Value = "gemma"
+				kv.Value = "gptneox"
 			}
 			return true
-		}, nil, `"gemma" is not supported`},
+		}, nil, `"gptneox" is not supported`},
 		{"no block count", func(kv *KV) bool { return kv.Key != "qwen3.block_count" }, nil, "block_count: missing"},
 		{"wrong key type", func(kv *KV) bool {
 			if kv.Key == "qwen3.embedding_length" {

@@ -6,13 +6,15 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/lathe-ml/lathe/internal/llama"
 )
 
 // hfConfig is what the converter needs from a transformers config.json.
 type hfConfig struct {
 	Architecture string // architectures[0]
 	ModelType    string
-	Arch         string // GGUF architecture: llama, qwen2, qwen3
+	Arch         string // GGUF architecture: llama, qwen2, qwen3, gemma, gemma2, phi3, baichuan, chatglm
 
 	VocabSize, Hidden, Intermediate, Layers, Heads, KVHeads, HeadDim int
 	MaxPositions                                                     int
@@ -21,6 +23,11 @@ type hfConfig struct {
 	Tie                                                              bool
 	BOS                                                              int // -1 if absent
 	EOS                                                              []int
+
+	// Family is the configuration as lathe's engine reads it, for the
+	// families parsed by internal/llama (gemma, gemma2, phi3, baichuan,
+	// chatglm); nil for the Llama/Qwen ones this file parses itself.
+	Family *llama.Config
 }
 
 // llama3Scaling is rope_scaling {"rope_type": "llama3", ...}.
@@ -38,7 +45,8 @@ var hfArchs = map[string]struct{ modelType, arch string }{
 
 // transformers' default max_position_embeddings per model type, used when
 // config.json omits it.
-var defaultContext = map[string]int{"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768, "qwen3": 32768}
+var defaultContext = map[string]int{"llama": 2048, "mistral": 4096 * 32, "qwen2": 32768, "qwen3": 32768,
+	"gemma": 8192, "gemma2": 8192, "phi3": 4096, "baichuan": 4096, "chatglm": 2048}
 
 func loadHFConfig(dir string) (*hfConfig, error) {
 	path := filepath.Join(dir, "config.json")
@@ -100,7 +108,10 @@ func parseHFConfig(data []byte) (*hfConfig, error) {
 	}
 	a, ok := hfArchs[c.Architecture]
 	if !ok {
-		return nil, fmt.Errorf("architecture %q (model_type %q) is not supported (want LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)", c.Architecture, c.ModelType)
+		if _, fam := familyArchs[c.ModelType]; fam || (c.ModelType == "" && familyArchitecture(c.Architecture)) {
+			return familyConfig(data)
+		}
+		return nil, fmt.Errorf("architecture %q (model_type %q) is not supported (want %s)", c.Architecture, c.ModelType, supportedArchitectures)
 	}
 	if c.ModelType == "" {
 		c.ModelType = a.modelType

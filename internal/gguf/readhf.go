@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/safetensors"
 )
 
@@ -96,8 +97,9 @@ func ReadHF(path, outDir string) error {
 func (f *File) readHF(outDir string) error {
 	arch, _ := f.str("general.architecture")
 	hfArch := map[string]string{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[arch]
-	if hfArch == "" {
-		return fmt.Errorf("general.architecture %q is not supported (want llama, qwen2 or qwen3)", arch)
+	_, family := familyArchs[arch]
+	if hfArch == "" && !family {
+		return fmt.Errorf("general.architecture %q is not supported (want llama, qwen2, qwen3, gemma, gemma2, phi3, baichuan or chatglm)", arch)
 	}
 	var err error
 	need := func(key string) int {
@@ -135,7 +137,11 @@ func (f *File) readHF(outDir string) error {
 	if vl := optional("attention.value_length", headDim); vl != headDim {
 		return fmt.Errorf("attention.value_length %d differs from key_length %d", vl, headDim)
 	}
-	if rd := optional("rope.dimension_count", headDim); rd != headDim {
+	ropeDim := optional("rope.dimension_count", headDim)
+	if err != nil {
+		return err
+	}
+	if rd := ropeDim; rd != headDim && !family {
 		return fmt.Errorf("rope.dimension_count %d differs from the head size %d (partial rotary is not supported)", rd, headDim)
 	}
 	emb, ok := f.Tensor("token_embd.weight")
@@ -160,11 +166,21 @@ func (f *File) readHF(outDir string) error {
 	if st, ok := f.str(arch + ".rope.scaling.type"); ok && st != "none" {
 		return fmt.Errorf("rope scaling %q is not supported", st)
 	}
-	rs, err := f.ropeScaling(theta, headDim)
-	if err != nil {
-		return err
+	var rs *llama3Scaling
+	if !family { // Phi-3's longrope is rebuilt by familyConfigJSON
+		if rs, err = f.ropeScaling(theta, headDim); err != nil {
+			return err
+		}
 	}
 	_, hasOutput := f.Tensor("output.weight")
+	var cfgJSON []byte
+	if family {
+		base := llama.Config{VocabSize: vocab, Hidden: hidden, Intermediate: inter, Layers: layers, Heads: heads, KVHeads: kvHeads,
+			HeadDim: headDim, MaxPositions: ctx, RopeTheta: theta, RMSNormEps: eps, TieEmbeddings: !hasOutput}
+		if cfgJSON, err = f.familyConfigJSON(arch, base, ropeDim); err != nil {
+			return err
+		}
+	}
 	_, qBias := f.Tensor("blk.0.attn_q.bias")
 	_, oBias := f.Tensor("blk.0.attn_output.bias")
 	_, mlpBias := f.Tensor("blk.0.ffn_gate.bias")
@@ -214,43 +230,18 @@ func (f *File) readHF(outDir string) error {
 		return err
 	}
 	w.SetMetadata(map[string]string{"format": "pt"})
-	for _, t := range f.Tensors {
-		if t.Name == ropeFreqsName {
-			continue
-		}
-		hf, layer, mod, ok := ggufToHF(t.Name)
-		if !ok {
-			w.Abort()
-			return fmt.Errorf("tensor %q has no Hugging Face name", t.Name)
-		}
-		if layer >= layers {
-			w.Abort()
-			return fmt.Errorf("tensor %q: layer %d, but block_count is %d", t.Name, layer, layers)
-		}
-		v, err := f.Float32(t.Name)
+	outs, err := f.hfTensors(arch, layers)
+	if err != nil {
+		w.Abort()
+		return err
+	}
+	for _, o := range outs {
+		v, shape, err := f.hfValues(o, arch, heads, kvHeads)
 		if err != nil {
 			w.Abort()
 			return err
 		}
-		shape := make([]int, len(t.Shape))
-		for i, d := range t.Shape {
-			shape[len(shape)-1-i] = int(d)
-		}
-		if arch == "llama" && (mod == "attn_q" || mod == "attn_k") {
-			n := heads
-			if mod == "attn_k" {
-				n = kvHeads
-			}
-			cols := 1
-			if len(shape) == 2 {
-				cols = shape[1]
-			}
-			if v, err = permuteRows(v, shape[0], cols, n, true); err != nil {
-				w.Abort()
-				return fmt.Errorf("tensor %q: %w", t.Name, err)
-			}
-		}
-		if err := w.AddFloat32(hf, safetensors.F32, shape, v); err != nil {
+		if err := w.AddFloat32(o.name, safetensors.F32, shape, v); err != nil {
 			w.Abort()
 			return err
 		}
@@ -258,10 +249,106 @@ func (f *File) readHF(outDir string) error {
 	if err := w.Close(); err != nil {
 		return err
 	}
-	if err := writeJSON(filepath.Join(outDir, "config.json"), cfg); err != nil {
+	if family {
+		err = os.WriteFile(filepath.Join(outDir, "config.json"), cfgJSON, 0o644)
+	} else {
+		err = writeJSON(filepath.Join(outDir, "config.json"), cfg)
+	}
+	if err != nil {
 		return err
 	}
 	return f.writeTokenizer(outDir, ctx)
+}
+
+// hfOutput is one Hugging Face tensor ReadHF writes: the llama.cpp
+// tensors holding its row blocks, in order.
+type hfOutput struct {
+	name  string
+	parts []string
+	mods  []string
+}
+
+// hfTensors groups the file's tensors into the Hugging Face tensors they
+// make, in the order their first part appears.
+func (f *File) hfTensors(arch string, layers int) ([]*hfOutput, error) {
+	nt := namesOf(arch)
+	var outs []*hfOutput
+	byName := map[string]*hfOutput{}
+	for _, t := range f.Tensors {
+		switch t.Name {
+		case ropeFreqsName, ropeLongName, ropeShortName:
+			continue // rebuilt into config.json
+		}
+		hf, layer, mod, part, n, ok := nt.ggufToHF(t.Name)
+		if !ok {
+			return nil, fmt.Errorf("tensor %q has no Hugging Face name in the %s architecture", t.Name, arch)
+		}
+		if layer >= layers {
+			return nil, fmt.Errorf("tensor %q: layer %d, but block_count is %d", t.Name, layer, layers)
+		}
+		o := byName[hf]
+		if o == nil {
+			o = &hfOutput{name: hf, parts: make([]string, n), mods: make([]string, n)}
+			byName[hf] = o
+			outs = append(outs, o)
+		}
+		o.parts[part], o.mods[part] = t.Name, mod
+	}
+	for _, o := range outs {
+		for i, p := range o.parts {
+			if p == "" {
+				return nil, fmt.Errorf("%s: part %d of %d is missing (%s needs all of them)", o.name, i+1, len(o.parts), o.name)
+			}
+		}
+	}
+	return outs, nil
+}
+
+// hfValues reads an output's parts, undoes the converter's transforms
+// (q/k row permutation, Gemma's 1 + w norms) and stacks the rows.
+func (f *File) hfValues(o *hfOutput, arch string, heads, kvHeads int) ([]float32, []int, error) {
+	var out []float32
+	var shape []int
+	for i, name := range o.parts {
+		t, _ := f.Tensor(name)
+		v, err := f.Float32(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		s := make([]int, len(t.Shape))
+		for j, d := range t.Shape {
+			s[len(s)-1-j] = int(d)
+		}
+		cols := 1
+		if len(s) == 2 {
+			cols = s[1]
+		}
+		bias := strings.HasSuffix(name, ".bias")
+		mod := o.mods[i]
+		if arch == "llama" || arch == "baichuan" {
+			n := map[string]int{"attn_q": heads, "attn_k": kvHeads}[mod]
+			if n > 0 {
+				if v, err = permuteRows(v, s[0], cols, n, true); err != nil {
+					return nil, nil, fmt.Errorf("tensor %q: %w", name, err)
+				}
+			}
+		}
+		if normOffset(arch) && isNorm(mod) && !bias {
+			for j := range v {
+				v[j]--
+			}
+		}
+		switch {
+		case shape == nil:
+			shape = s
+		case len(s) != len(shape) || (len(s) == 2 && s[1] != shape[1]):
+			return nil, nil, fmt.Errorf("tensor %q: shape %v does not stack with %v into %s", name, s, shape, o.name)
+		default:
+			shape[0] += s[0]
+		}
+		out = append(out, v...)
+	}
+	return out, shape, nil
 }
 
 // ropeScaling recovers rope_scaling: from lathe.rope_scaling.* when this
@@ -454,6 +541,8 @@ func (f *File) writeTokenizer(outDir string, ctx int) error {
 		case "llama-bpe":
 			tj["pre_tokenizer"] = split(llama3Regex)
 			bpe["ignore_merges"] = true // as llama.cpp does for llama-bpe
+		case "chatglm-bpe": // GLM-4: llama3's pattern, merges not ignored
+			tj["pre_tokenizer"] = split(llama3Regex)
 		case "qwen2":
 			tj["pre_tokenizer"] = split(qwen2Regex)
 		default:
@@ -464,14 +553,22 @@ func (f *File) writeTokenizer(outDir string, ctx int) error {
 			post = map[string]any{"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}
 		}
 	} else {
-		tj["normalizer"] = map[string]any{"type": "Sequence", "normalizers": []any{
-			map[string]any{"type": "Prepend", "prepend": spmSpace},
-			map[string]any{"type": "Replace", "pattern": map[string]any{"String": " "}, "content": spmSpace}}}
-		tj["pre_tokenizer"] = nil
-		tj["decoder"] = map[string]any{"type": "Sequence", "decoders": []any{
+		// llama.cpp prepends a space unless add_space_prefix is false
+		// (Gemma's vocabulary), and then strips it when decoding.
+		prefix := boolOf("add_space_prefix", true)
+		replace := map[string]any{"type": "Replace", "pattern": map[string]any{"String": " "}, "content": spmSpace}
+		decoders := []any{
 			map[string]any{"type": "Replace", "pattern": map[string]any{"String": spmSpace}, "content": " "},
-			map[string]any{"type": "ByteFallback"}, map[string]any{"type": "Fuse"},
-			map[string]any{"type": "Strip", "content": " ", "start": 1, "stop": 0}}}
+			map[string]any{"type": "ByteFallback"}, map[string]any{"type": "Fuse"}}
+		if prefix {
+			tj["normalizer"] = map[string]any{"type": "Sequence", "normalizers": []any{
+				map[string]any{"type": "Prepend", "prepend": spmSpace}, replace}}
+			decoders = append(decoders, map[string]any{"type": "Strip", "content": " ", "start": 1, "stop": 0})
+		} else {
+			tj["normalizer"] = replace
+		}
+		tj["pre_tokenizer"] = nil
+		tj["decoder"] = map[string]any{"type": "Sequence", "decoders": decoders}
 		if unk, ok := tokenOf("unknown_token_id"); ok {
 			bpe["unk_token"] = unk
 		}

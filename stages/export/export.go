@@ -44,9 +44,9 @@
 // arguments and input artifacts only: no timestamps, no paths.
 //
 // It does not: quantise to k-quants (Q4_K...), export adapters on their
-// own (GGUF LoRA), convert architectures other than the Llama family that
-// internal/llama and internal/gguf know, or write a Modelfile TEMPLATE for
-// a model's own Jinja chat template (only for the built-in templates).
+// own (GGUF LoRA), write GGUF for a model llama.cpp would read differently
+// (internal/gguf refuses it and says why), or write a Modelfile TEMPLATE
+// for a model's own Jinja chat template (only for the built-in templates).
 package export
 
 import (
@@ -462,6 +462,9 @@ func exportGGUF(dst, src string, args cty.Value, rep stage.Reporter) error {
 	rep.Logf("gguf: %s, %d tensors, %s weights, %s", res.Arch, res.Tensors, qt, sizeString(res.Size))
 	for _, f := range res.Fallbacks {
 		rep.Logf("gguf: %s written as %s instead of %s: %s", f.Tensor, f.Type, qt, f.Reason)
+	}
+	for _, n := range res.Notes {
+		rep.Logf("gguf: note: %s", n)
 	}
 
 	tc, tcPath, err := loadTokenizerConfig(src)
