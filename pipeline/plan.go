@@ -249,6 +249,9 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 			} else {
 				step.Estimate = "no estimate: " + err.Error()
 			}
+			if n := inst.Resources.GPUs; n > 0 && step.Estimate != "" {
+				step.Estimate += fmt.Sprintf(" — the CPU backend's figure: this stage runs on %d GPU(s), whose memory is not estimated yet", n)
+			}
 		}
 		action[inst] = step.Action
 	}
