@@ -192,6 +192,9 @@ func (e *executor) startDispatch(ctx context.Context, plan *Plan, planErr error,
 			Events:   filepath.Join(jobsDir, spec.Name+".events.jsonl"),
 			Rerun:    e.sel.forced[inst],
 			Force:    e.opt.Force,
+			// What "auto" arguments resolve to on the node that runs a
+			// stage is what every later job uses for its key.
+			Resolutions: filepath.Join(jobsDir, "resolved"),
 		}
 		for _, dep := range inst.Deps {
 			if dj := dr.jobs[dep]; dj != nil {

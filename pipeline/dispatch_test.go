@@ -104,7 +104,7 @@ func (c *fakeCluster) run(ctx context.Context, id string, spec pipeline.JobSpec)
 	if err := ws.OpenStore(x.Store); err != nil {
 		return pipeline.JobEnd{State: "FAILED", Reason: "failed with exit code 1", LogTail: []string{err.Error()}}
 	}
-	r, err := ws.ExecStage(ctx, x.Addr, pipeline.ExecOptions{Rerun: x.Rerun, Force: x.Force, Events: x.Events, Job: id})
+	r, err := ws.ExecStage(ctx, x.Addr, pipeline.ExecOptions{Rerun: x.Rerun, Force: x.Force, Events: x.Events, Job: id, Resolutions: x.Resolutions})
 	switch {
 	case err != nil:
 		return pipeline.JobEnd{State: "FAILED", Reason: "failed with exit code 1", LogTail: []string{err.Error()}}
@@ -488,5 +488,63 @@ stage "write" "waiting" {
 	}
 	if st["write.waiting"].Job == "" || st["gate.running"].Job == "" {
 		t.Errorf("job ids missing from the results: %+v", res.Stages)
+	}
+}
+
+// TestDispatchedResolvedArguments: a stage whose arguments resolve
+// differently on every machine (here: on every call, like batch_size =
+// "auto" against each node's free memory) still chains through the
+// cluster: a downstream job computes its upstream's key from what the
+// upstream's own job resolved, not from a fresh resolution.
+func TestDispatchedResolvedArguments(t *testing.T) {
+	var n, machine atomic.Int32
+	reg := func() *stage.Registry {
+		k := counterKind(&n)
+		k.Resolve = func(args cty.Value) (cty.Value, string, error) {
+			if args.GetAttr("text").AsString() != "auto" {
+				return args, "", nil
+			}
+			m := args.AsValueMap()
+			m["text"] = cty.StringVal(fmt.Sprintf("machine-%d", machine.Add(1)))
+			return cty.ObjectVal(m), "text: auto → " + m["text"].AsString(), nil
+		}
+		return stage.NewRegistry(k)
+	}
+	src := `
+stage "write" "a" { text = "auto" }
+stage "write" "b" {
+  text  = "b"
+  after = write.a.out
+}
+stage "write" "c" {
+  text  = "c"
+  after = write.b.out
+}
+`
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pipeline.hcl"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ws, diags := pipeline.Load(dir, reg(), config.Inputs{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if err := ws.OpenStore(""); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ws.Run(context.Background(), pipeline.RunOptions{Dispatch: newFakeCluster(reg)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != "succeeded" {
+		for _, s := range res.Stages {
+			t.Logf("%s %s %v", s.Addr, s.Status, s.Err)
+		}
+		t.Fatalf("status %s", res.Status)
+	}
+	for _, s := range res.Stages {
+		if s.Status != pipeline.StatusRan {
+			t.Errorf("%s: %s", s.Addr, s.Status)
+		}
 	}
 }

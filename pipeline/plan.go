@@ -268,7 +268,7 @@ func (ws *Workspace) instanceKey(ctx context.Context, inst *config.Instance, out
 	if diags.HasErrors() {
 		return cty.NilVal, cache.Key{}, nil, "", &DiagnosticsError{Diags: diags}
 	}
-	if args, note, err = resolveArgs(inst, args); err != nil {
+	if args, note, err = ws.resolveArgs(inst, args); err != nil {
 		return cty.NilVal, cache.Key{}, nil, "", err
 	}
 	pin, err = ws.pinFor(ctx, inst, args, false)

@@ -43,6 +43,10 @@ type ExecOptions struct {
 	Job string
 	// Observer, if set, receives every event as it is recorded.
 	Observer func(runs.Event)
+	// Resolutions, when set, is the run's directory of resolved arguments
+	// (see Workspace.resolveArgs): the stage records what it resolved
+	// there, and its upstream stages' keys use what their jobs recorded.
+	Resolutions string
 }
 
 // ExecStage runs the one stage instance named by addr (an instance
@@ -57,6 +61,8 @@ func (ws *Workspace) ExecStage(ctx context.Context, addr string, opt ExecOptions
 	if err != nil {
 		return nil, err
 	}
+	ws.resolutions, ws.execAddr = opt.Resolutions, inst.Addr
+	defer func() { ws.resolutions, ws.execAddr = "", "" }()
 	upstream, err := ws.upstreamOutputs(ctx, inst)
 	if err != nil {
 		return nil, err
@@ -184,6 +190,8 @@ type StageExec struct {
 	Events string
 	// Rerun and Force are ExecOptions.Rerun and Force.
 	Rerun, Force bool
+	// Resolutions is ExecOptions.Resolutions.
+	Resolutions string
 }
 
 // Args returns the arguments of `lathe stage exec` after the binary.
@@ -194,6 +202,9 @@ func (s StageExec) Args() []string {
 	}
 	if s.Events != "" {
 		args = append(args, "-events", s.Events)
+	}
+	if s.Resolutions != "" {
+		args = append(args, "-resolutions", s.Resolutions)
 	}
 	if s.Rerun {
 		args = append(args, "-rerun")

@@ -56,6 +56,9 @@ type Workspace struct {
 	state   *stateIndex
 	pinMu   sync.Mutex
 	pinMemo map[string]*pinState
+	// resolutions and execAddr are set while ExecStage runs a stage
+	// handed out by a run: see resolveArgs.
+	resolutions, execAddr string
 }
 
 // Load parses and statically validates the pipeline at path (a file or a

@@ -33,6 +33,7 @@ func cmdStage(ctx context.Context, env *cliEnv, args []string) int {
 	events := fs.String("events", "", "append the stage's events to `FILE` (JSON lines), for the run that handed the stage out")
 	rerun := fs.Bool("rerun", false, "run the stage even if its result is cached")
 	force := fs.Bool("force", false, "tell the stage to skip its own refusals (as lathe run -force does)")
+	resolutions := fs.String("resolutions", "", "record the stage's resolved arguments (batch_size = \"auto\") in `DIR`, and use those recorded there for its upstream stages' keys")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return flagError(err)
@@ -57,10 +58,11 @@ func cmdStage(ctx context.Context, env *cliEnv, args []string) int {
 	}
 	addr := pos[0]
 	r, err := ws.ExecStage(ctx, addr, pipeline.ExecOptions{
-		Rerun:  *rerun,
-		Force:  *force,
-		Events: *events,
-		Job:    job,
+		Rerun:       *rerun,
+		Force:       *force,
+		Resolutions: *resolutions,
+		Events:      *events,
+		Job:         job,
 		Observer: func(ev runs.Event) {
 			// The stage's log is the command's output (a cluster job's
 			// output file, streamed back by the run); statuses go to
