@@ -548,3 +548,21 @@ stage "write" "c" {
 		}
 	}
 }
+
+func TestParseStageExec(t *testing.T) {
+	for _, x := range []pipeline.StageExec{
+		{Addr: `sft.x["r8"]`, Pipeline: "/p", Store: "/s", VarFile: "/v.json", Events: "/e", Resolutions: "/r", Rerun: true, Force: true},
+		{Addr: "exec.a", Pipeline: "/p", Store: "/s"},
+	} {
+		args := x.Args()
+		got, err := pipeline.ParseStageExec(args[2:])
+		if err != nil || got != x {
+			t.Errorf("ParseStageExec(%q) = %+v, %v; want %+v", args[2:], got, err, x)
+		}
+	}
+	for _, bad := range [][]string{{"-cache"}, {"-nope", "a", "p"}, {"-cache", "s", "a"}, {"a", "p", "extra"}} {
+		if _, err := pipeline.ParseStageExec(bad); err == nil {
+			t.Errorf("ParseStageExec(%q): no error", bad)
+		}
+	}
+}

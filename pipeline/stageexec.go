@@ -3,7 +3,9 @@ package pipeline
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -246,4 +248,27 @@ func (ws *Workspace) WriteVarFile(path string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// ParseStageExec reads the arguments Args produced (after "stage exec"):
+// what a worker binary that is not cmd/lathe (the CUDA worker) parses.
+func ParseStageExec(args []string) (StageExec, error) {
+	var s StageExec
+	fs := flag.NewFlagSet("stage exec", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&s.Store, "cache", "", "")
+	fs.StringVar(&s.VarFile, "var-file", "", "")
+	fs.StringVar(&s.Events, "events", "", "")
+	fs.StringVar(&s.Resolutions, "resolutions", "", "")
+	fs.BoolVar(&s.Rerun, "rerun", false, "")
+	fs.BoolVar(&s.Force, "force", false, "")
+	if err := fs.Parse(args); err != nil {
+		return StageExec{}, fmt.Errorf("stage exec: %w", err)
+	}
+	rest := fs.Args()
+	if len(rest) != 2 {
+		return StageExec{}, fmt.Errorf("stage exec: want ADDRESS PIPELINE after the flags, got %q", rest)
+	}
+	s.Addr, s.Pipeline = rest[0], rest[1]
+	return s, nil
 }

@@ -134,7 +134,7 @@ func TestLocalGPUs(t *testing.T) {
 			t.Fatalf("Devices = %v, %v", ids, err)
 		}
 		_, err = g.Run(context.Background(), &stage.Kind{Name: "sft"}, req)
-		if err == nil || !strings.Contains(err.Error(), "CUDA_VISIBLE_DEVICES=GPU-bbbb") || !strings.Contains(err.Error(), "lathe stage exec") {
+		if err == nil || !strings.Contains(err.Error(), "CUDA_VISIBLE_DEVICES=GPU-bbbb") || !strings.Contains(err.Error(), "lathe-cuda stage exec") {
 			t.Errorf("Run: %v", err)
 		}
 	})

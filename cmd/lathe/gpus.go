@@ -67,9 +67,11 @@ func (l *localGPUs) Devices() ([]int, error) {
 }
 
 // Run would start the CUDA worker on req.Devices (CUDA_VISIBLE_DEVICES set
-// to their UUIDs) through the one-stage contract. That contract (`lathe
-// stage exec`) is not part of this build yet, so Run fails with what is
-// missing rather than running a GPU stage on the CPU under a cuda key.
+// to their UUIDs). The worker speaks the one-stage contract (`lathe-cuda
+// stage exec`), but a local run does not start it yet: the executor holds
+// the stage's key lock here, and the worker takes it itself. So Run fails
+// with what to do rather than running a GPU stage on the CPU under a cuda
+// key.
 func (l *localGPUs) Run(ctx context.Context, kind *stage.Kind, req *stage.Request) (*stage.Result, error) {
 	if _, err := l.Devices(); err != nil {
 		return nil, err
@@ -78,6 +80,6 @@ func (l *localGPUs) Run(ctx context.Context, kind *stage.Kind, req *stage.Reques
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", req.Address, err)
 	}
-	return nil, fmt.Errorf("%s runs on the cuda backend (%s=%s) in the worker %s, but this lathe cannot hand a stage to the worker yet: the one-stage contract it speaks (lathe stage exec) is not in this build",
-		req.Address, gpu.VisibleDevicesEnv, visible, l.worker)
+	return nil, fmt.Errorf("%s runs on the cuda backend (%s=%s) in the worker %s, which lathe run does not start yet; run it with `%s=%s %s stage exec -cache STORE %s PIPELINE` once its upstream stages are done",
+		req.Address, gpu.VisibleDevicesEnv, visible, l.worker, gpu.VisibleDevicesEnv, visible, l.worker, req.Address)
 }

@@ -37,7 +37,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/tensor"
@@ -118,7 +117,11 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		return fail(err)
 	}
 	defer release()
-	be := cpu.New()
+	be, freeBackend, err := trainstage.Backend(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer freeBackend()
 	ld, err := trainstage.Load(args, be, true, req.ScratchDir)
 	if err != nil {
 		return fail(err)

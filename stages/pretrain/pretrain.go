@@ -45,7 +45,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/tokenizer"
 	"github.com/lathe-ml/lathe/internal/train"
@@ -155,12 +154,15 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		return nil, diags
 	}
 	rep := trainstage.Reporter(req)
-	be := cpu.New()
+	be, freeBackend, err := trainstage.Backend(req)
+	if err != nil {
+		return nil, err
+	}
+	defer freeBackend()
 	tokDir := trainstage.ArtifactPath(args.GetAttr("tokenizer"))
 	var model *llama.Model
 	var tok tokenizer.Codec
 	var tcfg *tokenizer.Config
-	var err error
 	if tokDir != "" {
 		if tok, tcfg, err = tokenize.LoadTokenizer(tokDir); err != nil {
 			return nil, err

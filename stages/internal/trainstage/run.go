@@ -9,7 +9,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/zclconf/go-cty/cty"
 
-	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/train"
 	"github.com/lathe-ml/lathe/pipeline/stage"
@@ -61,7 +60,11 @@ func Run(ctx context.Context, req *stage.Request, ft FineTune) (*stage.Result, e
 		return fail(err)
 	}
 	defer release()
-	be := cpu.New()
+	be, freeBackend, err := Backend(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer freeBackend()
 	ld, err := Load(args, be, ft.ValueHead, req.ScratchDir)
 	if err != nil {
 		return fail(err)
