@@ -119,18 +119,32 @@ func TestClusterJobs(t *testing.T) {
 	var wg sync.WaitGroup
 	ends := make([]pipeline.JobEnd, 2)
 	var sleeperStates []string
+	var statesMu sync.Mutex
+	seenRunning := make(chan struct{})
+	var runningOnce sync.Once
 	for i, id := range []string{sleeper, waiter} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			ends[i], _ = e.Watch(ctx, id, func(u pipeline.JobUpdate) {
 				if i == 0 && u.State != "" {
+					statesMu.Lock()
 					sleeperStates = append(sleeperStates, u.State+" "+u.Detail)
+					statesMu.Unlock()
+					if u.State+" "+u.Detail == "RUNNING on "+c.Node {
+						runningOnce.Do(func() { close(seenRunning) })
+					}
 				}
 			})
 		}()
 	}
 	waitStarted(t, c, filepath.Join(dir, "started"))
+	// The job has started; let the watcher's polling see it run before
+	// canceling (a poll may fall between the start and the cancel).
+	select {
+	case <-seenRunning:
+	case <-time.After(30 * time.Second):
+	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if err := e.Cancel(cctx, []string{sleeper, waiter}, false); err != nil {
@@ -140,6 +154,8 @@ func TestClusterJobs(t *testing.T) {
 		t.Errorf("after Cancel: %v in the queue (%v)", left, err)
 	}
 	wg.Wait()
+	statesMu.Lock()
+	defer statesMu.Unlock()
 	if !slices.Contains(sleeperStates, "RUNNING on "+c.Node) {
 		t.Errorf("sleeping job's states %q: never seen running on %s", sleeperStates, c.Node)
 	}
