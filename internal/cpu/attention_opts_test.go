@@ -251,26 +251,7 @@ func TestAttentionOptionsFiniteDifference(t *testing.T) {
 		}
 		return s
 	}
-	r := rand.New(rand.NewPCG(4, 4))
-	const h = 1e-2
-	for _, op := range []struct {
-		name    string
-		x, grad []float32
-	}{{"q", d.q, got.dq}, {"k", d.k, got.dk}, {"v", d.v, got.dv}} {
-		for n := 0; n < 16; n++ {
-			i := r.IntN(len(op.x))
-			old := op.x[i]
-			op.x[i] = old + h
-			lp := loss()
-			op.x[i] = old - h
-			lm := loss()
-			op.x[i] = old
-			fd := (lp - lm) / (2 * h)
-			if g := float64(op.grad[i]); math.Abs(g-fd) > 2e-3+2e-2*math.Abs(fd) {
-				t.Errorf("d%s[%d] = %v, central difference %v", op.name, i, g, fd)
-			}
-		}
-	}
+	checkFiniteDifference(t, loss, 4, 16, 2e-3, 2e-2, fdOperand{"q", d.q, got.dq}, fdOperand{"k", d.k, got.dk}, fdOperand{"v", d.v, got.dv})
 }
 
 func TestAttentionOptionsDeterministicAcrossProcs(t *testing.T) {

@@ -227,26 +227,7 @@ func TestAttentionFiniteDifference(t *testing.T) {
 		}
 		return s
 	}
-	r := rand.New(rand.NewPCG(3, 3))
-	const h = 1e-2
-	for _, op := range []struct {
-		name    string
-		x, grad []float32
-	}{{"q", d.q, got.dq}, {"k", d.k, got.dk}, {"v", d.v, got.dv}} {
-		for n := 0; n < 12; n++ {
-			i := r.IntN(len(op.x))
-			old := op.x[i]
-			op.x[i] = old + h
-			lp := loss()
-			op.x[i] = old - h
-			lm := loss()
-			op.x[i] = old
-			fd := (lp - lm) / (2 * h)
-			if g := float64(op.grad[i]); math.Abs(g-fd) > 2e-3+2e-2*math.Abs(fd) {
-				t.Errorf("d%s[%d] = %v, central difference %v", op.name, i, g, fd)
-			}
-		}
-	}
+	checkFiniteDifference(t, loss, 3, 12, 2e-3, 2e-2, fdOperand{"q", d.q, got.dq}, fdOperand{"k", d.k, got.dk}, fdOperand{"v", d.v, got.dv})
 }
 
 func TestAttentionDeterministicAcrossProcs(t *testing.T) {

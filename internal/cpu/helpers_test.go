@@ -133,3 +133,34 @@ func dot64(a []float64, b []float32) float64 {
 	}
 	return s
 }
+
+// fdOperand is an input of a loss and the gradient a kernel computed for
+// it.
+type fdOperand struct {
+	name    string
+	x, grad []float32
+}
+
+// checkFiniteDifference compares samples entries (drawn from seed) of each
+// operand's gradient with central differences of loss, which reads the
+// operands: |g − fd| ≤ absTol + relTol·|fd|.
+func checkFiniteDifference(t *testing.T, loss func() float64, seed uint64, samples int, absTol, relTol float64, ops ...fdOperand) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, seed))
+	const h = 1e-2
+	for _, op := range ops {
+		for n := 0; n < samples; n++ {
+			i := r.IntN(len(op.x))
+			old := op.x[i]
+			op.x[i] = old + h
+			lp := loss()
+			op.x[i] = old - h
+			lm := loss()
+			op.x[i] = old
+			fd := (lp - lm) / (2 * h)
+			if g := float64(op.grad[i]); math.Abs(g-fd) > absTol+relTol*math.Abs(fd) {
+				t.Errorf("d%s[%d] = %v, central difference %v", op.name, i, g, fd)
+			}
+		}
+	}
+}

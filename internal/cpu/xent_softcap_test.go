@@ -132,26 +132,7 @@ func TestCrossEntropySoftCapFiniteDifference(t *testing.T) {
 		}
 		return float64(d.gradScale) * s
 	}
-	r := rand.New(rand.NewPCG(6, 6))
-	const h = 1e-2
-	for _, op := range []struct {
-		name    string
-		x, grad []float32
-	}{{"x", d.x, got.dx}, {"w", d.w, got.dw}} {
-		for n := 0; n < 12; n++ {
-			i := r.IntN(len(op.x))
-			old := op.x[i]
-			op.x[i] = old + h
-			lp := loss()
-			op.x[i] = old - h
-			lm := loss()
-			op.x[i] = old
-			fd := (lp - lm) / (2 * h)
-			if g := float64(op.grad[i]); math.Abs(g-fd) > 1e-4+1e-2*math.Abs(fd) {
-				t.Errorf("d%s[%d] = %v, central difference %v", op.name, i, g, fd)
-			}
-		}
-	}
+	checkFiniteDifference(t, loss, 6, 12, 1e-4, 1e-2, fdOperand{"x", d.x, got.dx}, fdOperand{"w", d.w, got.dw})
 }
 
 func TestCrossEntropySoftCapDeterministicAcrossProcs(t *testing.T) {
