@@ -363,16 +363,7 @@ stage "write" "after" {
 `, started)
 	var n atomic.Int32
 	reg := func() *stage.Registry { return stage.NewRegistry(counterKind(&n), blockKind()) }
-	if err := os.WriteFile(filepath.Join(dir, "pipeline.hcl"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ws, diags := pipeline.Load(dir, reg(), config.Inputs{})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	if err := ws.OpenStore(""); err != nil {
-		t.Fatal(err)
-	}
+	ws := loadDispatchTest(t, dir, src, reg)
 	cl := newFakeCluster(reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -453,16 +444,7 @@ stage "write" "waiting" {
 `, release)
 	var n atomic.Int32
 	reg := func() *stage.Registry { return stage.NewRegistry(counterKind(&n), gateKind()) }
-	if err := os.WriteFile(filepath.Join(dir, "pipeline.hcl"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ws, diags := pipeline.Load(dir, reg(), config.Inputs{})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	if err := ws.OpenStore(""); err != nil {
-		t.Fatal(err)
-	}
+	ws := loadDispatchTest(t, dir, src, reg)
 	cl := newFakeCluster(reg)
 	var canceled []string
 	cl.onCancel = func(ids []string, pendingOnly bool) {
@@ -522,16 +504,7 @@ stage "write" "c" {
 }
 `
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "pipeline.hcl"), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ws, diags := pipeline.Load(dir, reg(), config.Inputs{})
-	if diags.HasErrors() {
-		t.Fatal(diags)
-	}
-	if err := ws.OpenStore(""); err != nil {
-		t.Fatal(err)
-	}
+	ws := loadDispatchTest(t, dir, src, reg)
 	res, err := ws.Run(context.Background(), pipeline.RunOptions{Dispatch: newFakeCluster(reg)})
 	if err != nil {
 		t.Fatal(err)
@@ -565,4 +538,21 @@ func TestParseStageExec(t *testing.T) {
 			t.Errorf("ParseStageExec(%q): no error", bad)
 		}
 	}
+}
+
+// loadDispatchTest writes src as dir's pipeline and loads it with the
+// kinds of reg, its store beside it.
+func loadDispatchTest(t *testing.T, dir, src string, reg func() *stage.Registry) *pipeline.Workspace {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "pipeline.hcl"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ws, diags := pipeline.Load(dir, reg(), config.Inputs{})
+	if diags.HasErrors() {
+		t.Fatal(diags)
+	}
+	if err := ws.OpenStore(""); err != nil {
+		t.Fatal(err)
+	}
+	return ws
 }
