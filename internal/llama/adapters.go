@@ -1,6 +1,7 @@
 package llama
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -648,4 +649,21 @@ func LoadAdapted(dir string, be tensor.Backend, o Options, c lora.Config, tensor
 		return nil, err
 	}
 	return m, nil
+}
+
+// LoadValueHead sets the value head from dir/value_head.safetensors (the
+// file reward-model and ppo stages write; see lora.LoadValueHead). The
+// model must have been made with Options.ValueHead.
+func (m *Model) LoadValueHead(dir string) error {
+	if m.vhead == nil {
+		return errors.New("llama: the model has no value head")
+	}
+	w, b, err := lora.LoadValueHead(dir)
+	if err != nil {
+		return err
+	}
+	if err := m.setParam(m.vhead, w); err != nil {
+		return fmt.Errorf("llama: value head from %s: %w", dir, err)
+	}
+	return m.setParam(m.vheadB, []float32{b})
 }

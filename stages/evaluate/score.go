@@ -56,14 +56,7 @@ func loadScorer(modelDir, adapterDir string, valueHead bool) (*llama.Model, erro
 		return nil, err
 	}
 	if headDir != "" {
-		w, b, err := lora.LoadValueHead(headDir)
-		if err == nil {
-			err = m.SetParamValues(llama.ValueHeadWeight, w)
-		}
-		if err == nil {
-			err = m.SetParamValues(llama.ValueHeadBias, []float32{b})
-		}
-		if err != nil {
+		if err := m.LoadValueHead(headDir); err != nil {
 			m.Free()
 			return nil, err
 		}

@@ -254,14 +254,7 @@ func loadReward(args cty.Value, be tensor.Backend) (*llama.Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reward model: %w", err)
 	}
-	w, b, err := lora.LoadValueHead(dir)
-	if err == nil {
-		err = m.SetParamValues(llama.ValueHeadWeight, w)
-	}
-	if err == nil {
-		err = m.SetParamValues(llama.ValueHeadBias, []float32{b})
-	}
-	if err != nil {
+	if err := m.LoadValueHead(dir); err != nil {
 		m.Free()
 		return nil, err
 	}

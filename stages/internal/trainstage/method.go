@@ -211,14 +211,7 @@ func Load(args cty.Value, be tensor.Backend, valueHead bool, scratch string) (*L
 			if _, err := os.Stat(filepath.Join(dir, lora.ValueHeadFile)); err != nil {
 				continue
 			}
-			w, b, err := lora.LoadValueHead(dir)
-			if err == nil {
-				err = m.SetParamValues(llama.ValueHeadWeight, w)
-			}
-			if err == nil {
-				err = m.SetParamValues(llama.ValueHeadBias, []float32{b})
-			}
-			if err != nil {
+			if err := m.LoadValueHead(dir); err != nil {
 				m.Free()
 				return nil, err
 			}
