@@ -65,43 +65,75 @@ func (ws *Workspace) instanceByAddr(addr string) (*config.Instance, error) {
 // ancestor's result from the store; it fails with a NotCachedError when any
 // of them would need to run.
 func (ws *Workspace) cached(ctx context.Context, inst *config.Instance) (*cachedInstance, error) {
+	var c *cachedInstance
+	_, err := ws.walkStored(ctx, inst, true, func(in *config.Instance, st storedStage, outputs map[string]map[string]cty.Value) error {
+		if st.rec == nil {
+			return &NotCachedError{Addr: in.Addr, Target: inst.Addr}
+		}
+		if in == inst {
+			c = &cachedInstance{inst: in, args: st.args, key: st.key, rec: st.rec, upstream: outputs}
+			if st.pin != nil {
+				c.pins = st.pin.values
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, fmt.Errorf("%s: not reached while planning", inst.Addr)
+	}
+	return c, nil
+}
+
+// storedStage is one instance as walkStored computes it: its arguments,
+// key and pin, and its result in the store (nil when there is none).
+type storedStage struct {
+	args cty.Value
+	key  cache.Key
+	pin  *pinState
+	rec  *cache.Record
+}
+
+// walkStored computes the key of every ancestor of inst (and of inst
+// itself with self) in order, as a run would, and looks each result up in
+// the store. visit sees each with the outputs of those before it; its
+// error stops the walk. A result found is read into the outputs returned.
+func (ws *Workspace) walkStored(ctx context.Context, inst *config.Instance, self bool,
+	visit func(in *config.Instance, st storedStage, outputs map[string]map[string]cty.Value) error) (map[string]map[string]cty.Value, error) {
 	sel, err := ws.resolveSelection(Selection{Targets: []string{inst.Addr}})
 	if err != nil {
 		return nil, err
 	}
 	outputs := map[string]map[string]cty.Value{}
 	for _, in := range ws.Resolved.Instances {
-		if !sel.selected[in] {
+		if !sel.selected[in] || (in == inst && !self) {
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		args, key, pin, _, err := ws.instanceKey(ctx, in, outputs)
-		if err != nil {
+		var st storedStage
+		if st.args, st.key, st.pin, _, err = ws.instanceKey(ctx, in, outputs); err != nil {
 			return nil, err
 		}
-		rec, err := ws.Store.Lookup(key.Sum)
-		if err != nil {
+		if st.rec, err = ws.Store.Lookup(st.key.Sum); err != nil {
 			return nil, fmt.Errorf("%s: %w", in.Addr, err)
 		}
-		if rec == nil {
-			return nil, &NotCachedError{Addr: in.Addr, Target: inst.Addr}
+		if err := visit(in, st, outputs); err != nil {
+			return nil, err
 		}
-		if in == inst {
-			c := &cachedInstance{inst: in, args: args, key: key, rec: rec, upstream: outputs}
-			if pin != nil {
-				c.pins = pin.values
-			}
-			return c, nil
+		if st.rec == nil || in == inst {
+			continue
 		}
-		outs, err := ws.outputsFromRecord(in, rec)
+		outs, err := ws.outputsFromRecord(in, st.rec)
 		if err != nil {
 			return nil, err
 		}
 		outputs[in.Addr] = outs
 	}
-	return nil, fmt.Errorf("%s: not reached while planning", inst.Addr)
+	return outputs, nil
 }
 
 // ParseOutputAddr splits `<kind>.<name>[\"key\"].<output>` into the

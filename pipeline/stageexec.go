@@ -122,36 +122,12 @@ func (e *UpstreamMissingError) Error() string {
 // upstreamOutputs reads the outputs of every ancestor of inst from the
 // store, computing their keys as a local run would.
 func (ws *Workspace) upstreamOutputs(ctx context.Context, inst *config.Instance) (map[string]map[string]cty.Value, error) {
-	sel, err := ws.resolveSelection(Selection{Targets: []string{inst.Addr}})
-	if err != nil {
-		return nil, err
-	}
-	outputs := map[string]map[string]cty.Value{}
-	for _, in := range ws.Resolved.Instances {
-		if !sel.selected[in] || in == inst {
-			continue
+	return ws.walkStored(ctx, inst, false, func(in *config.Instance, st storedStage, _ map[string]map[string]cty.Value) error {
+		if st.rec == nil {
+			return &UpstreamMissingError{Addr: inst.Addr, Upstream: in.Addr, Key: st.key.Sum, Store: ws.Store.Root()}
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		_, key, _, _, err := ws.instanceKey(ctx, in, outputs)
-		if err != nil {
-			return nil, err
-		}
-		rec, err := ws.Store.Lookup(key.Sum)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", in.Addr, err)
-		}
-		if rec == nil {
-			return nil, &UpstreamMissingError{Addr: inst.Addr, Upstream: in.Addr, Key: key.Sum, Store: ws.Store.Root()}
-		}
-		outs, err := ws.outputsFromRecord(in, rec)
-		if err != nil {
-			return nil, err
-		}
-		outputs[in.Addr] = outs
-	}
-	return outputs, nil
+		return nil
+	})
 }
 
 // eventSink is where an executor records events: the run record, or the
