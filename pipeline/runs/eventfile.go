@@ -66,14 +66,10 @@ func (e *EventFile) Path() string { return e.path }
 // Append writes ev as one line with a single write. A zero Time is set to
 // now. It is safe for concurrent use.
 func (e *EventFile) Append(ev Event) error {
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
-	line, err := json.Marshal(ev)
+	line, err := eventLine(ev)
 	if err != nil {
-		return fmt.Errorf("append event: %w", err)
+		return err
 	}
-	line = append(line, '\n')
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.f == nil {
@@ -123,4 +119,16 @@ func ReadEventsFrom(path string, off int64, fn func(Event) error) (int64, error)
 		return n, fmt.Errorf("read events %s: %w", path, err)
 	}
 	return n, nil
+}
+
+// eventLine is ev as one line of an events file (a zero Time set to now).
+func eventLine(ev Event) ([]byte, error) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	line, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("append event: %w", err)
+	}
+	return append(line, '\n'), nil
 }

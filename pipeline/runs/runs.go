@@ -214,14 +214,10 @@ func (r *Run) ReadPlan(v any) error {
 // opened with Open, the first Append reopens the log for appending and
 // drops a torn last line left by a crash, so that the log stays parseable.
 func (r *Run) Append(ev Event) error {
-	if ev.Time.IsZero() {
-		ev.Time = time.Now().UTC()
-	}
-	line, err := json.Marshal(ev)
+	line, err := eventLine(ev)
 	if err != nil {
-		return fmt.Errorf("append event: %w", err)
+		return err
 	}
-	line = append(line, '\n')
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.events == nil {
