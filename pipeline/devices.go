@@ -9,7 +9,6 @@ import (
 
 	"github.com/lathe-ml/lathe/pipeline/config"
 	"github.com/lathe-ml/lathe/pipeline/runs"
-	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
 // GPU scheduling. A stage instance whose resources block asks for GPUs
@@ -32,10 +31,14 @@ import (
 //   - The backend enters the cache key ("backend cuda") of GPU stages only,
 //     so CPU stages keep the keys they had.
 
-// GPUs is what the executor knows of the machine's GPUs and how it runs a
-// stage on some. cmd/lathe implements it with NVML discovery and the CUDA
-// worker; tests use a fake. The pipeline package itself knows nothing of
-// NVML or CUDA.
+// GPUs is what the executor knows of the machine's GPUs. cmd/lathe
+// implements it with NVML discovery and the CUDA worker; tests use a fake.
+// The pipeline package itself knows nothing of NVML or CUDA.
+//
+// Where the GPUs also implement GPUWorker (lathe itself), a GPU stage runs
+// in a worker process that the executor starts on its devices; otherwise
+// (the worker, running a stage handed to it) the stage runs in this
+// process with stage.Request.Devices set.
 type GPUs interface {
 	// Devices returns the identifiers of the GPUs stages may be given
 	// (NVML indices, as nvidia-smi numbers them). When there are none it
@@ -43,11 +46,19 @@ type GPUs interface {
 	// when a stage that needs GPUs is planned or about to run, at most once
 	// per plan and once per run.
 	Devices() ([]int, error)
-	// Run runs one stage instance on the devices in req.Devices, with the
-	// contract of stage.Kind.Run: artifact outputs written under
-	// req.StagingDir, value outputs returned, prompt return on ctx's
-	// cancellation.
-	Run(ctx context.Context, kind *stage.Kind, req *stage.Request) (*stage.Result, error)
+}
+
+// GPUWorker starts the worker process that runs a GPU stage (see
+// worker.go).
+type GPUWorker interface {
+	GPUs
+	// RunWorker runs the one-stage contract, `stage exec` with the
+	// arguments job.Exec.Args(), in the worker binary on exactly
+	// job.Devices (its CUDA_VISIBLE_DEVICES), and returns once the process
+	// has exited: nil when it exited with status 0, else an error saying
+	// how it ended, with the last lines of its output. When ctx ends it
+	// interrupts the worker, which checkpoints and stops, and waits for it.
+	RunWorker(ctx context.Context, job WorkerJob) error
 }
 
 // Backend names of the cache key's backend line.
@@ -164,20 +175,6 @@ func (e *executor) acquire(ctx context.Context, inst *config.Instance, r *StageR
 		return nil, nil, false
 	}
 	return func() { e.gpuPool.release(devices) }, devices, true
-}
-
-// runStage runs an instance: a CPU stage in this process, a GPU stage
-// through the workspace's GPUs (the CUDA worker).
-func (e *executor) runStage(ctx context.Context, inst *config.Instance, req *stage.Request) (*stage.Result, error) {
-	if len(req.Devices) == 0 {
-		return runKind(ctx, inst.Kind, req)
-	}
-	e.emit(runs.Event{Type: "log", Stage: inst.Addr, Message: "on " + plural(len(req.Devices), "GPU") + " (" + deviceList(req.Devices) + ")"})
-	res, err := e.ws.GPUs.Run(ctx, inst.Kind, req)
-	if err == nil && res == nil {
-		res = &stage.Result{}
-	}
-	return res, err
 }
 
 // devicePool hands out whole devices: all of a request at once, to waiting

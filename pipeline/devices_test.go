@@ -11,24 +11,30 @@ import (
 	"time"
 
 	"github.com/lathe-ml/lathe/pipeline"
+	"github.com/lathe-ml/lathe/pipeline/config"
 	"github.com/lathe-ml/lathe/pipeline/runs"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
-// fakeGPUs is a GPU inventory with fixed devices whose Run runs the kind
-// in this process (as the worker would run it elsewhere), checking that no
-// device is ever given to two running stages.
+// fakeGPUs is a GPU inventory with fixed devices whose worker runs the
+// stage through the one-stage contract in this process, as the GPU worker
+// would run it in another (a workspace of its own loaded from the
+// pipeline, `stage exec` options parsed from the command line the
+// executor wrote), checking that no device is ever given to two running
+// stages.
 type fakeGPUs struct {
-	ids []int
-	err error
+	ids   []int
+	err   error
+	kinds func() *stage.Registry // the worker's kinds
 
 	mu       sync.Mutex
 	inUse    map[int]string
 	maxInUse int
 	runs     []string // "addr:devices" in start order
-	hold     func(req *stage.Request)
+	hold     func(job pipeline.WorkerJob)
 	overlap  error
 	asked    atomic.Int32
+	execs    []pipeline.StageExec
 }
 
 func (f *fakeGPUs) Devices() ([]int, error) {
@@ -36,33 +42,74 @@ func (f *fakeGPUs) Devices() ([]int, error) {
 	return f.ids, f.err
 }
 
-func (f *fakeGPUs) Run(ctx context.Context, kind *stage.Kind, req *stage.Request) (*stage.Result, error) {
+func (f *fakeGPUs) RunWorker(ctx context.Context, job pipeline.WorkerJob) error {
 	f.mu.Lock()
 	if f.inUse == nil {
 		f.inUse = map[int]string{}
 	}
-	for _, d := range req.Devices {
+	for _, d := range job.Devices {
 		if other, busy := f.inUse[d]; busy && f.overlap == nil {
-			f.overlap = fmt.Errorf("GPU %d given to %s while %s holds it", d, req.Address, other)
+			f.overlap = fmt.Errorf("GPU %d given to %s while %s holds it", d, job.Addr, other)
 		}
-		f.inUse[d] = req.Address
+		f.inUse[d] = job.Addr
 	}
 	if len(f.inUse) > f.maxInUse {
 		f.maxInUse = len(f.inUse)
 	}
-	f.runs = append(f.runs, fmt.Sprintf("%s:%v", req.Address, req.Devices))
+	f.runs = append(f.runs, fmt.Sprintf("%s:%v", job.Addr, job.Devices))
 	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		for _, d := range job.Devices {
+			delete(f.inUse, d)
+		}
+		f.mu.Unlock()
+	}()
 	if f.hold != nil {
-		f.hold(req)
+		f.hold(job)
 	}
-	res, err := kind.Run(ctx, req)
+	args := job.Exec.Args()
+	if len(args) < 2 || args[0] != "stage" || args[1] != "exec" {
+		return fmt.Errorf("worker command line %q", args)
+	}
+	x, err := pipeline.ParseStageExec(args[2:])
+	if err != nil {
+		return err
+	}
 	f.mu.Lock()
-	for _, d := range req.Devices {
-		delete(f.inUse, d)
-	}
+	f.execs = append(f.execs, x)
 	f.mu.Unlock()
-	return res, err
+	ws, diags := pipeline.Load(x.Pipeline, f.kinds(), config.Inputs{VarFiles: []string{x.VarFile}})
+	if diags.HasErrors() {
+		return diags
+	}
+	if err := ws.OpenStore(x.Store); err != nil {
+		return err
+	}
+	visible := make(workerDevices, len(job.Devices))
+	for i := range visible {
+		visible[i] = i
+	}
+	ws.GPUs = visible
+	r, err := ws.ExecStage(ctx, x.Addr, pipeline.ExecOptions{Rerun: x.Rerun, Force: x.Force, Events: x.Events, Resolutions: x.Resolutions, Key: x.Key})
+	if err != nil {
+		return err
+	}
+	if r.Status != pipeline.StatusRan && r.Status != pipeline.StatusCached {
+		return fmt.Errorf("exit status 1")
+	}
+	return nil
 }
+
+// counterKinds is the registry of loadTest's kinds, for the worker.
+func counterKinds(runs *atomic.Int32) func() *stage.Registry {
+	return func() *stage.Registry { return stage.NewRegistry(counterKind(runs)) }
+}
+
+// workerDevices are the devices a worker sees: the stage runs in-process.
+type workerDevices []int
+
+func (w workerDevices) Devices() ([]int, error) { return w, nil }
 
 func stageResult(t *testing.T, res *pipeline.RunResult, addr string) pipeline.StageResult {
 	t.Helper()
@@ -90,7 +137,7 @@ stage "write" "two" {
 }
 `
 	ws := loadTest(t, src, &n)
-	gpus := &fakeGPUs{ids: []int{0, 1}, hold: func(*stage.Request) { time.Sleep(10 * time.Millisecond) }}
+	gpus := &fakeGPUs{ids: []int{0, 1}, kinds: counterKinds(&n), hold: func(pipeline.WorkerJob) { time.Sleep(10 * time.Millisecond) }}
 	ws.GPUs = gpus
 	res, err := ws.Run(context.Background(), pipeline.RunOptions{Jobs: 8})
 	if err != nil {
@@ -136,7 +183,7 @@ stage "write" "cpu" { text = "c" }
 `
 	ws := loadTest(t, src, &n)
 	var cpuRan atomic.Bool
-	ws.GPUs = &fakeGPUs{ids: []int{0}, hold: func(*stage.Request) {
+	ws.GPUs = &fakeGPUs{ids: []int{0}, kinds: counterKinds(&n), hold: func(pipeline.WorkerJob) {
 		deadline := time.Now().Add(10 * time.Second)
 		for !cpuRan.Load() && time.Now().Before(deadline) {
 			time.Sleep(time.Millisecond)
@@ -240,7 +287,7 @@ stage "write" "g" {
 }
 `
 	ws := loadTest(t, src, &n)
-	ws.GPUs = &fakeGPUs{ids: []int{3}}
+	ws.GPUs = &fakeGPUs{ids: []int{3}, kinds: counterKinds(&n)}
 	if res, err := ws.Run(context.Background(), pipeline.RunOptions{}); err != nil || res.Status != "succeeded" {
 		t.Fatalf("first run: %v %+v", err, res)
 	}

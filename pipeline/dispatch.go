@@ -362,67 +362,11 @@ func (e *executor) dispatched(ctx context.Context, inst *config.Instance, r *Sta
 	}
 
 	// Relay the job's events file into the run while the job is watched.
-	var (
-		relayMu sync.Mutex
-		off     int64
-		final   *runs.Event
-		started time.Time
-		relayed error
-	)
-	relay := func() {
-		relayMu.Lock()
-		defer relayMu.Unlock()
-		var err error
-		off, err = runs.ReadEventsFrom(j.spec.Exec.Events, off, func(ev runs.Event) error {
-			ev.Stage, ev.Job = inst.Addr, j.id
-			switch ev.Type {
-			case "stage-finished", "stage-cached", "stage-failed", "stage-canceled":
-				f := ev
-				final = &f
-				return nil
-			case "log":
-				return nil // the job's output carries its log lines
-			case "stage-started":
-				started = ev.Time
-			case "metrics":
-				e.mu.Lock()
-				m := e.metrics[inst.Addr]
-				if m == nil {
-					m = map[string]float64{}
-					e.metrics[inst.Addr] = m
-				}
-				for k, v := range ev.Metrics {
-					m[k] = v
-				}
-				e.mu.Unlock()
-			}
-			ev.Time = time.Time{} // recorded when relayed, so the log stays in order
-			e.emit(ev)
-			return nil
-		})
-		if err != nil && relayed == nil {
-			relayed = err
-			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Job: j.id, Message: "warning: " + err.Error()})
-		}
-	}
-	stopRelay := make(chan struct{})
-	relayDone := make(chan struct{})
-	go func() {
-		defer close(relayDone)
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				relay()
-			case <-stopRelay:
-				return
-			}
-		}
-	}()
+	rl := &eventRelay{e: e, inst: inst, path: j.spec.Exec.Events, job: j.id, skipLogs: true}
+	rl.follow()
 	lastState := ""
 	end, err := d.Watch(ctx, j.id, func(u JobUpdate) {
-		relay() // the job's events so far come first
+		rl.poll() // the job's events so far come first
 		if u.State == "" {
 			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Job: j.id, Message: u.Line})
 			return
@@ -439,9 +383,7 @@ func (e *executor) dispatched(ctx context.Context, inst *config.Instance, r *Sta
 	if err != nil && ctx.Err() != nil {
 		e.cancelAll()
 	}
-	close(stopRelay)
-	<-relayDone
-	relay()
+	final, started := rl.finish()
 	if !started.IsZero() {
 		r.Duration = time.Since(started)
 	}
@@ -488,17 +430,28 @@ func (e *executor) dispatched(ctx context.Context, inst *config.Instance, r *Sta
 }
 
 func (e *executor) failJob(r *StageResult, j *dispatchedJob, err error) *StageResult {
+	return e.failAs(r, j.id, err)
+}
+
+// failAs fails r with err, the event stamped with the cluster job (or "").
+func (e *executor) failAs(r *StageResult, job string, err error) *StageResult {
 	r.Status, r.Err = StatusFailed, err
-	e.emit(runs.Event{Type: "stage-failed", Stage: r.Addr, Key: r.Key, Job: j.id, Message: err.Error(), Duration: r.Duration})
+	e.emit(runs.Event{Type: "stage-failed", Stage: r.Addr, Key: r.Key, Job: job, Message: err.Error(), Duration: r.Duration})
 	return r
 }
 
 // jobResult records the result a job committed, read from the store by
 // the key the job reported.
 func (e *executor) jobResult(ctx context.Context, inst *config.Instance, j *dispatchedJob, final *runs.Event, r *StageResult) *StageResult {
-	d := e.disp.d
+	return e.committedResult(ctx, inst, fmt.Sprintf("%s job %s", e.disp.d.Name(), j.id), j.id, final, r)
+}
+
+// committedResult records the result another process (who: "Slurm job
+// 12", "the GPU worker") committed to the store, read by the key its final
+// event reports; job is the cluster job id stamped on events, or "".
+func (e *executor) committedResult(ctx context.Context, inst *config.Instance, who, job string, final *runs.Event, r *StageResult) *StageResult {
 	if final.Key == "" {
-		return e.failJob(r, j, fmt.Errorf("%s job %s reported no cache key for its result", d.Name(), j.id))
+		return e.failAs(r, job, fmt.Errorf("%s reported no cache key for its result", who))
 	}
 	r.Key = final.Key
 	// On a network filesystem a file another node just wrote can take a
@@ -513,14 +466,14 @@ func (e *executor) jobResult(ctx context.Context, inst *config.Instance, j *disp
 		time.Sleep(wait)
 	}
 	if err != nil {
-		return e.failJob(r, j, fmt.Errorf("%s job %s: read its result: %w", d.Name(), j.id, err))
+		return e.failAs(r, job, fmt.Errorf("%s: read its result: %w", who, err))
 	}
 	if rec == nil {
-		return e.failJob(r, j, fmt.Errorf("%s job %s reported its result as key %.12s, but the store %s has no such result: is the store on a filesystem the nodes share?", d.Name(), j.id, final.Key, e.ws.Store.Root()))
+		return e.failAs(r, job, fmt.Errorf("%s reported its result as key %.12s, but the store %s has no such result: is the store on a filesystem the nodes share?", who, final.Key, e.ws.Store.Root()))
 	}
 	outs, err := e.ws.outputsFromRecord(inst, rec)
 	if err != nil {
-		return e.failJob(r, j, err)
+		return e.failAs(r, job, err)
 	}
 	e.mu.Lock()
 	e.outputs[inst.Addr] = outs
@@ -528,12 +481,105 @@ func (e *executor) jobResult(ctx context.Context, inst *config.Instance, j *disp
 	_ = e.ws.state.record(inst.Addr, final.Key)
 	r.Artifacts, r.Values = recordOutputs(rec)
 	if final.Type == "stage-cached" {
-		r.Status, r.Note = StatusCached, fmt.Sprintf("found in the store by %s job %s", d.Name(), j.id)
+		r.Status, r.Note = StatusCached, "found in the store by "+who
 		r.Duration = 0
-		e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: final.Key, Job: j.id, Message: r.Note})
+		e.emit(runs.Event{Type: "stage-cached", Stage: inst.Addr, Key: final.Key, Job: job, Message: r.Note})
 		return r
 	}
 	r.Status = StatusRan
-	e.emit(runs.Event{Type: "stage-finished", Stage: inst.Addr, Key: final.Key, Job: j.id, Duration: r.Duration})
+	e.emit(runs.Event{Type: "stage-finished", Stage: inst.Addr, Key: final.Key, Job: job, Duration: r.Duration})
 	return r
+}
+
+// eventRelay records the events a stage run by another process (a cluster
+// job, the GPU worker) appends to its events file in this run, as they
+// come: the stage's final event is kept aside for the caller, which
+// records the outcome itself.
+type eventRelay struct {
+	e    *executor
+	inst *config.Instance
+	path string
+	job  string // the cluster job id stamped on the events, or ""
+	// skipLogs drops the file's log events: a cluster job's output, which
+	// carries the same lines, is relayed instead.
+	skipLogs bool
+
+	mu      sync.Mutex
+	off     int64
+	final   *runs.Event
+	started time.Time
+	failed  error
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+// poll relays what was appended since the last poll.
+func (rl *eventRelay) poll() {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	e, addr := rl.e, rl.inst.Addr
+	var err error
+	rl.off, err = runs.ReadEventsFrom(rl.path, rl.off, func(ev runs.Event) error {
+		ev.Stage, ev.Job = addr, rl.job
+		switch ev.Type {
+		case "stage-finished", "stage-cached", "stage-failed", "stage-canceled":
+			f := ev
+			rl.final = &f
+			return nil
+		case "log":
+			if rl.skipLogs {
+				return nil
+			}
+		case "stage-started":
+			rl.started = ev.Time
+		case "metrics":
+			e.mu.Lock()
+			m := e.metrics[addr]
+			if m == nil {
+				m = map[string]float64{}
+				e.metrics[addr] = m
+			}
+			for k, v := range ev.Metrics {
+				m[k] = v
+			}
+			e.mu.Unlock()
+		}
+		ev.Time = time.Time{} // recorded when relayed, so the log stays in order
+		e.emit(ev)
+		return nil
+	})
+	if err != nil && rl.failed == nil {
+		rl.failed = err
+		e.emit(runs.Event{Type: "log", Stage: addr, Job: rl.job, Message: "warning: " + err.Error()})
+	}
+}
+
+// follow polls in the background until finish.
+func (rl *eventRelay) follow() {
+	rl.stop, rl.done = make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(rl.done)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				rl.poll()
+			case <-rl.stop:
+				return
+			}
+		}
+	}()
+}
+
+// finish stops following, relays what is left and returns the stage's
+// final event (nil when it recorded none) and its start time.
+func (rl *eventRelay) finish() (final *runs.Event, started time.Time) {
+	if rl.stop != nil {
+		close(rl.stop)
+		<-rl.done
+		rl.stop = nil
+	}
+	rl.poll()
+	return rl.final, rl.started
 }

@@ -148,7 +148,9 @@ func (ws *Workspace) Run(ctx context.Context, opt RunOptions) (*RunResult, error
 		outputs:  map[string]map[string]cty.Value{},
 		metrics:  map[string]map[string]float64{},
 		stopping: make(chan struct{}),
+		jobsDir:  rec.JobsDir(),
 	}
+	defer e.cleanup()
 	e.emit(runs.Event{Type: "run-started", Message: strings.Join(opt.CommandLine, " ")})
 	start := time.Now()
 	for _, inst := range ws.Resolved.Instances {
@@ -229,6 +231,23 @@ type executor struct {
 	gpuOnce sync.Once
 	gpuInv  *inventory
 	gpuPool *devicePool
+
+	// The GPU worker's side (see worker.go): the run's jobs directory ("":
+	// a temporary one), its files, and what "auto" arguments resolved to.
+	jobsDir    string
+	workerOnce sync.Once
+	worker     *workerFiles
+	resolved   map[*config.Instance][2]cty.Value
+	// expectKey, when set, is the key the run handing this stage out
+	// computed for it (stage exec -key): any other key is an error.
+	expectKey string
+}
+
+// cleanup removes the temporary files the executor made.
+func (e *executor) cleanup() {
+	if e.worker != nil && e.worker.cleanup != nil {
+		e.worker.cleanup()
+	}
 }
 
 func (e *executor) emit(ev runs.Event) {
@@ -288,6 +307,14 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 	if resolved != "" {
 		e.emit(runs.Event{Type: "log", Stage: inst.Addr, Message: resolved})
 	}
+	if inst.Kind.Resolve != nil {
+		if raw, diags := e.ws.Resolved.Args(inst, upstream); !diags.HasErrors() {
+			e.recordResolved(inst, raw, args)
+		}
+	}
+	if e.expectKey != "" && key.Sum != e.expectKey {
+		return e.fail(r, fmt.Errorf("%s: the run that handed this stage out computed its key as %.12s, this process computes %.12s: are both the same lathe version? (key here:\n%s)", inst.Addr, e.expectKey, key.Sum, key.Text))
+	}
 	if err := e.ws.savePin(pin); err != nil {
 		return e.fail(r, err)
 	}
@@ -318,6 +345,9 @@ func (e *executor) instance(ctx context.Context, inst *config.Instance) *StageRe
 		return r
 	}
 	defer release()
+	if w, ok := e.ws.GPUs.(GPUWorker); ok && len(devices) > 0 {
+		return e.onWorker(ctx, w, inst, key, devices, r)
+	}
 	unlock, err := e.ws.Store.Lock(ctx, key.Sum)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -418,7 +448,7 @@ func (e *executor) execute(ctx context.Context, inst *config.Instance, key cache
 	}
 	e.emit(runs.Event{Type: "stage-started", Stage: inst.Addr, Key: key.Sum})
 	start := time.Now()
-	result, err := e.runStage(ctx, inst, req)
+	result, err := runKind(ctx, inst.Kind, req)
 	r.Duration = time.Since(start)
 	if err != nil {
 		_ = staging.Discard()

@@ -49,6 +49,9 @@ type ExecOptions struct {
 	// (see Workspace.resolveArgs): the stage records what it resolved
 	// there, and its upstream stages' keys use what their jobs recorded.
 	Resolutions string
+	// Key, when set, is the key the run handing the stage out computed:
+	// the stage fails rather than run under another key.
+	Key string
 }
 
 // ExecStage runs the one stage instance named by addr (an instance
@@ -82,17 +85,19 @@ func (ws *Workspace) ExecStage(ctx context.Context, addr string, opt ExecOptions
 		sink = jobEvents{sink: sink, job: opt.Job}
 	}
 	e := &executor{
-		ws:       ws,
-		opt:      RunOptions{Selection: Selection{Force: opt.Force}, Jobs: 1, Observer: opt.Observer},
-		sel:      &selection{selected: map[*config.Instance]bool{inst: true}, forced: map[*config.Instance]bool{inst: opt.Rerun}},
-		rec:      sink,
-		sem:      make(chan struct{}, 1),
-		done:     map[*config.Instance]chan struct{}{},
-		results:  map[*config.Instance]*StageResult{},
-		outputs:  upstream,
-		metrics:  map[string]map[string]float64{},
-		stopping: make(chan struct{}),
+		ws:        ws,
+		opt:       RunOptions{Selection: Selection{Force: opt.Force}, Jobs: 1, Observer: opt.Observer},
+		sel:       &selection{selected: map[*config.Instance]bool{inst: true}, forced: map[*config.Instance]bool{inst: opt.Rerun}},
+		rec:       sink,
+		sem:       make(chan struct{}, 1),
+		done:      map[*config.Instance]chan struct{}{},
+		results:   map[*config.Instance]*StageResult{},
+		outputs:   upstream,
+		metrics:   map[string]map[string]float64{},
+		stopping:  make(chan struct{}),
+		expectKey: opt.Key,
 	}
+	defer e.cleanup()
 	closed := make(chan struct{})
 	close(closed)
 	for _, d := range inst.Deps {
@@ -170,6 +175,8 @@ type StageExec struct {
 	Rerun, Force bool
 	// Resolutions is ExecOptions.Resolutions.
 	Resolutions string
+	// Key is ExecOptions.Key.
+	Key string
 }
 
 // Args returns the arguments of `lathe stage exec` after the binary.
@@ -183,6 +190,9 @@ func (s StageExec) Args() []string {
 	}
 	if s.Resolutions != "" {
 		args = append(args, "-resolutions", s.Resolutions)
+	}
+	if s.Key != "" {
+		args = append(args, "-key", s.Key)
 	}
 	if s.Rerun {
 		args = append(args, "-rerun")
@@ -236,6 +246,7 @@ func ParseStageExec(args []string) (StageExec, error) {
 	fs.StringVar(&s.VarFile, "var-file", "", "")
 	fs.StringVar(&s.Events, "events", "", "")
 	fs.StringVar(&s.Resolutions, "resolutions", "", "")
+	fs.StringVar(&s.Key, "key", "", "")
 	fs.BoolVar(&s.Rerun, "rerun", false, "")
 	fs.BoolVar(&s.Force, "force", false, "")
 	if err := fs.Parse(args); err != nil {

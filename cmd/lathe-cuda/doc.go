@@ -15,8 +15,10 @@
 //	    times LoRA SFT and full fine-tuning steps (forward, backward, AdamW)
 //	    of a Qwen2.5-0.5B-shaped model with random weights and prints
 //	    tokens/s and MFU against the device's peak dense bf16 FLOP/s.
+//	lathe-cuda stage exec [flags] ADDRESS PIPELINE
+//	    the one-stage contract (internal/worker): what lathe run starts for
+//	    each GPU stage, on the stage's devices (CUDA_VISIBLE_DEVICES).
 //
-// It does not yet serve the one-stage contract lathe uses to hand a stage
-// to a worker; see internal/cuda's package comment for what the backend
-// does and does not do.
+// See internal/cuda's package comment for what the backend does and does
+// not do.
 package main

@@ -16,7 +16,7 @@ import (
 func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   lathe-cuda selftest [-device N] [-seed S] [-only NAME]
-  lathe-cuda stage exec [-cache DIR] [-var-file F] [-events F] [-resolutions DIR] [-rerun] [-force] ADDRESS PIPELINE
+  lathe-cuda stage exec [-cache DIR] [-var-file F] [-events F] [-resolutions DIR] [-key KEY] [-rerun] [-force] ADDRESS PIPELINE
   lathe-cuda bench [-device N] [-method lora,full] [-batch B] [-seq T] [-warmup W] [-steps N] [-gemm bf16|tf32|f32] [-peak-tflops X] [-json]`)
 	os.Exit(2)
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/lathe-ml/lathe/internal/gpu"
-	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/pipeline"
 )
 
 // twoH200 is what NVML would report on a machine with two H200s.
@@ -115,27 +115,39 @@ func TestEnvReportBackends(t *testing.T) {
 }
 
 func TestLocalGPUs(t *testing.T) {
-	req := &stage.Request{Address: `sft.x["r8"]`, Devices: []int{1}}
+	job := pipeline.WorkerJob{Addr: `sft.x["r8"]`, Devices: []int{1},
+		Exec: pipeline.StageExec{Addr: `sft.x["r8"]`, Pipeline: "/p", Store: "/s", Key: "k1"}}
 	t.Run("no worker", func(t *testing.T) {
 		withDiscovery(t, twoH200())
 		g := &localGPUs{exe: fakeLathe(t, false)}
 		if _, err := g.Devices(); err == nil || !strings.Contains(err.Error(), "lathe-cuda was not found") || !strings.Contains(err.Error(), "go build -tags cuda") {
 			t.Errorf("Devices: %v", err)
 		}
-		if _, err := g.Run(context.Background(), &stage.Kind{Name: "sft"}, req); err == nil || !strings.Contains(err.Error(), "lathe-cuda was not found") {
-			t.Errorf("Run: %v", err)
+		if err := g.RunWorker(context.Background(), job); err == nil || !strings.Contains(err.Error(), "lathe-cuda was not found") {
+			t.Errorf("RunWorker: %v", err)
 		}
 	})
 	t.Run("worker", func(t *testing.T) {
 		withDiscovery(t, twoH200())
-		g := &localGPUs{exe: fakeLathe(t, true)}
+		exe := fakeLathe(t, true)
+		// The worker records how it was started, then fails.
+		record := filepath.Join(t.TempDir(), "started")
+		script := "#!/bin/sh\necho \"$CUDA_VISIBLE_DEVICES $*\" > " + record + "\necho line1\necho CUDA_ERROR_OUT_OF_MEMORY >&2\nexit 3\n"
+		if err := os.WriteFile(filepath.Join(filepath.Dir(exe), "lathe-cuda"), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		g := &localGPUs{exe: exe, environ: []string{"CUDA_VISIBLE_DEVICES=0,1", "PATH=/usr/bin:/bin"}}
 		ids, err := g.Devices()
 		if err != nil || len(ids) != 2 || ids[0] != 0 || ids[1] != 1 {
 			t.Fatalf("Devices = %v, %v", ids, err)
 		}
-		_, err = g.Run(context.Background(), &stage.Kind{Name: "sft"}, req)
-		if err == nil || !strings.Contains(err.Error(), "CUDA_VISIBLE_DEVICES=GPU-bbbb") || !strings.Contains(err.Error(), "lathe-cuda stage exec") {
-			t.Errorf("Run: %v", err)
+		err = g.RunWorker(context.Background(), job)
+		if err == nil || !strings.Contains(err.Error(), "CUDA_VISIBLE_DEVICES=GPU-bbbb): exit status 3") || !strings.Contains(err.Error(), "output:\n  line1\n  CUDA_ERROR_OUT_OF_MEMORY") {
+			t.Errorf("RunWorker: %v", err)
+		}
+		got, err := os.ReadFile(record)
+		if want := "GPU-bbbb stage exec -cache /s -key k1 -- sft.x[\"r8\"] /p\n"; err != nil || string(got) != want {
+			t.Errorf("worker started as %q (%v), want %q", got, err, want)
 		}
 	})
 	t.Run("no GPU", func(t *testing.T) {

@@ -1,20 +1,26 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/lathe-ml/lathe/internal/gpu"
-	"github.com/lathe-ml/lathe/pipeline/stage"
+	"github.com/lathe-ml/lathe/pipeline"
 )
 
 // discoverGPUs is NVML discovery; tests replace it with a fixed answer.
 var discoverGPUs = gpu.Discover
 
 // localGPUs is the executor's GPU inventory on this machine (it implements
-// pipeline.GPUs): the NVML devices that CUDA_VISIBLE_DEVICES leaves
+// pipeline.GPUWorker): the NVML devices that CUDA_VISIBLE_DEVICES leaves
 // visible, usable only when the CUDA worker binary is there to run stages
 // on them. Discovery runs once, the first time a GPU stage asks.
 type localGPUs struct {
@@ -66,20 +72,71 @@ func (l *localGPUs) Devices() ([]int, error) {
 	return ids, nil
 }
 
-// Run would start the CUDA worker on req.Devices (CUDA_VISIBLE_DEVICES set
-// to their UUIDs). The worker speaks the one-stage contract (`lathe-cuda
-// stage exec`), but a local run does not start it yet: the executor holds
-// the stage's key lock here, and the worker takes it itself. So Run fails
-// with what to do rather than running a GPU stage on the CPU under a cuda
-// key.
-func (l *localGPUs) Run(ctx context.Context, kind *stage.Kind, req *stage.Request) (*stage.Result, error) {
+// RunWorker runs a GPU stage in the CUDA worker (pipeline.GPUWorker):
+// `lathe-cuda stage exec ...` on the stage's devices, which it sees
+// through CUDA_VISIBLE_DEVICES (their UUIDs, so CUDA's own numbering does
+// not matter). Canceling ctx sends the worker an interrupt (it
+// checkpoints and stops) and, if it has not exited a minute later, kills
+// it.
+func (l *localGPUs) RunWorker(ctx context.Context, job pipeline.WorkerJob) error {
 	if _, err := l.Devices(); err != nil {
-		return nil, err
+		return err
 	}
-	visible, err := l.info.VisibleDevices(req.Devices)
+	visible, err := l.info.VisibleDevices(job.Devices)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", req.Address, err)
+		return err
 	}
-	return nil, fmt.Errorf("%s runs on the cuda backend (%s=%s) in the worker %s, which lathe run does not start yet; run it with `%s=%s %s stage exec -cache STORE %s PIPELINE` once its upstream stages are done",
-		req.Address, gpu.VisibleDevicesEnv, visible, l.worker, gpu.VisibleDevicesEnv, visible, l.worker, req.Address)
+	cmd := exec.CommandContext(ctx, l.worker, job.Exec.Args()...)
+	cmd.Dir = job.WorkDir
+	cmd.Env = append(slices.Clip(l.environ), gpu.VisibleDevicesEnv+"="+visible)
+	out := &tailLines{max: 20}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = time.Minute
+	err = cmd.Run()
+	if err == nil {
+		return nil
+	}
+	msg := fmt.Sprintf("%s (%s=%s): %v", l.worker, gpu.VisibleDevicesEnv, visible, err)
+	if tail := out.String(); tail != "" {
+		msg += "; the last lines of its output:\n  " + strings.ReplaceAll(tail, "\n", "\n  ")
+	}
+	return errors.New(msg)
+}
+
+// tailLines keeps the last max lines written to it.
+type tailLines struct {
+	mu      sync.Mutex
+	max     int
+	lines   []string
+	partial []byte
+}
+
+func (t *tailLines) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		if i < 0 {
+			break
+		}
+		t.lines = append(t.lines, string(t.partial[:i]))
+		t.partial = t.partial[i+1:]
+		if len(t.lines) > t.max {
+			t.lines = t.lines[len(t.lines)-t.max:]
+		}
+	}
+	return len(p), nil
+}
+
+// String returns the kept lines (and an unfinished last one).
+func (t *tailLines) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := t.lines
+	if len(t.partial) > 0 {
+		lines = append(slices.Clip(lines), string(t.partial))
+	}
+	return strings.Join(lines, "\n")
 }

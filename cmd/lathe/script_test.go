@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -13,9 +14,13 @@ import (
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"lathe": func() {
+			fakeGPUsFromEnv()
 			env := &cliEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), isTTY: false}
 			os.Exit(runCLI(context.Background(), env, os.Args[1:]))
 		},
+		// lathe-cuda-stand-in is a stand-in for the CUDA worker: the worker's
+		// stage exec (internal/worker) with the CPU backend as its device.
+		"lathe-cuda-stand-in": fakeWorkerMain,
 		// lathe-signals is lathe with the real binary's signal handling, for
 		// the tests that interrupt a run.
 		"lathe-signals": main,
@@ -30,6 +35,9 @@ func TestScripts(t *testing.T) {
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("LATHE_CACHE", "")
 			e.Setenv("CI", "")
+			// The stand-in worker, for scripts that set LATHE_CUDA_WORKER
+			// to it.
+			e.Setenv("TEST_WORKER", filepath.Join(filepath.SplitList(e.Getenv("PATH"))[0], "lathe-cuda-stand-in"))
 			return nil
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){

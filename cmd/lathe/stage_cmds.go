@@ -33,6 +33,7 @@ func cmdStage(ctx context.Context, env *cliEnv, args []string) int {
 	events := fs.String("events", "", "append the stage's events to `FILE` (JSON lines), for the run that handed the stage out")
 	rerun := fs.Bool("rerun", false, "run the stage even if its result is cached")
 	force := fs.Bool("force", false, "tell the stage to skip its own refusals (as lathe run -force does)")
+	key := fs.String("key", "", "fail rather than run the stage under a cache key other than `KEY` (the one the run handing it out computed)")
 	resolutions := fs.String("resolutions", "", "record the stage's resolved arguments (batch_size = \"auto\") in `DIR`, and use those recorded there for its upstream stages' keys")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
@@ -61,6 +62,7 @@ func cmdStage(ctx context.Context, env *cliEnv, args []string) int {
 		Rerun:       *rerun,
 		Force:       *force,
 		Resolutions: *resolutions,
+		Key:         *key,
 		Events:      *events,
 		Job:         job,
 		Observer: func(ev runs.Event) {
