@@ -12,7 +12,11 @@
 #      CPU backend, with the tolerances it prints;
 #   4. lathe-cuda bench and hf_bench.py: LoRA and full fine-tuning steps of
 #      a Qwen2.5-0.5B-shaped model, seq 1024, on the same GPU;
-#   5. report.py: tokens/s, the ratio, MFU, and whether the goals are met.
+#   5. report.py: tokens/s, the ratio, MFU, and whether the goals are met;
+#   6. lathe run end to end: a pipeline whose pretrain stage asks for a GPU
+#      (resources { gpus = 1 }), run by bin/lathe (built here if Go is
+#      there), which starts the worker on the device; its loss is printed
+#      beside the same training's on the CPU.
 #
 # Everything goes to stdout and to $OUT (or /tmp/lathe-gpu-check). The exit
 # status is 0 only when the self-test passed and both benchmarks ran; unmet
@@ -89,5 +93,58 @@ cat "$out/hf.jsonl"
 
 echo "== report"
 "$PY" "$here/report.py" "$out/lathe.jsonl" "$out/hf.jsonl" | tee "$out/report.txt"
+echo "== lathe run with a GPU stage (bin/lathe starts $bin)"
+lathe=${LATHE:-bin/lathe}
+if [ ! -x "$lathe" ] && { command -v go >/dev/null || [ -x /usr/local/go/bin/go ]; }; then
+	PATH=$PATH:/usr/local/go/bin go build -o "$lathe" ./cmd/lathe
+fi
+if [ -x "$lathe" ]; then
+	e2e="$out/e2e"
+	rm -rf "$e2e" && mkdir -p "$e2e"
+	cat >"$e2e/pipeline.hcl" <<EOF
+variable "gpus" {
+  type    = number
+  default = 1
+}
+stage "tokenize" "corpus" {
+  train {
+    vocab_size     = 512
+    special_tokens = ["<|endoftext|>"]
+  }
+  dataset {
+    path   = "$root/examples/pretrain-tiny/corpus.jsonl"
+    format = "text"
+  }
+  cutoff_len = 256
+}
+stage "pretrain" "tiny" {
+  config {
+    hidden_size             = 128
+    num_hidden_layers       = 4
+    num_attention_heads     = 4
+    intermediate_size       = 384
+    max_position_embeddings = 256
+  }
+  data       = tokenize.corpus.dataset
+  tokenizer  = tokenize.corpus.tokenizer
+  batch_size = 8
+  max_steps  = 20
+  resources { gpus = var.gpus }
+}
+EOF
+	case $bin in /*) worker=$bin ;; *) worker=$root/$bin ;; esac
+	if LATHE_CUDA_WORKER="$worker" "$lathe" run -ci "$e2e" >"$out/e2e-gpu.txt" 2>&1 &&
+		"$lathe" run -ci -var gpus=0 "$e2e" >"$out/e2e-cpu.txt" 2>&1; then
+		echo "GPU: $(grep -o 'trained 20 steps.*' "$out/e2e-gpu.txt")"
+		echo "CPU: $(grep -o 'trained 20 steps.*' "$out/e2e-cpu.txt")"
+	else
+		echo "gpu-check: lathe run with a GPU stage failed:"
+		tail -n 20 "$out/e2e-gpu.txt" "$out/e2e-cpu.txt"
+		status=1
+	fi
+else
+	echo "gpu-check: no $lathe and no Go toolchain: skipping lathe run"
+fi
+
 echo "gpu-check: exit $status (results in $out)"
 exit $status
