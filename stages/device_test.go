@@ -3,11 +3,14 @@ package stages_test
 import (
 	"context"
 	"errors"
+	"maps"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/tensor"
+	"github.com/lathe-ml/lathe/stages/evaluate"
 	"github.com/lathe-ml/lathe/stages/sft"
 )
 
@@ -65,5 +68,52 @@ batch_size    = 4
 	req.Devices = []int{0, 1}
 	if _, err := sft.Kind().Run(context.Background(), req); err == nil {
 		t.Error("two devices: no error")
+	}
+}
+
+// TestEvaluateOnDevices: evaluate given a device scores (loss) and
+// generates on the device backend, with the same metrics as on the CPU.
+func TestEvaluateOnDevices(t *testing.T) {
+	vars := setup(t)
+	examples, _ := filepath.Abs("../examples")
+	src := `
+model = base
+data  = sft_val
+generate {
+  path           = "` + examples + `/self-cognition/data/identity.json"
+  format         = "alpaca"
+  max_new_tokens = 4
+  limit          = 2
+}
+`
+	args := decode(t, evaluate.Kind().Schema, src, vars)
+	metrics := func(devices []int) map[string]float64 {
+		t.Helper()
+		req := newReq(t, args, ".", "", &recorder{})
+		req.Devices = devices
+		res, err := evaluate.Kind().Run(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for name, v := range res.Values["metrics"].AsValueMap() {
+			out[name], _ = v.AsBigFloat().Float64()
+		}
+		return out
+	}
+	onCPU := metrics(nil)
+
+	var gemms atomic.Int64
+	var closed atomic.Bool
+	tensor.RegisterDevices("test", func(devices []int) (tensor.Backend, error) {
+		return countingBackend{cpu.New(), &gemms, &closed}, nil
+	})
+	defer tensor.RegisterDevices("", nil)
+	onDevice := metrics([]int{0})
+	if gemms.Load() == 0 || !closed.Load() {
+		t.Errorf("device backend: %d GEMMs, closed %v", gemms.Load(), closed.Load())
+	}
+	if len(onCPU) < 3 || !maps.Equal(onCPU, onDevice) {
+		t.Errorf("metrics on the CPU %v, on the device %v", onCPU, onDevice)
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/serve"
+	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/internal/tokenizer"
 )
 
@@ -78,22 +79,29 @@ type Config struct {
 	// ID names the model in the API (default: the model directory's base
 	// name).
 	ID string
+	// Backend is what the model computes on (nil: the CPU backend). The
+	// engine does not own it: the caller frees it after Close.
+	Backend tensor.Backend
 }
 
-// Open loads a model for generation on the CPU backend.
+// Open loads a model for generation on c.Backend (default the CPU).
 func Open(c Config) (*Engine, error) {
+	be := c.Backend
+	if be == nil {
+		be = cpu.New()
+	}
 	var m *llama.Model
 	if c.Adapter != "" {
 		lc, ts, err := lora.Load(c.Adapter)
 		if err != nil {
 			return nil, err
 		}
-		if m, err = llama.LoadAdapted(c.Model, cpu.New(), llama.Options{Trainable: func(string) bool { return false }}, lc, ts); err != nil {
+		if m, err = llama.LoadAdapted(c.Model, be, llama.Options{Trainable: func(string) bool { return false }}, lc, ts); err != nil {
 			return nil, err
 		}
 	} else {
 		var err error
-		if m, err = llama.Load(c.Model, cpu.New()); err != nil {
+		if m, err = llama.Load(c.Model, be); err != nil {
 			return nil, err
 		}
 	}

@@ -111,6 +111,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/infer"
 	"github.com/lathe-ml/lathe/internal/suggest"
+	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 )
@@ -389,6 +390,7 @@ func strMap(v cty.Value) map[string]string {
 
 // engines opens generation engines by template, holding one at a time.
 type engines struct {
+	be             tensor.Backend
 	model, adapter string
 	name           string
 	e              *infer.Engine
@@ -399,7 +401,7 @@ func (s *engines) get(template string) (*infer.Engine, error) {
 		return s.e, nil
 	}
 	s.close()
-	e, err := infer.Open(infer.Config{Model: s.model, Adapter: s.adapter, Template: template})
+	e, err := infer.Open(infer.Config{Model: s.model, Adapter: s.adapter, Template: template, Backend: s.be})
 	if err != nil {
 		return nil, err
 	}
@@ -426,9 +428,15 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	rep := trainstage.Reporter(req)
 	metrics := map[string]float64{}
 	var files reportFiles
+	// The models compute on the CPU, or on the stage's GPU in the worker.
+	be, releaseBackend, err := trainstage.Backend(req)
+	if err != nil {
+		return fail(err)
+	}
+	defer releaseBackend()
 
 	if c.data != "" || c.pairs != "" {
-		m, err := loadScorer(c.model, c.adapter, c.pairs != "")
+		m, err := loadScorer(be, c.model, c.adapter, c.pairs != "")
 		if err != nil {
 			return fail(err)
 		}
@@ -453,7 +461,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		m.Free()
 	}
 
-	es := &engines{model: c.model, adapter: c.adapter}
+	es := &engines{be: be, model: c.model, adapter: c.adapter}
 	defer es.close()
 	if cc := c.choices; cc != nil {
 		e, err := es.get(cc.template)

@@ -7,19 +7,19 @@ import (
 	"math"
 	"path/filepath"
 
-	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/lora"
+	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/internal/train"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 )
 
-// loadScorer loads the model with the adapter applied (unmerged) and every
-// base weight frozen; valueHead adds the value head from
+// loadScorer loads the model on be with the adapter applied (unmerged) and
+// every base weight frozen; valueHead adds the value head from
 // value_head.safetensors in the adapter directory, else in the model's.
-func loadScorer(modelDir, adapterDir string, valueHead bool) (*llama.Model, error) {
+func loadScorer(be tensor.Backend, modelDir, adapterDir string, valueHead bool) (*llama.Model, error) {
 	opts := llama.Options{Trainable: func(string) bool { return false }, ValueHead: valueHead}
 	var lc lora.Config
 	var tensors map[string]lora.Tensor
@@ -48,9 +48,9 @@ func loadScorer(modelDir, adapterDir string, valueHead bool) (*llama.Model, erro
 	var m *llama.Model
 	var err error
 	if tensors != nil {
-		m, err = llama.LoadAdapted(modelDir, cpu.New(), opts, lc, tensors)
+		m, err = llama.LoadAdapted(modelDir, be, opts, lc, tensors)
 	} else {
-		m, err = llama.LoadWith(modelDir, cpu.New(), opts)
+		m, err = llama.LoadWith(modelDir, be, opts)
 	}
 	if err != nil {
 		return nil, err
