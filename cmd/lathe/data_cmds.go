@@ -233,47 +233,19 @@ func printSamples(w io.Writer, dir string, m *data.Manifest, n int, source strin
 	return nil
 }
 
-// renderSample decodes a sample and marks its trained runs. The text is the
-// decode of the whole sample (so decoders that treat the first token or word
-// boundaries specially, like Metaspace, show what a full decode shows), cut
-// where the decode of each run's prefix ends; where a prefix's decode is not
-// a prefix of the whole (a multi-byte character split across runs), the run
-// is decoded on its own instead.
+// renderSample decodes a sample and marks its trained runs (data.Spans).
 func renderSample(tok tokenizer.Codec, s data.Sample, color bool) string {
 	open, close := plainOpen, plainClose
 	if color {
 		open, close = ansiOpen, ansiClose
 	}
-	ids := make([]int, len(s.Tokens))
-	for k, id := range s.Tokens {
-		ids[k] = int(id)
-	}
-	full := tok.Decode(ids, false)
 	var b strings.Builder
-	prev := 0 // bytes of full already written
-	for i := 0; i < len(ids); {
-		j := i
-		for j < len(ids) && s.Mask[j] == s.Mask[i] {
-			j++
-		}
-		var text string
-		if j == len(ids) {
-			text = full[prev:]
-		} else if p := tok.Decode(ids[:j], false); len(p) >= prev && strings.HasPrefix(full, p) {
-			text = full[prev:len(p)]
+	for _, sp := range data.Spans(s, func(ids []int) string { return tok.Decode(ids, false) }) {
+		if sp.Trained {
+			b.WriteString(open + sp.Text + close)
 		} else {
-			text = tok.Decode(ids[i:j], false)
+			b.WriteString(sp.Text)
 		}
-		prev += len(text)
-		if prev > len(full) {
-			prev = len(full)
-		}
-		if s.Mask[i] {
-			b.WriteString(open + text + close)
-		} else {
-			b.WriteString(text)
-		}
-		i = j
 	}
 	return b.String()
 }

@@ -731,21 +731,21 @@ func TestSpans(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		mask func(i int) bool
-		want []sampleSpan
+		want []data.Span
 	}{
 		{"answer trained", func(i int) bool { return i >= len(prompt) },
-			[]sampleSpan{{"the user asks", false}, {" the assistant answers", true}}},
+			[]data.Span{{Text: "the user asks", Trained: false}, {Text: " the assistant answers", Trained: true}}},
 		{"all trained", func(int) bool { return true },
-			[]sampleSpan{{"the user asks the assistant answers", true}}},
+			[]data.Span{{Text: "the user asks the assistant answers", Trained: true}}},
 		{"none trained", func(int) bool { return false },
-			[]sampleSpan{{"the user asks the assistant answers", false}}},
+			[]data.Span{{Text: "the user asks the assistant answers", Trained: false}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := data.Sample{Tokens: append(append([]uint32{}, prompt...), answer...)}
 			for i := range s.Tokens {
 				s.Mask = append(s.Mask, tc.mask(i))
 			}
-			got := spans(tok, s)
+			got := data.Spans(s, func(ids []int) string { return tok.Decode(ids, false) })
 			if len(got) != len(tc.want) {
 				t.Fatalf("spans %+v, want %+v", got, tc.want)
 			}

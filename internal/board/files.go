@@ -209,19 +209,13 @@ func serveTree(w http.ResponseWriter, r *http.Request, base, what string) {
 	w.Write(b)
 }
 
-// sampleSpan is a run of a sample's text that is trained on or not.
-type sampleSpan struct {
-	Text    string `json:"text"`
-	Trained bool   `json:"trained"`
-}
-
 // previewSample is one tokenized sample, decoded.
 type previewSample struct {
-	Index   int          `json:"index"`
-	Label   string       `json:"label,omitempty"` // "chosen" / "rejected" for pairs
-	Tokens  int          `json:"tokens"`
-	Trained int          `json:"trained"`
-	Spans   []sampleSpan `json:"spans"`
+	Index   int         `json:"index"`
+	Label   string      `json:"label,omitempty"` // "chosen" / "rejected" for pairs
+	Tokens  int         `json:"tokens"`
+	Trained int         `json:"trained"`
+	Spans   []data.Span `json:"spans"`
 }
 
 // maxPreview bounds how many samples a preview shows.
@@ -288,7 +282,7 @@ func previewDataset(dsDir, tokDir string, n int) (*data.Manifest, []previewSampl
 		pairs := sh.Flags()&data.FlagPairs != 0
 		for i := 0; i < sh.NumSamples() && len(out) < n; i++ {
 			smp := sh.Sample(i)
-			ps := previewSample{Index: len(out) + 1, Tokens: len(smp.Tokens), Trained: smp.Trainable(), Spans: spans(tok, smp)}
+			ps := previewSample{Index: len(out) + 1, Tokens: len(smp.Tokens), Trained: smp.Trainable(), Spans: data.Spans(smp, func(ids []int) string { return tok.Decode(ids, false) })}
 			if pairs {
 				ps.Label = [2]string{"chosen", "rejected"}[i%2]
 			}
@@ -297,37 +291,4 @@ func previewDataset(dsDir, tokDir string, n int) (*data.Manifest, []previewSampl
 		sh.Close()
 	}
 	return m, out, nil
-}
-
-// spans decodes a sample into runs of trained and untrained text, cut the
-// way `lathe data preview` cuts them: the text is the decode of the whole
-// sample, split where the decode of each run's prefix ends; where a
-// prefix's decode is not a prefix of the whole (a multi-byte character split
-// across runs) the run is decoded on its own.
-func spans(tok tokenizer.Codec, s data.Sample) []sampleSpan {
-	ids := make([]int, len(s.Tokens))
-	for k, id := range s.Tokens {
-		ids[k] = int(id)
-	}
-	full := tok.Decode(ids, false)
-	out := []sampleSpan{}
-	prev := 0
-	for i := 0; i < len(ids); {
-		j := i
-		for j < len(ids) && s.Mask[j] == s.Mask[i] {
-			j++
-		}
-		var text string
-		if j == len(ids) {
-			text = full[prev:]
-		} else if p := tok.Decode(ids[:j], false); len(p) >= prev && strings.HasPrefix(full, p) {
-			text = full[prev:len(p)]
-		} else {
-			text = tok.Decode(ids[i:j], false)
-		}
-		prev = min(prev+len(text), len(full))
-		out = append(out, sampleSpan{Text: text, Trained: s.Mask[i]})
-		i = j
-	}
-	return out
 }
