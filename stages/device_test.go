@@ -11,6 +11,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/stages/evaluate"
+	"github.com/lathe-ml/lathe/stages/internal/trainstage"
 	"github.com/lathe-ml/lathe/stages/sft"
 )
 
@@ -115,5 +116,30 @@ generate {
 	}
 	if len(onCPU) < 3 || !maps.Equal(onCPU, onDevice) {
 		t.Errorf("metrics on the CPU %v, on the device %v", onCPU, onDevice)
+	}
+}
+
+// TestSFTPrecisionBF16: precision = "bf16" trains LoRA over a base held
+// in bfloat16 (the loss falls), and its result differs from fp32's.
+func TestSFTPrecisionBF16(t *testing.T) {
+	vars := setup(t)
+	run := func(precision string) trainstage.Report {
+		src := `
+model         = base
+data          = sft_data
+method        = "lora"
+learning_rate = 5e-3
+max_steps     = 6
+batch_size    = 4
+precision     = "` + precision + `"
+`
+		return report(t, runKind(t, sft.Kind(), src, vars, "", nil))
+	}
+	half, full := run("bf16"), run("fp32")
+	if !(half.FinalLoss < half.FirstLoss) {
+		t.Errorf("bf16: loss %v -> %v, want it to fall", half.FirstLoss, half.FinalLoss)
+	}
+	if half.FinalLoss == full.FinalLoss {
+		t.Errorf("bf16 and fp32 end at the same loss %v: the weights were not rounded", half.FinalLoss)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/lathe-ml/lathe/internal/cpu"
@@ -476,17 +477,20 @@ func gemmCases() []testCase {
 		pad            int
 		in, out        tensor.DType
 		name           string
+		mixed          bool // A stays F32 (activations beside a bf16 weight B)
 	}
 	shapes := []gshape{
-		{false, false, 67, 45, 129, 1, 1, 0, 0, tensor.F32, tensor.F32, "NN"},
-		{false, true, 67, 45, 129, 1, 0.7, 0.3, 3, tensor.F32, tensor.F32, "NT ld+3 beta"},
-		{true, false, 33, 70, 64, 1, 1, 1, 1, tensor.F32, tensor.F32, "TN beta=1"},
-		{true, true, 17, 19, 300, 1, -1, 0, 0, tensor.F32, tensor.F32, "TT"},
-		{false, true, 31, 40, 64, 3, 1, 0.5, 2, tensor.F32, tensor.F32, "NT batch=3"},
-		{false, true, 96, 80, 128, 1, 1, 0, 0, tensor.BF16, tensor.F32, "NT bf16→f32"},
-		{true, false, 64, 48, 96, 2, 1, 1, 0, tensor.BF16, tensor.F32, "TN bf16→f32 batch=2"},
-		{false, false, 40, 72, 64, 1, 1, 0, 0, tensor.BF16, tensor.BF16, "NN bf16→bf16"},
-		{false, true, 50, 30, 80, 1, 1, 0, 0, tensor.F16, tensor.F32, "NT f16→f32"},
+		{false, false, 67, 45, 129, 1, 1, 0, 0, tensor.F32, tensor.F32, "NN", false},
+		{false, true, 67, 45, 129, 1, 0.7, 0.3, 3, tensor.F32, tensor.F32, "NT ld+3 beta", false},
+		{true, false, 33, 70, 64, 1, 1, 1, 1, tensor.F32, tensor.F32, "TN beta=1", false},
+		{true, true, 17, 19, 300, 1, -1, 0, 0, tensor.F32, tensor.F32, "TT", false},
+		{false, true, 31, 40, 64, 3, 1, 0.5, 2, tensor.F32, tensor.F32, "NT batch=3", false},
+		{false, true, 96, 80, 128, 1, 1, 0, 0, tensor.BF16, tensor.F32, "NT bf16→f32", false},
+		{true, false, 64, 48, 96, 2, 1, 1, 0, tensor.BF16, tensor.F32, "TN bf16→f32 batch=2", false},
+		{false, false, 40, 72, 64, 1, 1, 0, 0, tensor.BF16, tensor.BF16, "NN bf16→bf16", false},
+		{false, true, 50, 30, 80, 1, 1, 0, 0, tensor.F16, tensor.F32, "NT f16→f32", false},
+		{false, true, 96, 80, 128, 1, 1, 0, 0, tensor.BF16, tensor.F32, "NT f32×bf16→f32 (weight)", true},
+		{false, false, 64, 72, 80, 1, 1, 1, 0, tensor.BF16, tensor.F32, "NN f32×bf16→f32 beta=1", true},
 	}
 	for _, s := range shapes {
 		shape := fmt.Sprintf("%s M=%d N=%d K=%d", s.name, s.m, s.n, s.k)
@@ -518,6 +522,7 @@ func gemmCases() []testCase {
 			}
 			t := tolGemm
 			var ah, bh, ch []uint16
+			rawA := slices.Clone(av) // a mixed case hands A to the device unrounded
 			if s.in != tensor.F32 {
 				ah, bh = round(av, s.in), round(bv, s.in)
 				t = tolGemmH
@@ -543,6 +548,9 @@ func gemmCases() []testCase {
 				return
 			}
 			g.A, g.B = e.u16(s.in, ah), e.u16(s.in, bh)
+			if s.mixed {
+				g.A = e.f32(rawA) // the backend rounds it to bf16 itself
+			}
 			if s.out == tensor.F32 {
 				g.C = e.f32(cv)
 			} else {

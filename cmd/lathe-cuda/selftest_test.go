@@ -16,7 +16,11 @@ import (
 func TestSelftestCPUAgainstCPU(t *testing.T) {
 	var picked []testCase
 	for _, c := range cases() {
-		if !c.half { // the CPU backend multiplies F32 only
+		// The CPU backend multiplies F32 and BF16 inputs into F32 (no F16,
+		// no 16-bit output); beside a BF16 weight it keeps F32 activations
+		// exact where the CUDA backend, as the mixed cases expect, rounds
+		// them.
+		if !c.half || strings.Contains(c.shape, "bf16→f32") && !strings.Contains(c.shape, "f32×bf16") {
 			picked = append(picked, c)
 		}
 	}

@@ -26,8 +26,9 @@ type Backend struct {
 
 	normPartials []float64 // GlobalNorm: one partial sum per fixed chunk
 	normChunks   []normChunk
-	nf4Scratch   []float32 // QuantizeNF4: true absmax per block
-	ropeTab      ropeTable // RoPE: cached cos/sin per position
+	nf4Scratch   []float32    // QuantizeNF4: true absmax per block
+	ropeTab      ropeTable    // RoPE: cached cos/sin per position
+	widened      [2][]float32 // Gemm: BF16 operands A and B widened to F32
 }
 
 // New returns a CPU backend.

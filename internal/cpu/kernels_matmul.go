@@ -15,7 +15,10 @@ func extent(rows, cols, ld int) int {
 	return (rows-1)*ld + cols
 }
 
-// Gemm runs g as Batch calls of Sgemm on sub-slices of the buffers.
+// Gemm runs g as Batch calls of Sgemm on sub-slices of the buffers. A BF16
+// operand (A or B; C is F32) is first widened to F32, which is exact, into
+// a scratch slice the backend keeps: the product is the F32 product of the
+// bfloat16 values.
 func (be *Backend) Gemm(g tensor.Gemm) {
 	batch := max(g.Batch, 1)
 	if g.M < 0 || g.N < 0 || g.K < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 {
@@ -30,11 +33,28 @@ func (be *Backend) Gemm(g tensor.Gemm) {
 		br, bc = g.N, g.K
 	}
 	last := batch - 1
-	a := f32("cpu.Gemm A", g.A, last*g.StrideA+extent(ar, ac, g.LDA))
-	b := f32("cpu.Gemm B", g.B, last*g.StrideB+extent(br, bc, g.LDB))
+	a := be.gemmOperand(0, "cpu.Gemm A", g.A, last*g.StrideA+extent(ar, ac, g.LDA))
+	b := be.gemmOperand(1, "cpu.Gemm B", g.B, last*g.StrideB+extent(br, bc, g.LDB))
 	c := f32("cpu.Gemm C", g.C, last*g.StrideC+extent(g.M, g.N, g.LDC))
 	for i := 0; i < batch; i++ {
 		Sgemm(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha,
 			a[i*g.StrideA:], g.LDA, b[i*g.StrideB:], g.LDB, g.Beta, c[i*g.StrideC:], g.LDC)
 	}
+}
+
+// gemmOperand returns the first n elements of a Gemm input as float32: an
+// F32 buffer's own memory, or a BF16 buffer widened into scratch slot i.
+func (be *Backend) gemmOperand(i int, what string, b tensor.Buffer, n int) []float32 {
+	if b.DType() != tensor.BF16 {
+		return f32(what, b, n)
+	}
+	h := view[uint16](what, b, tensor.BF16, n)
+	if cap(be.widened[i]) < n {
+		be.widened[i] = make([]float32, n)
+	}
+	w := be.widened[i][:n]
+	be.k.conv = convK{f: w, h: h, bf: true}
+	be.par(n, grainElems, &be.k.conv)
+	be.k.conv = convK{}
+	return w
 }

@@ -56,26 +56,22 @@
 //
 // Every kernel works on F32 buffers, as the tensor.Backend contract says.
 // Gemm also takes BF16 and F16 inputs (with F32 or same-type output,
-// float32 accumulation), and F32 inputs are multiplied per
-// Options.F32Compute: exact float32 (the default, used by the self-test),
-// TF32, or bf16 tensor-core math on float32 buffers
-// (CUBLAS_COMPUTE_32F_FAST_16BF: cuBLAS rounds the operands to bfloat16 and
-// accumulates in float32). The last is how the engine, which keeps every
-// tensor in F32, trains with bf16 GEMM throughput today: master weights,
-// gradients, optimizer state and activations stay float32, each matmul's
-// inputs are bfloat16-rounded, all reductions are float32 or float64.
+// float32 accumulation), one BF16 input beside an F32 one (the F32
+// operand, a model's activations, is rounded to bfloat16 into scratch
+// first, since cuBLAS takes one input type: the CPU backend instead widens
+// the BF16 operand exactly), and F32 inputs are multiplied per
+// Options.F32Compute: exact float32 (the default, used by the worker and
+// the self-test), TF32, or bf16 tensor-core math on float32 buffers
+// (CUBLAS_COMPUTE_32F_FAST_16BF).
 //
-// Full bf16 mixed precision (bf16 weights and activations in memory, fp32
-// master weights and optimizer state for the trainable parameters) is the
-// next step and needs the engine (internal/llama) to hold two copies of a
-// trainable parameter: the F32 master (updated by AdamW, from F32
-// gradients) and a BF16 working copy refreshed by Convert after each
-// optimizer step; frozen weights (LoRA's base) held only in BF16; saved
-// activations in BF16 with the kernels taking BF16 inputs and F32
-// accumulators (RMSNorm, SwiGLU, RoPE, attention reading BF16 q/k/v with
-// float32 softmax); and gradient GEMMs writing F32 (Gemm already accepts
-// BF16 inputs with an F32 C). The kernels here would gain BF16 load/store
-// variants; their arithmetic stays float32.
+// Mixed precision (a training stage's precision = "bf16",
+// llama.Options.BF16) holds the linear layers' weights as bfloat16
+// working copies that the products read, with float32 masters, gradients
+// and AdamW state for the weights that train, refreshed by Convert after
+// each optimizer step; frozen weights (LoRA's base) are bfloat16 only.
+// Activations stay float32 in memory (so non-GEMM kernels need no BF16
+// variants), and every reduction is float32 or float64. Holding
+// activations in bfloat16 would halve their memory and is not done.
 //
 // It does not do: multiple GPUs, CUDA graphs, tensor-core attention (the
 // attention kernels are float32 SIMT: correct first, and the largest

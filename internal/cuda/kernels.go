@@ -319,8 +319,9 @@ func (be *Backend) Gemm(g tensor.Gemm) {
 	if g.M < 0 || g.N < 0 || g.K < 0 || g.StrideA < 0 || g.StrideB < 0 || g.StrideC < 0 {
 		panic(fmt.Sprintf("cuda.Gemm: negative shape or stride in %+v", g))
 	}
-	if g.A.DType() != g.B.DType() {
-		panic(fmt.Sprintf("cuda.Gemm: A is %v, B is %v", g.A.DType(), g.B.DType()))
+	mixed := g.A.DType() != g.B.DType()
+	if mixed && !(g.C.DType() == tensor.F32 && (g.A.DType() == tensor.BF16 && g.B.DType() == tensor.F32 || g.A.DType() == tensor.F32 && g.B.DType() == tensor.BF16)) {
+		panic(fmt.Sprintf("cuda.Gemm: A is %v, B is %v, C is %v (mixed inputs: one BF16, one F32, F32 C)", g.A.DType(), g.B.DType(), g.C.DType()))
 	}
 	if g.C.DType() != tensor.F32 && g.C.DType() != g.A.DType() {
 		panic(fmt.Sprintf("cuda.Gemm: C is %v with %v inputs", g.C.DType(), g.A.DType()))
@@ -337,18 +338,35 @@ func (be *Backend) Gemm(g tensor.Gemm) {
 		panic(fmt.Sprintf("cuda.Gemm: leading dimensions too small in %+v", g))
 	}
 	last := batch - 1
-	a := be.ptr("cuda.Gemm A", g.A, g.A.DType(), last*g.StrideA+extent(ar, ac, g.LDA))
-	b := be.ptr("cuda.Gemm B", g.B, g.B.DType(), last*g.StrideB+extent(br, bc, g.LDB))
+	na, nb := last*g.StrideA+extent(ar, ac, g.LDA), last*g.StrideB+extent(br, bc, g.LDB)
+	a := be.ptr("cuda.Gemm A", g.A, g.A.DType(), na)
+	b := be.ptr("cuda.Gemm B", g.B, g.B.DType(), nb)
 	c := be.ptr("cuda.Gemm C", g.C, g.C.DType(), last*g.StrideC+extent(g.M, g.N, g.LDC))
 	if g.M == 0 || g.N == 0 {
 		return
 	}
+	adt, bdt := g.A.DType(), g.B.DType()
+	if mixed {
+		// cuBLAS takes one input type: the F32 operand beside a BF16 one
+		// (activations beside a bfloat16 weight) is rounded to bfloat16
+		// into scratch, and the product runs on the tensor cores with
+		// float32 accumulation.
+		if adt == tensor.F32 {
+			s := be.scratchPtr(2 * max(na, 1))
+			be.launch1D("f32_to_bf16", na, ptrArg(s), a, i64a(na))
+			a, adt = ptrArg(s), tensor.BF16
+		} else {
+			s := be.scratchPtr(2 * max(nb, 1))
+			be.launch1D("f32_to_bf16", nb, ptrArg(s), b, i64a(nb))
+			b, bdt = ptrArg(s), tensor.BF16
+		}
+	}
 	compute := cublasCompute32F
-	if g.A.DType() == tensor.F32 {
+	if adt == tensor.F32 {
 		compute = be.opts.F32Compute.cublasValue()
 	}
 	call := gemmCall{transA: g.TransB, transB: g.TransA, m: g.N, n: g.M, k: g.K, alpha: g.Alpha, beta: g.Beta,
-		a: b, b: a, c: c, atype: cudaType("B", g.B.DType()), btype: cudaType("A", g.A.DType()), ctype: cudaType("C", g.C.DType()),
+		a: b, b: a, c: c, atype: cudaType("B", bdt), btype: cudaType("A", adt), ctype: cudaType("C", g.C.DType()),
 		lda: max(g.LDB, 1), ldb: max(g.LDA, 1), ldc: max(g.LDC, 1),
 		strideA: int64(g.StrideB), strideB: int64(g.StrideA), strC: int64(g.StrideC), batch: batch, compute: compute}
 	defer be.enter()()

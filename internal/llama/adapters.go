@@ -29,6 +29,16 @@ type Options struct {
 	// (v_head.summary.weight [1,H], v_head.summary.bias [1]) for reward
 	// models and PPO values.
 	ValueHead bool
+	// BF16 holds the linear layers' base weights (q, k, v, o, gate, up,
+	// down and the families' fused projections) as bfloat16 working
+	// copies that the matrix products read: mixed precision. A trainable
+	// one keeps its float32 master weight, gradient and optimizer state
+	// and its working copy is rounded from the master after every update
+	// (Updated); a frozen one (LoRA's base) is held only in bfloat16,
+	// half the memory. Embeddings, norms, biases, the LM head, adapters
+	// and the value head stay float32, as do activations and every
+	// reduction. NF4 weights are not affected.
+	BF16 bool
 }
 
 // LoRAOptions describes the adapters: on each listed linear module,
@@ -222,6 +232,9 @@ func (m *Model) initAdapters() error {
 // setParam uploads v as p's value, quantising NF4 weights through a
 // temporary F32 buffer.
 func (m *Model) setParam(p *Param, v []float32) error {
+	if !p.H.IsNil() {
+		return m.setHalf(p, v)
+	}
 	if p.Q == nil {
 		return tensor.UploadF32(m.be, p.W, v)
 	}
@@ -237,9 +250,49 @@ func (m *Model) setParam(p *Param, v []float32) error {
 	return m.be.Sync()
 }
 
-// paramValues downloads p's value (dequantised for NF4 weights).
+// setHalf sets a weight held in bfloat16: the master (when it trains)
+// takes v exactly, the working copy v rounded.
+func (m *Model) setHalf(p *Param, v []float32) error {
+	src := p.W
+	if src.IsNil() {
+		tmp, err := m.be.Alloc(tensor.F32, len(v))
+		if err != nil {
+			return err
+		}
+		defer m.be.Free(tmp)
+		src = tmp
+	}
+	if err := tensor.UploadF32(m.be, src, v); err != nil {
+		return err
+	}
+	m.be.Convert(p.H, src, len(v))
+	return m.be.Sync()
+}
+
+// Updated rounds the bfloat16 working copy of every trainable weight from
+// its float32 master (Options.BF16): an optimizer that changes the masters
+// calls it after each step. Without BF16 it does nothing.
+func (m *Model) Updated() {
+	for _, p := range m.trainable {
+		if !p.H.IsNil() {
+			m.be.Convert(p.H, p.W, p.Len())
+		}
+	}
+}
+
+// paramValues downloads p's value (dequantised for NF4 weights, widened for
+// weights held only in bfloat16, the master for the others).
 func (m *Model) paramValues(p *Param) ([]float32, error) {
 	v := make([]float32, p.Len())
+	if p.W.IsNil() && !p.H.IsNil() {
+		tmp, err := m.be.Alloc(tensor.F32, len(v))
+		if err != nil {
+			return nil, err
+		}
+		defer m.be.Free(tmp)
+		m.be.Convert(tmp, p.H, len(v))
+		return v, tensor.DownloadF32(m.be, v, tmp)
+	}
 	if p.Q == nil {
 		return v, tensor.DownloadF32(m.be, v, p.W)
 	}
@@ -501,7 +554,7 @@ func (m *Model) SaveMerged(dir string, dt safetensors.DType) error {
 
 // MemoryUse is what a model holds on its backend, in bytes, by purpose.
 type MemoryUse struct {
-	Params      int64 // F32 parameters (base, adapters, value head)
+	Params      int64 // F32 parameters (base, adapters, value head) and bfloat16 working copies
 	NF4         int64 // NF4 weights (codes and scales)
 	Grads       int64 // gradients of the trainable parameters
 	Activations int64 // activations and backward scratch for the reserved tokens, token buffers
@@ -524,7 +577,7 @@ func (m *Model) MemoryUse() MemoryUse {
 		return int64(x.Bytes())
 	}
 	nf4, _ := m.NF4Bytes()
-	u := MemoryUse{Params: b(m.paramMem), NF4: int64(nf4), Grads: b(m.gradMem), Scratch: b(m.scratch) + b(m.invFreq)}
+	u := MemoryUse{Params: b(m.paramMem) + b(m.halfMem), NF4: int64(nf4), Grads: b(m.gradMem), Scratch: b(m.scratch) + b(m.invFreq)}
 	if a := m.act; a != nil {
 		u.Activations = b(a.mem) + b(a.imem)
 		u.Logits = b(a.logits)

@@ -34,7 +34,11 @@
 // families against testdata/family_ref.py, written from each family's own
 // modelling code in its own tensor layout.
 //
+// Mixed precision (Options.BF16) holds the linear layers' weights as
+// bfloat16 working copies that the products read, with float32 masters
+// for the weights that train; activations stay float32.
+//
 // It does not do: rope scaling other than llama3 and longrope's short
-// factors, or mixed precision; LoRA, NF4 weights and generation are built
-// on it in adapters.go, linear.go and decode.go.
+// factors, or bfloat16 activations; LoRA, NF4 weights and generation are
+// built on it in adapters.go, linear.go and decode.go.
 package llama

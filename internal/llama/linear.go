@@ -10,6 +10,15 @@ import (
 // weights dequantised tile by tile), the bias, and the LoRA path with its
 // optional dropout, forward and backward.
 
+// weight is what a product reads: the bfloat16 working copy when there is
+// one (Options.BF16), else the float32 weight.
+func (p *Param) weight() tensor.Buffer {
+	if !p.H.IsNil() {
+		return p.H
+	}
+	return p.W
+}
+
 // adapted reports whether any layer carries a LoRA pair on linear i.
 func (m *Model) adapted(i int) bool {
 	for l := range m.layers {
@@ -47,7 +56,7 @@ func (m *Model) linear(st *fwdState, l, i int, y, x tensor.Buffer) {
 // a time so that only one tile is ever held in F32.
 func (m *Model) baseProduct(y, x tensor.Buffer, L *linear, n int) {
 	if L.w.Q == nil {
-		tensor.MatMul(m.be, y, x, L.w.W, n, L.out, L.in, false, true, 0)
+		tensor.MatMul(m.be, y, x, L.w.weight(), n, L.out, L.in, false, true, 0)
 		return
 	}
 	tr := nf4TileRows(L.out, L.in)
@@ -67,7 +76,7 @@ func (m *Model) baseInputGrad(dx, dy tensor.Buffer, L *linear, n int, accumulate
 		beta = 1
 	}
 	if L.w.Q == nil {
-		tensor.MatMul(m.be, dx, dy, L.w.W, n, L.in, L.out, false, false, beta)
+		tensor.MatMul(m.be, dx, dy, L.w.weight(), n, L.in, L.out, false, false, beta)
 		return
 	}
 	tr := nf4TileRows(L.out, L.in)

@@ -17,12 +17,17 @@ import (
 type Param struct {
 	Name  string
 	Shape []int
-	// W is the F32 weight; the zero Buffer when Q holds the weight.
+	// W is the F32 weight; the zero Buffer when Q holds the weight, or H
+	// alone (a frozen weight under Options.BF16).
 	W tensor.Buffer
 	// Grad is the gradient; the zero Buffer for a frozen parameter.
 	Grad tensor.Buffer
 	// Q is the NF4 weight of a frozen linear layer under QLoRA, else nil.
 	Q *tensor.NF4Tensor
+	// H is the bfloat16 working copy of a linear weight under
+	// Options.BF16 (the products read it; W, when the weight trains, is
+	// its float32 master), else the zero Buffer.
+	H tensor.Buffer
 	// NoDecay marks norms and biases (the HF Trainer's no-weight-decay
 	// group).
 	NoDecay bool
@@ -52,6 +57,7 @@ type Model struct {
 	opts   Options
 
 	paramMem, gradMem tensor.Buffer
+	halfMem           tensor.Buffer // bfloat16 working copies (Options.BF16)
 	embed, norm, head *Param
 	vhead, vheadB     *Param
 	layers            []layerParams
@@ -161,9 +167,18 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 		m.vhead = add(ValueHeadWeight, false, 1, H)
 		m.vheadB = add(ValueHeadBias, true, 1)
 	}
-	// Which parameters train, and which are held in NF4.
+	// Which parameters train, which are held in NF4, and which (under BF16)
+	// have a bfloat16 working copy.
+	half := map[*Param]bool{}
+	if o.BF16 {
+		for l := range m.layers {
+			for i := range m.layers[l].lin {
+				half[m.layers[l].lin[i].w] = true
+			}
+		}
+	}
 	var trainable []*Param
-	total, gtotal := 0, 0
+	total, gtotal, htotal := 0, 0, 0
 	for i, p := range m.Params {
 		if i < base && o.NF4 != nil && o.NF4(p.Name) {
 			q, err := tensor.AllocNF4(be, p.Len())
@@ -174,16 +189,28 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 			p.Q = &q
 			continue
 		}
-		total += p.Len()
-		if i >= base || o.Trainable == nil || o.Trainable(p.Name) {
+		trains := i >= base || o.Trainable == nil || o.Trainable(p.Name)
+		if half[p] {
+			htotal += p.Len()
+		}
+		if trains {
 			trainable = append(trainable, p)
 			gtotal += p.Len()
+		}
+		if trains || !half[p] {
+			total += p.Len()
 		}
 	}
 	var err error
 	if m.paramMem, err = be.Alloc(tensor.F32, total); err != nil {
 		m.Free()
 		return nil, fmt.Errorf("llama: parameters (%d floats): %w", total, err)
+	}
+	if htotal > 0 {
+		if m.halfMem, err = be.Alloc(tensor.BF16, htotal); err != nil {
+			m.Free()
+			return nil, fmt.Errorf("llama: bfloat16 weights (%d values): %w", htotal, err)
+		}
 	}
 	if gtotal > 0 {
 		if m.gradMem, err = be.Alloc(tensor.F32, gtotal); err != nil {
@@ -192,16 +219,23 @@ func NewWith(cfg Config, be tensor.Backend, o Options) (*Model, error) {
 		}
 	}
 	off := 0
+	for _, p := range trainable {
+		p.Grad = m.gradMem.View(off, p.Len())
+		off += p.Len()
+	}
+	off, hoff := 0, 0
 	for _, p := range m.Params {
+		if half[p] && p.Q == nil {
+			p.H = m.halfMem.View(hoff, p.Len())
+			hoff += p.Len()
+			if !p.Trainable() {
+				continue
+			}
+		}
 		if p.Q == nil {
 			p.W = m.paramMem.View(off, p.Len())
 			off += p.Len()
 		}
-	}
-	off = 0
-	for _, p := range trainable {
-		p.Grad = m.gradMem.View(off, p.Len())
-		off += p.Len()
 	}
 	m.trainable = trainable
 	m.stopLayer = m.lowestTrainableLayer()
@@ -271,12 +305,12 @@ func (m *Model) Backend() tensor.Backend { return m.be }
 
 // Free releases every allocation of the model.
 func (m *Model) Free() {
-	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.invFreq, m.scratch, m.fam.mem, m.alibi} {
+	for _, b := range []tensor.Buffer{m.paramMem, m.gradMem, m.halfMem, m.invFreq, m.scratch, m.fam.mem, m.alibi} {
 		if !b.IsNil() {
 			m.be.Free(b)
 		}
 	}
-	m.paramMem, m.gradMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
+	m.paramMem, m.gradMem, m.halfMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
 	m.fam, m.alibi = familyBuffers{}, tensor.Buffer{}
 	for _, p := range m.Params {
 		if p.Q != nil {
@@ -505,5 +539,6 @@ func (m *Model) AdamW(c AdamWConfig) error {
 			off += n
 		}
 	}
+	m.Updated()
 	return m.be.Sync()
 }

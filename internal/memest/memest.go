@@ -45,6 +45,11 @@ type Input struct {
 	LoRADropout bool
 	// ValueHead adds the scalar head of reward models and PPO values.
 	ValueHead bool
+	// BF16 holds the linear weights as bfloat16 working copies
+	// (precision = "bf16", llama.Options.BF16): 2 bytes each, on top of
+	// the float32 master of a weight that trains, instead of it for one
+	// that is frozen.
+	BF16 bool
 	// BatchSize is rows per micro-batch; SeqLen is max_seq_len (the
 	// trainer reserves activations for BatchSize·SeqLen tokens);
 	// GradAccum is the number of micro-batches per step (0 means 1). It
@@ -85,7 +90,7 @@ type Piece struct {
 
 // The piece names, in the order Training lists them.
 const (
-	PieceWeights   = "weights"         // F32 parameters: base, adapters, value head
+	PieceWeights   = "weights"         // F32 parameters (base, adapters, value head) and bfloat16 copies
 	PieceNF4       = "nf4 weights"     // QLoRA's frozen linear weights: codes and scales
 	PieceGradients = "gradients"       // of the trainable parameters
 	PieceScratch   = "scratch"         // frozen-norm gradient sink, NF4 tile, RoPE frequencies
@@ -172,6 +177,8 @@ func FormatBytes(n int64) string {
 // allocates.
 type shape struct {
 	f32, nf4Bytes, trainable int64    // floats, bytes, floats
+	bf16                     int64    // values of the bfloat16 working copies
+	largestBF16              int      // values of the largest of them
 	trainableTensors         int      // tensors of the trainable floats
 	baseValues               int64    // values of the base model (NF4 included)
 	nf4Tile                  int      // floats of the dequantisation tile
@@ -285,12 +292,28 @@ func layout(in Input) (shape, error) {
 			s.largestNF4 = max(s.largestNF4, n)
 			return
 		}
-		s.f32 += int64(n)
 		s.largest = max(s.largest, n)
 		if trainsBase(name) {
 			s.trainable += int64(n)
 			s.trainableTensors++
 		}
+		s.f32 += int64(n)
+	}
+	// addLinear adds a linear weight: NF4 under QLoRA, with a bfloat16
+	// working copy under BF16 (and no float32 copy when frozen).
+	addLinear := func(name string, n int, nf4 bool) {
+		if !in.BF16 || nf4 {
+			add(name, n, nf4)
+			return
+		}
+		s.bf16 += int64(n)
+		s.largestBF16 = max(s.largestBF16, n)
+		if trainsBase(name) {
+			add(name, n, false)
+			return
+		}
+		s.baseValues += int64(n)
+		s.largest = max(s.largest, n)
 	}
 	H, I, D := c.Hidden, c.Intermediate, c.HeadDim
 	qd, kvd := c.Heads*D, c.KVHeads*D
@@ -321,7 +344,7 @@ func layout(in Input) (shape, error) {
 				}
 				s.nf4Tile = max(s.nf4Tile, tr*k.in)
 			}
-			add(p+k.path+".weight", k.out*k.in, nf4)
+			addLinear(p+k.path+".weight", k.out*k.in, nf4)
 		}
 		if c.QKVBias {
 			add(p+"self_attn.q_proj.bias", qd, false)
@@ -480,7 +503,7 @@ func Training(in Input) (Estimate, error) {
 		e.Total += bytes
 	}
 	// Held from model creation to the end.
-	add(PieceWeights, 4*s.f32, true)
+	add(PieceWeights, 4*s.f32+2*s.bf16, true)
 	add(PieceNF4, s.nf4Bytes, true)
 	add(PieceGradients, 4*s.trainable, true)
 	// Frozen-norm gradient sink, NF4 tile, RoPE inverse frequencies.
@@ -723,5 +746,7 @@ func kernelBytes(in Input, s shape, n, threads int, extra ...[3]int) int64 {
 	blocks, _ := tensor.NF4Sizes(s.largestNF4)
 	P := int64(threads)
 	floats += (P/2+1)*maxB + P*maxA + P*int64(g.mr*g.nr) + P*attn + int64(blocks)
+	// A bfloat16 weight is widened to float32 for its products.
+	floats += int64(s.largestBF16)
 	return 4 * floats
 }

@@ -28,7 +28,7 @@ func loadConfig(t testing.TB, name string) llama.Config {
 
 // options mirrors trainstage.Load: the llama options a method implies.
 func options(in Input) llama.Options {
-	var o llama.Options
+	o := llama.Options{BF16: in.BF16}
 	switch in.Method {
 	case Freeze:
 		o.Trainable = in.Trainable
@@ -165,6 +165,15 @@ func TestBackendPiecesExact(t *testing.T) {
 					}
 				}
 			}
+		}
+		// bfloat16 weights (precision = "bf16"), with the other options off.
+		for _, m := range []variant{
+			{"full-bf16", Input{Method: Full, BF16: true}},
+			{"lora-all-bf16", Input{Method: LoRA, LoRARank: 4, LoRAModules: []string{"all"}, BF16: true}},
+			{"freeze-last-bf16", Input{Method: Freeze, Trainable: lastLayer, BF16: true}},
+		} {
+			m.in.Config, m.in.BatchSize, m.in.SeqLen, m.in.Baseline, m.in.Threads = cfg, 2, 24, 1, 1
+			vs = append(vs, m)
 		}
 		for _, v := range vs {
 			t.Run(cfgName+"/"+v.name, func(t *testing.T) {

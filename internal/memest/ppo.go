@@ -143,7 +143,7 @@ func frozenModel(in Input, n int, allTrain bool) (int64, error) {
 		}
 	}
 	rope := tensor.RoPE{HeadDim: c.HeadDim, Theta: c.RopeTheta, Llama3: c.RopeScaling}
-	b := 4*s.f32 + s.nf4Bytes + 4*grads
+	b := 4*s.f32 + 2*s.bf16 + s.nf4Bytes + 4*grads
 	b += 4 * int64(max(c.Hidden, c.HeadDim)+s.nf4Tile+rope.Dim()/2)
 	// The backward pass's scratch is reserved but never written: its
 	// pages are not resident.

@@ -151,6 +151,13 @@ type Transferer interface {
 // M×K or, transposed, K×M). Batch element b uses A at element offset
 // b·StrideA, and likewise B and C. Batch 0 means 1. Beta 0 overwrites C
 // without reading it.
+//
+// C is F32. A and B are F32 or BF16, in any combination (a model's
+// bfloat16 weights, see llama.Options.BF16): the CPU backend multiplies
+// the exactly widened values in float32; the CUDA backend multiplies on
+// the tensor cores with float32 accumulation, rounding an F32 operand
+// beside a BF16 one to bfloat16 first. (The CUDA backend also takes F16
+// and same-type C; see internal/cuda.)
 type Gemm struct {
 	TransA, TransB   bool
 	M, N, K          int

@@ -32,6 +32,7 @@ type AdamW struct {
 	Step int
 
 	be     tensor.Backend
+	model  *llama.Model
 	params []*llama.Param
 	m, v   tensor.Buffer
 }
@@ -54,7 +55,7 @@ func NewAdamW(model *llama.Model, beta1, beta2, eps, weightDecay float32) (*Adam
 		return nil, fmt.Errorf("train: adamw moments: %w", err)
 	}
 	return &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay,
-		be: be, params: model.Trainable(), m: mb, v: vb}, nil
+		be: be, model: model, params: model.Trainable(), m: mb, v: vb}, nil
 }
 
 // Free releases the moments.
@@ -77,6 +78,7 @@ func (o *AdamW) Update(lr float32) error {
 		o.be.AdamW(p.W, p.Grad, o.m.View(off, n), o.v.View(off, n), n, h)
 		off += n
 	}
+	o.model.Updated() // bfloat16 working copies follow their masters
 	if err := o.be.Sync(); err != nil {
 		return fmt.Errorf("train: adamw: %w", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
 
-func tinyModel(t *testing.T, modelType string, seed uint64) *llama.Model {
+func tinyModel(t *testing.T, modelType string, seed uint64, opts ...llama.Options) *llama.Model {
 	t.Helper()
 	js := fmt.Sprintf(`{"model_type": %q, "vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
 		"num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64}`, modelType)
@@ -27,7 +27,11 @@ func tinyModel(t *testing.T, modelType string, seed uint64) *llama.Model {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := llama.New(cfg, cpu.New())
+	var o llama.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	m, err := llama.NewWith(cfg, cpu.New(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +212,17 @@ func TestAccumulationEquivalence(t *testing.T) {
 	}
 }
 
+// TestResumeBitIdentical, for float32 weights and for bfloat16 working
+// copies (whose restore rounds them from the checkpoint's masters).
 func TestResumeBitIdentical(t *testing.T) {
+	for _, bf16 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testResume(t, llama.Options{BF16: bf16}) })
+	}
+}
+
+func testResume(t *testing.T, o llama.Options) {
 	data, val := corpus(10), corpus(3)
-	straight := tinyModel(t, "llama", 11)
+	straight := tinyModel(t, "llama", 11, o)
 	cfg := baseCfg()
 	cfg.MaxSteps, cfg.EvalSteps = 0, 2
 	cfg.Epochs = 3 // 3 micro-batches per epoch: 9 steps, crossing epochs
@@ -227,7 +239,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	// Interrupted after step 5 (between saves: the cancellation saves),
 	// then resumed by a fresh trainer on a freshly initialised model.
 	cfg.CheckpointDir = t.TempDir()
-	m := tinyModel(t, "llama", 11)
+	m := tinyModel(t, "llama", 11, o)
 	ctx, cancel := context.WithCancel(context.Background())
 	tr = &Trainer{Model: m, Train: data, Eval: val, Cfg: cfg, OnStep: func(step, total int) {
 		if step == 5 {
@@ -241,7 +253,7 @@ func TestResumeBitIdentical(t *testing.T) {
 	if fmt.Sprint(steps) != "[4 5]" {
 		t.Fatalf("checkpoints after the interruption: %v, want [4 5] (save_total_limit 2)", steps)
 	}
-	m2 := tinyModel(t, "llama", 99) // different init: the checkpoint must overwrite it
+	m2 := tinyModel(t, "llama", 99, o) // different init: the checkpoint must overwrite it
 	tr = &Trainer{Model: m2, Train: data, Eval: val, Cfg: cfg}
 	got, err := tr.Run(context.Background())
 	if err != nil {
@@ -338,10 +350,16 @@ func TestOpenDataset(t *testing.T) {
 }
 
 func TestThreadCountIndependent(t *testing.T) {
+	for _, bf16 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testThreadCount(t, llama.Options{BF16: bf16}) })
+	}
+}
+
+func testThreadCount(t *testing.T, o llama.Options) {
 	var ref []byte
 	for _, procs := range []int{1, 2} {
 		prev := runtime.GOMAXPROCS(procs)
-		m := tinyModel(t, "llama", 21)
+		m := tinyModel(t, "llama", 21, o)
 		cfg := baseCfg()
 		cfg.MaxSteps, cfg.GradAccum, cfg.SaveSteps = 3, 2, 0
 		_, err := (&Trainer{Model: m, Train: corpus(12), Cfg: cfg}).Run(context.Background())

@@ -86,6 +86,7 @@ func Kind() *stage.Kind {
 		"tokenizer":  trainstage.Artifact("tokenizer", false, stage.TokenizerArtifact, stage.ModelArtifact),
 	}
 	trainstage.AddLoop(schema, 5e-5, 8)
+	trainstage.AddPrecision(schema)
 	return &stage.Kind{
 		Name:        "pretrain",
 		Version:     Version,
@@ -179,7 +180,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		defer release()
-		if model, err = llama.New(mc, be); err != nil {
+		if model, err = llama.NewWith(mc, be, llama.Options{BF16: trainstage.BF16(args)}); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		if err := model.InitRandom(seed, trainstage.Num[float64](c.GetAttr("initializer_range"))); err != nil {
@@ -197,7 +198,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		defer release()
-		if model, err = llama.Load(dir, be); err != nil {
+		if model, err = llama.LoadWith(dir, be, llama.Options{BF16: trainstage.BF16(args)}); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		if tokDir == "" {

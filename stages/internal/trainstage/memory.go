@@ -48,7 +48,7 @@ func estimateInput(g GuardInput) (memest.Input, error) {
 	in := memest.Input{Config: g.Config, Method: memest.Full, ValueHead: g.ValueHead, Pairs: g.Pairs,
 		BatchSize: Num[int](args.GetAttr("batch_size")), SeqLen: Num[int](args.GetAttr("max_seq_len")),
 		GradAccum: Num[int](args.GetAttr("gradient_accumulation")), Recompute: args.GetAttr("activation_recompute").True(),
-		Checkpoints: Num[int](args.GetAttr("save_steps")) > 0}
+		Checkpoints: Num[int](args.GetAttr("save_steps")) > 0, BF16: BF16(args)}
 	if in.SeqLen == 0 {
 		in.SeqLen = g.Config.MaxPositions
 	}
@@ -426,7 +426,7 @@ func ppoInput(args cty.Value) (memest.PPOInput, error) {
 	if err != nil {
 		return memest.PPOInput{}, err
 	}
-	pol := memest.Input{Config: cfg, BatchSize: Num[int](args.GetAttr("batch_size")), ValueHead: true}
+	pol := memest.Input{Config: cfg, BatchSize: Num[int](args.GetAttr("batch_size")), ValueHead: true, BF16: BF16(args)}
 	if err := applyMethod(&pol, args); err != nil {
 		return memest.PPOInput{}, err
 	}

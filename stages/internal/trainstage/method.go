@@ -54,6 +54,26 @@ func AddMethod(spec hcldec.ObjectSpec) {
 	spec["freeze"] = &hcldec.BlockSpec{TypeName: "freeze", Nested: freezeSpec}
 	spec["merge"] = Optional("merge", cty.Bool, cty.False)
 	spec["base_model_name"] = &hcldec.AttrSpec{Name: "base_model_name", Type: cty.String}
+	AddPrecision(spec)
+}
+
+// Precisions lists the values of the precision argument.
+var Precisions = []string{"fp32", "bf16"}
+
+// AddPrecision adds precision: "fp32" (the default) or "bf16", the
+// linear layers' weights held as bfloat16 working copies
+// (llama.Options.BF16).
+func AddPrecision(spec hcldec.ObjectSpec) {
+	spec["precision"] = stage.Validated(Optional("precision", cty.String, cty.StringVal("fp32")), Enum("precision", Precisions))
+}
+
+// BF16 reports whether args ask for bfloat16 weights (precision = "bf16").
+func BF16(args cty.Value) bool {
+	if !args.Type().HasAttribute("precision") {
+		return false
+	}
+	v := args.GetAttr("precision")
+	return !v.IsNull() && v.AsString() == "bf16"
 }
 
 func dropoutRange(v cty.Value) hcl.Diagnostics {
@@ -159,7 +179,7 @@ func Load(args cty.Value, be tensor.Backend, valueHead bool, scratch string) (*L
 			out.LoRA, adapter = &lc, tensors
 		}
 	}
-	opts := llama.Options{ValueHead: valueHead}
+	opts := llama.Options{ValueHead: valueHead, BF16: BF16(args)}
 	switch method {
 	case Full:
 	case Freeze:
