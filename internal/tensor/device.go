@@ -47,3 +47,11 @@ func DeviceBackendName() string {
 	defer deviceMu.Unlock()
 	return deviceName
 }
+
+// MemoryReporter is a device Backend that can say how much memory its
+// device has: a training stage on a device checks its memory estimate
+// against the device's free memory, not the host's.
+type MemoryReporter interface {
+	// DeviceMemory returns the device's free and total memory in bytes.
+	DeviceMemory() (free, total int64, err error)
+}

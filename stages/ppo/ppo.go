@@ -112,16 +112,16 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 	args := req.Args
 	fail := func(err error) (*stage.Result, error) { return nil, fmt.Errorf("ppo: %w", err) }
 	rep := trainstage.Reporter(req)
-	release, err := trainstage.GuardPPO(req)
-	if err != nil {
-		return fail(err)
-	}
-	defer release()
 	be, freeBackend, err := trainstage.Backend(req)
 	if err != nil {
 		return fail(err)
 	}
 	defer freeBackend()
+	release, err := trainstage.GuardPPO(req, be)
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	ld, err := trainstage.Load(args, be, true, req.ScratchDir)
 	if err != nil {
 		return fail(err)

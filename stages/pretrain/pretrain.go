@@ -175,7 +175,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args})
+		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args, Backend: be})
 		if err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
@@ -193,7 +193,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
-		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args})
+		release, err := trainstage.Guard(req, trainstage.GuardInput{Config: mc, Args: args, Backend: be})
 		if err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}

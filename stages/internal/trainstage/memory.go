@@ -20,6 +20,7 @@ import (
 	"github.com/lathe-ml/lathe/internal/lora"
 	"github.com/lathe-ml/lathe/internal/memest"
 	"github.com/lathe-ml/lathe/internal/sysinfo"
+	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/internal/timeest"
 	"github.com/lathe-ml/lathe/pipeline"
 	"github.com/lathe-ml/lathe/pipeline/stage"
@@ -37,6 +38,11 @@ type GuardInput struct {
 	Args      cty.Value // the stage's arguments (loop and method)
 	ValueHead bool
 	Pairs     bool
+	// Backend is what the stage computes on: a device backend that
+	// reports its memory (tensor.MemoryReporter, the CUDA backend) is
+	// checked against the device's free memory; nil or the CPU backend
+	// against the host's.
+	Backend tensor.Backend
 }
 
 // defaultEpochs is what LoopConfig trains without epochs or max_steps.
@@ -111,7 +117,7 @@ func Guard(req *stage.Request, g GuardInput) (release func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	limit, source := availableMemory()
+	limit, source := memoryFor(g.Backend)
 	rep := Reporter(req)
 	rep.Logf("memory estimate: %s peak (%s: %s)", memest.FormatBytes(est.Total), source, memest.FormatBytes(limit))
 	if t, err := timeEstimate(g, in, false); err == nil {
@@ -175,6 +181,26 @@ func holdMemory(e memest.Estimate) func() {
 			debug.SetMemoryLimit(memBase + memActive)
 		}
 	}
+}
+
+// memoryFor returns the memory a stage computing on be may use: the free
+// memory of a device that reports it (LATHE_MEMORY_LIMIT still caps it),
+// else availableMemory.
+func memoryFor(be tensor.Backend) (int64, string) {
+	r, ok := be.(tensor.MemoryReporter)
+	if !ok {
+		return availableMemory()
+	}
+	free, _, err := r.DeviceMemory()
+	if err != nil || free <= 0 {
+		return availableMemory()
+	}
+	if v := os.Getenv(MemoryLimitEnv); v != "" {
+		if n, err := bytesize.Parse(v); err == nil && n > 0 && n < free {
+			return n, MemoryLimitEnv
+		}
+	}
+	return free, "free memory on " + be.Name()
 }
 
 // availableMemory returns the memory a stage may use and where the figure
@@ -460,7 +486,7 @@ func ppoInput(args cty.Value) (memest.PPOInput, error) {
 // policy's training, its reference, the reward model and the rollouts
 // (memest.PPO), logs it, and refuses to start when it does not fit, with
 // the breakdown and the changes that would (unless forced).
-func GuardPPO(req *stage.Request) (release func(), err error) {
+func GuardPPO(req *stage.Request, be tensor.Backend) (release func(), err error) {
 	in, err := ppoInput(req.Args)
 	if err != nil {
 		return nil, err
@@ -469,7 +495,7 @@ func GuardPPO(req *stage.Request) (release func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	limit, source := availableMemory()
+	limit, source := memoryFor(be)
 	Reporter(req).Logf("memory estimate: %s peak (%s: %s)", memest.FormatBytes(est.Total), source, memest.FormatBytes(limit))
 	mini := Num[int](req.Args.GetAttr("mini_batch_size"))
 	return decide(req, est, limit, source, func() []memest.Option { return memest.FittingPPO(in, mini, limit) })

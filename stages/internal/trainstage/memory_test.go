@@ -2,6 +2,7 @@ package trainstage
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,9 +11,11 @@ import (
 
 	"github.com/zclconf/go-cty/cty"
 
+	"github.com/lathe-ml/lathe/internal/cpu"
 	"github.com/lathe-ml/lathe/internal/data"
 	"github.com/lathe-ml/lathe/internal/llama"
 	"github.com/lathe-ml/lathe/internal/memest"
+	"github.com/lathe-ml/lathe/internal/tensor"
 	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
@@ -184,20 +187,70 @@ func TestPPOGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv(MemoryLimitEnv, fmt.Sprint(est.Total-est.Piece(memest.PieceReference)/2))
-	_, err = GuardPPO(&stage.Request{Args: args})
+	_, err = GuardPPO(&stage.Request{Args: args}, nil)
 	if err == nil || !strings.Contains(err.Error(), "not enough memory") || !strings.Contains(err.Error(), "reference model") ||
 		!strings.Contains(err.Error(), `method = "lora" → `) {
 		t.Errorf("guard: %v", err)
 	}
-	release, err := GuardPPO(&stage.Request{Args: args, Force: true})
+	release, err := GuardPPO(&stage.Request{Args: args, Force: true}, nil)
 	if err != nil {
 		t.Fatalf("forced: %v", err)
 	}
 	release()
 	t.Setenv(MemoryLimitEnv, "100GiB")
-	release, err = GuardPPO(&stage.Request{Args: ppoArgs(t, LoRA)})
+	release, err = GuardPPO(&stage.Request{Args: ppoArgs(t, LoRA)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	release()
+}
+
+// deviceWithMemory is a CPU backend standing in for a device that reports
+// its memory.
+type deviceWithMemory struct {
+	*cpu.Backend
+	free int64
+	err  error
+}
+
+func (d deviceWithMemory) Name() string { return "cuda:0" }
+func (d deviceWithMemory) DeviceMemory() (free, total int64, err error) {
+	return d.free, 2 * d.free, d.err
+}
+
+// TestMemoryFor: a device that reports its memory is what a stage on it
+// is checked against (LATHE_MEMORY_LIMIT still caps it); otherwise the
+// host's.
+func TestMemoryFor(t *testing.T) {
+	t.Setenv(MemoryLimitEnv, "")
+	host, hostSource := availableMemory()
+	for _, tc := range []struct {
+		name   string
+		be     tensor.Backend
+		limit  string
+		want   int64
+		source string
+	}{
+		{"cpu", cpu.New(), "", host, hostSource},
+		{"nil", nil, "", host, hostSource},
+		{"device", deviceWithMemory{cpu.New(), 80 << 30, nil}, "", 80 << 30, "free memory on cuda:0"},
+		{"device capped", deviceWithMemory{cpu.New(), 80 << 30, nil}, "1GiB", 1 << 30, MemoryLimitEnv},
+		{"device limit above", deviceWithMemory{cpu.New(), 1 << 30, nil}, "4GiB", 1 << 30, "free memory on cuda:0"},
+		{"device error", deviceWithMemory{cpu.New(), 0, errors.New("no context")}, "", host, hostSource},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv(MemoryLimitEnv, tc.limit)
+			got, source := memoryFor(tc.be)
+			if tc.name == "device error" || tc.be == nil || tc.name == "cpu" {
+				// The host's figure moves; only its source is stable.
+				if source != tc.source {
+					t.Errorf("source %q, want %q", source, tc.source)
+				}
+				return
+			}
+			if got != tc.want || source != tc.source {
+				t.Errorf("memoryFor = %d (%s), want %d (%s)", got, source, tc.want, tc.source)
+			}
+		})
+	}
 }

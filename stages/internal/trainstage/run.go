@@ -55,16 +55,16 @@ func Run(ctx context.Context, req *stage.Request, ft FineTune) (*stage.Result, e
 	if err != nil {
 		return fail(err)
 	}
-	release, err := Guard(req, GuardInput{Config: cfg, Args: args, ValueHead: ft.ValueHead, Pairs: ft.Pairs})
-	if err != nil {
-		return fail(err)
-	}
-	defer release()
 	be, freeBackend, err := Backend(req)
 	if err != nil {
 		return fail(err)
 	}
 	defer freeBackend()
+	release, err := Guard(req, GuardInput{Config: cfg, Args: args, ValueHead: ft.ValueHead, Pairs: ft.Pairs, Backend: be})
+	if err != nil {
+		return fail(err)
+	}
+	defer release()
 	ld, err := Load(args, be, ft.ValueHead, req.ScratchDir)
 	if err != nil {
 		return fail(err)
