@@ -250,7 +250,7 @@ func (ws *Workspace) Plan(ctx context.Context, sel Selection) (*Plan, error) {
 				step.Estimate = "no estimate: " + err.Error()
 			}
 			if n := inst.Resources.GPUs; n > 0 && step.Estimate != "" {
-				step.Estimate += fmt.Sprintf(" — the CPU backend's figure: this stage runs on %d GPU(s), whose memory is not estimated yet", n)
+				step.Estimate += fmt.Sprintf(" — figures for the CPU backend: on its %s the stage holds about the same buffers in device memory (checked against the free memory when it starts); the time is the CPU's", plural(n, "GPU"))
 			}
 		}
 		action[inst] = step.Action
