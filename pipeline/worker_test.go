@@ -85,60 +85,48 @@ output "len" { value = write.after.length }
 
 // TestWorkerFailures: a stage failing in the worker fails with its own
 // message; a worker that dies without recording an outcome fails the
-// stage with what the worker runner said; a canceled run cancels it.
+// stage with what the worker runner said; a canceled run cancels it
+// before it runs.
 func TestWorkerFailures(t *testing.T) {
-	t.Run("stage fails", func(t *testing.T) {
-		var n atomic.Int32
-		ws := loadTest(t, `
+	for _, tc := range []struct {
+		name, mode string
+		gpus       func(n *atomic.Int32, cancel func()) pipeline.GPUs
+		status     pipeline.Status
+		err        string
+	}{
+		{"stage fails", "fail", func(n *atomic.Int32, _ func()) pipeline.GPUs {
+			return &fakeGPUs{ids: []int{0}, kinds: counterKinds(n)}
+		}, pipeline.StatusFailed, "asked to fail"},
+		{"worker dies", "", func(*atomic.Int32, func()) pipeline.GPUs { return dyingWorker{} },
+			pipeline.StatusFailed, "the GPU worker: exit status 2: CUDA_ERROR_ILLEGAL_ADDRESS"},
+		{"canceled", "", func(n *atomic.Int32, cancel func()) pipeline.GPUs {
+			return &fakeGPUs{ids: []int{0}, kinds: counterKinds(n), hold: func(pipeline.WorkerJob) { cancel() }}
+		}, pipeline.StatusCanceled, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var n atomic.Int32
+			ws := loadTest(t, `
 stage "write" "g" {
   text = "x"
-  mode = "fail"
+  mode = "`+tc.mode+`"
   resources { gpus = 1 }
 }`, &n)
-		ws.GPUs = &fakeGPUs{ids: []int{0}, kinds: counterKinds(&n)}
-		res, err := ws.Run(context.Background(), pipeline.RunOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g := stageResult(t, res, "write.g"); g.Status != pipeline.StatusFailed || g.Err == nil || g.Err.Error() != "asked to fail" {
-			t.Errorf("write.g: %s %v", g.Status, g.Err)
-		}
-	})
-	t.Run("worker dies", func(t *testing.T) {
-		var n atomic.Int32
-		ws := loadTest(t, `
-stage "write" "g" {
-  text = "x"
-  resources { gpus = 1 }
-}`, &n)
-		ws.GPUs = dyingWorker{}
-		res, err := ws.Run(context.Background(), pipeline.RunOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		g := stageResult(t, res, "write.g")
-		if g.Status != pipeline.StatusFailed || g.Err == nil || g.Err.Error() != "the GPU worker: exit status 2: CUDA_ERROR_ILLEGAL_ADDRESS" {
-			t.Errorf("write.g: %s %v", g.Status, g.Err)
-		}
-	})
-	t.Run("canceled", func(t *testing.T) {
-		var n atomic.Int32
-		ws := loadTest(t, `
-stage "write" "g" {
-  text = "x"
-  resources { gpus = 1 }
-}`, &n)
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		ws.GPUs = &fakeGPUs{ids: []int{0}, kinds: counterKinds(&n), hold: func(pipeline.WorkerJob) { cancel() }}
-		res, err := ws.Run(ctx, pipeline.RunOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g := stageResult(t, res, "write.g"); g.Status != pipeline.StatusCanceled || n.Load() != 0 {
-			t.Errorf("write.g: %s after %d runs, want canceled before it ran", g.Status, n.Load())
-		}
-	})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			ws.GPUs = tc.gpus(&n, cancel)
+			res, err := ws.Run(ctx, pipeline.RunOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			g := stageResult(t, res, "write.g")
+			if g.Status != tc.status || (tc.err != "" && (g.Err == nil || g.Err.Error() != tc.err)) {
+				t.Errorf("write.g: %s %v; want %s %q", g.Status, g.Err, tc.status, tc.err)
+			}
+			if tc.status == pipeline.StatusCanceled && n.Load() != 0 {
+				t.Errorf("the canceled stage ran %d times", n.Load())
+			}
+		})
+	}
 }
 
 // dyingWorker is a worker runner whose worker crashes at once.
