@@ -253,19 +253,22 @@ func (m *Model) setParam(p *Param, v []float32) error {
 // setHalf sets a weight held in bfloat16: the master (when it trains)
 // takes v exactly, the working copy v rounded.
 func (m *Model) setHalf(p *Param, v []float32) error {
-	src := p.W
-	if src.IsNil() {
-		tmp, err := m.be.Alloc(tensor.F32, len(v))
-		if err != nil {
-			return err
+	if p.W.IsNil() {
+		// Rounded on the host, through one buffer reused for every weight
+		// (loading leaves no float32 copies behind).
+		if cap(m.halfHost) < len(v) {
+			m.halfHost = make([]uint16, len(v))
 		}
-		defer m.be.Free(tmp)
-		src = tmp
+		h := m.halfHost[:len(v)]
+		for i, x := range v {
+			h[i] = tensor.BF16FromF32(x)
+		}
+		return tensor.UploadU16(m.be, p.H, h)
 	}
-	if err := tensor.UploadF32(m.be, src, v); err != nil {
+	if err := tensor.UploadF32(m.be, p.W, v); err != nil {
 		return err
 	}
-	m.be.Convert(p.H, src, len(v))
+	m.be.Convert(p.H, p.W, len(v))
 	return m.be.Sync()
 }
 

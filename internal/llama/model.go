@@ -58,6 +58,7 @@ type Model struct {
 
 	paramMem, gradMem tensor.Buffer
 	halfMem           tensor.Buffer // bfloat16 working copies (Options.BF16)
+	halfHost          []uint16      // setHalf's host buffer for frozen bfloat16 weights
 	embed, norm, head *Param
 	vhead, vheadB     *Param
 	layers            []layerParams
@@ -311,7 +312,7 @@ func (m *Model) Free() {
 		}
 	}
 	m.paramMem, m.gradMem, m.halfMem, m.invFreq, m.scratch = tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}, tensor.Buffer{}
-	m.fam, m.alibi = familyBuffers{}, tensor.Buffer{}
+	m.fam, m.alibi, m.halfHost = familyBuffers{}, tensor.Buffer{}, nil
 	for _, p := range m.Params {
 		if p.Q != nil {
 			p.Q.Free(m.be)

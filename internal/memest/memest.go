@@ -179,6 +179,7 @@ type shape struct {
 	f32, nf4Bytes, trainable int64    // floats, bytes, floats
 	bf16                     int64    // values of the bfloat16 working copies
 	largestBF16              int      // values of the largest of them
+	largestFrozenBF16        int      // values of the largest frozen one
 	trainableTensors         int      // tensors of the trainable floats
 	baseValues               int64    // values of the base model (NF4 included)
 	nf4Tile                  int      // floats of the dequantisation tile
@@ -314,6 +315,7 @@ func layout(in Input) (shape, error) {
 		}
 		s.baseValues += int64(n)
 		s.largest = max(s.largest, n)
+		s.largestFrozenBF16 = max(s.largestFrozenBF16, n)
 	}
 	H, I, D := c.Hidden, c.Intermediate, c.HeadDim
 	qd, kvd := c.Heads*D, c.KVHeads*D
@@ -554,6 +556,8 @@ func hostBytes(in Input, s shape, n int) int64 {
 	if (in.Method == LoRA || in.Method == QLoRA) && in.LoRADropout {
 		b += 4 * int64(n) * int64(s.maxAdaptedIn)
 	}
+	// The buffer frozen bfloat16 weights are rounded through on loading.
+	b += 2 * int64(s.largestFrozenBF16)
 	return b
 }
 

@@ -59,13 +59,16 @@ func BenchmarkTrainShape(b *testing.B) {
 			TieEmbeddings: true, BOSTokenID: -1}, 8, 256},
 	}
 	for _, sh := range shapes {
-		for _, method := range []string{"full", "lora"} {
+		// -bf16: the linear weights held as bfloat16 working copies
+		// (precision = "bf16"), widened for each product on the CPU.
+		for _, method := range []string{"full", "lora", "full-bf16", "lora-bf16"} {
 			b.Run(sh.name+"-"+method, func(b *testing.B) {
 				var opts llama.Options
-				if method == "lora" {
+				if strings.HasPrefix(method, "lora") {
 					opts = llama.Options{Trainable: func(string) bool { return false },
 						LoRA: &llama.LoRAOptions{Modules: llama.LinearModules([]string{"q_proj", "v_proj"}, sh.cfg.Layers), Rank: 8, Scale: 2, Seed: 1}}
 				}
+				opts.BF16 = strings.HasSuffix(method, "-bf16")
 				benchSteps(b, sh.cfg, opts, sh.B, sh.T)
 			})
 		}
