@@ -56,6 +56,8 @@ type rssCase struct {
 	// head, a reference copy under full training, a reward model) instead
 	// of supervised training.
 	ppo bool
+	// bf16 holds the linear weights as bfloat16 copies (precision = "bf16").
+	bf16 bool
 }
 
 func (c rssCase) String() string {
@@ -74,17 +76,20 @@ func (c rssCase) String() string {
 	if c.ppo {
 		s += "/ppo"
 	}
+	if c.bf16 {
+		s += "/bf16"
+	}
 	return s
 }
 
 func parseRSSCase(s string) (rssCase, error) {
 	f := strings.Split(s, "/")
-	if len(f) < 3 || len(f) > 4 || (f[2] != "limit" && f[2] != "gogc") || (len(f) == 4 && f[3] != "churn" && f[3] != "merge" && f[3] != "ppo") {
-		return rssCase{}, fmt.Errorf("bad case %q (want shape/method/limit|gogc[/churn|/merge|/ppo])", s)
+	if len(f) < 3 || len(f) > 4 || (f[2] != "limit" && f[2] != "gogc") || (len(f) == 4 && f[3] != "churn" && f[3] != "merge" && f[3] != "ppo" && f[3] != "bf16") {
+		return rssCase{}, fmt.Errorf("bad case %q (want shape/method/limit|gogc[/churn|/merge|/ppo|/bf16])", s)
 	}
 	c := rssCase{shape: f[0], method: Method(f[1]), limit: f[2] == "limit"}
 	if len(f) == 4 {
-		c.churn, c.merge, c.ppo = f[3] == "churn", f[3] == "merge", f[3] == "ppo"
+		c.churn, c.merge, c.ppo, c.bf16 = f[3] == "churn", f[3] == "merge", f[3] == "ppo", f[3] == "bf16"
 	}
 	return c, nil
 }
@@ -100,7 +105,7 @@ func rssInput(t testing.TB, c rssCase) Input {
 	if c.method == LoRA || c.method == QLoRA {
 		in.LoRARank, in.LoRAModules = 8, []string{"q_proj", "v_proj"}
 	}
-	in.Merge = c.merge
+	in.Merge, in.BF16 = c.merge, c.bf16
 	return in
 }
 
@@ -244,6 +249,7 @@ func TestPeakRSS(t *testing.T) {
 			cases = append(cases, rssCase{shape: s, method: m, limit: true})
 		}
 		cases = append(cases, rssCase{shape: s, method: LoRA, limit: true, merge: true},
+			rssCase{shape: s, method: LoRA, limit: true, bf16: true}, rssCase{shape: s, method: Full, limit: true, bf16: true},
 			rssCase{shape: s, method: Full},
 			rssCase{shape: s, method: Full, limit: true, churn: true})
 	}
