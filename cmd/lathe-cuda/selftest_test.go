@@ -31,7 +31,7 @@ func TestSelftestCPUAgainstCPU(t *testing.T) {
 	if !strings.Contains(out.String(), " 0 failed") {
 		t.Errorf("no summary line:\n%s", out.String())
 	}
-	for _, k := range []string{"Gemm", "Attention", "AttentionDecode", "CrossEntropy", "QuantizeNF4+Dequant", "TrainStep LoRA r8", "GeGLUBackward"} {
+	for _, k := range []string{"Gemm", "Attention", "AttentionDecode", "CrossEntropy", "QuantizeNF4+Dequant", "TrainStep LoRA r8", "TrainStep full bf16", "TrainStep LoRA r8 bf16", "GeGLUBackward"} {
 		if !strings.Contains(out.String(), k+" ") {
 			t.Errorf("table lacks %s", k)
 		}
