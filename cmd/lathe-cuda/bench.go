@@ -32,17 +32,19 @@ const (
 )
 
 // benchOptions returns the engine options of a method: "full" trains
-// everything, "lora" freezes the base and adapts loraTargets.
+// everything, "lora" freezes the base and adapts loraTargets; a "-bf16"
+// suffix holds the linear weights in bfloat16 (precision = "bf16").
 func benchOptions(cfg llama.Config, method string) (llama.Options, error) {
-	switch method {
+	base, bf16 := strings.CutSuffix(method, "-bf16")
+	switch base {
 	case "full":
-		return llama.Options{}, nil
+		return llama.Options{BF16: bf16}, nil
 	case "lora":
-		return llama.Options{Trainable: func(string) bool { return false },
+		return llama.Options{Trainable: func(string) bool { return false }, BF16: bf16,
 			LoRA: &llama.LoRAOptions{Modules: llama.LinearModules(loraTargets, cfg.Layers), Rank: loraRank,
 				Scale: float32(loraAlpha) / loraRank, Seed: 1}}, nil
 	}
-	return llama.Options{}, fmt.Errorf("unknown method %q (want lora or full)", method)
+	return llama.Options{}, fmt.Errorf("unknown method %q (want lora or full, optionally with -bf16)", method)
 }
 
 // benchResult is one method's measurement.
@@ -132,7 +134,7 @@ func flopsPerToken(c llama.Config, T int, method string) float64 {
 	linear := float64(c.Layers)*perLayer + float64(c.VocabSize)*H
 	attn := 4 * float64(c.Layers) * q * float64(T+1) / 2
 	fwd := 2*linear + attn
-	if method == "lora" {
+	if strings.HasPrefix(method, "lora") {
 		// Backward: input gradients of every linear (as the forward) and
 		// attention's backward (twice its forward).
 		return fwd + 2*linear + 2*attn

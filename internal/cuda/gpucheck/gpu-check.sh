@@ -77,7 +77,7 @@ st=$(tail -1 "$out/selftest.txt")
 case $st in *" 0 failed"*) ;; *) echo "gpu-check: SELFTEST FAILED"; status=1 ;; esac
 
 echo "== lathe-cuda bench (batch $BATCH, seq $SEQ, $STEPS steps after $WARMUP, GEMM $GEMM)"
-if ! "$bin" bench -json -batch "$BATCH" -seq "$SEQ" -steps "$STEPS" -warmup "$WARMUP" -gemm "$GEMM" >"$out/lathe.jsonl"; then
+if ! "$bin" bench -json -method lora,full,lora-bf16,full-bf16 -batch "$BATCH" -seq "$SEQ" -steps "$STEPS" -warmup "$WARMUP" -gemm "$GEMM" >"$out/lathe.jsonl"; then
 	echo "gpu-check: lathe bench failed"
 	status=1
 fi

