@@ -11,7 +11,7 @@
 //	    random inputs (and one training step of a small Qwen2-shaped model,
 //	    full and LoRA) and prints a table of the largest differences against
 //	    the stated tolerances; it exits 1 if any output is out of tolerance.
-//	lathe-cuda bench [-device N] [-method lora,full] [-batch B] [-seq T] [-steps N] [-gemm bf16] [-json]
+//	lathe-cuda bench [-device N] [-method lora,full,lora-bf16,full-bf16] [-batch B] [-seq T] [-steps N] [-gemm bf16] [-json]
 //	    times LoRA SFT and full fine-tuning steps (forward, backward, AdamW)
 //	    of a Qwen2.5-0.5B-shaped model with random weights and prints
 //	    tokens/s and MFU against the device's peak dense bf16 FLOP/s.

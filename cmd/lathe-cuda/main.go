@@ -17,7 +17,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   lathe-cuda selftest [-device N] [-seed S] [-only NAME]
   lathe-cuda stage exec [-cache DIR] [-var-file F] [-events F] [-resolutions DIR] [-key KEY] [-rerun] [-force] ADDRESS PIPELINE
-  lathe-cuda bench [-device N] [-method lora,full] [-batch B] [-seq T] [-warmup W] [-steps N] [-gemm bf16|tf32|f32] [-peak-tflops X] [-json]`)
+  lathe-cuda bench [-device N] [-method lora,full,lora-bf16,full-bf16] [-batch B] [-seq T] [-warmup W] [-steps N] [-gemm bf16|tf32|f32] [-peak-tflops X] [-json]`)
 	os.Exit(2)
 }
 
@@ -69,7 +69,7 @@ func selftestCmd(args []string) int {
 func benchCmd(args []string) int {
 	fs := flag.NewFlagSet("bench", flag.ExitOnError)
 	dev := fs.Int("device", 0, "CUDA device ordinal")
-	methods := fs.String("method", "lora,full", "comma-separated methods: lora, full")
+	methods := fs.String("method", "lora,full", "comma-separated methods: lora, full, and either with -bf16 (bfloat16 weights)")
 	batch := fs.Int("batch", 8, "rows per step")
 	seq := fs.Int("seq", 1024, "tokens per row")
 	warm := fs.Int("warmup", 2, "untimed steps first")
