@@ -126,7 +126,8 @@ func (inv *inventory) gpuProblem(inst *config.Instance) string {
 }
 
 // checkGPUs notes, on each step that would run, when its instance asks for
-// more GPUs than the machine has: the run would fail it before it starts.
+// more GPUs or memory than the machine has: the run would fail it before
+// it starts.
 func (ws *Workspace) checkGPUs(plan *Plan) {
 	inv := &inventory{ws: ws}
 	for i, inst := range ws.Resolved.Instances {
@@ -134,19 +135,39 @@ func (ws *Workspace) checkGPUs(plan *Plan) {
 		if step.Addr != inst.Addr || (step.Action != ActionRun && step.Action != ActionPending) {
 			continue
 		}
-		if p := inv.gpuProblem(inst); p != "" {
+		p := inv.gpuProblem(inst)
+		if p == "" && inst.Resources.Memory > 0 {
+			total, err := ws.hostMemory()
+			p = memoryProblem(inst, total, err)
+		}
+		if p != "" {
 			step.Problem = "cannot run here: " + p
 			step.Reason += "; " + step.Problem
 		}
 	}
 }
 
-// acquire waits for what the instance needs to start: a -j slot for a CPU
-// stage, its devices for a GPU stage. It returns the release and the
+// acquire waits for what the instance needs to start: its memory
+// reservation (memory.go), then a -j slot for a CPU stage or its devices
+// for a GPU stage. It returns the release and the
 // devices given; ok is false when the instance will not run, r then says
 // why (failed for a stage asking for more GPUs than there are, canceled
 // when ctx ended the wait).
 func (e *executor) acquire(ctx context.Context, inst *config.Instance, r *StageResult) (release func(), devices []int, ok bool) {
+	releaseMemory, ok := e.acquireMemory(ctx, inst, r)
+	if !ok {
+		return nil, nil, false
+	}
+	releaseSlot, devices, ok := e.acquireSlot(ctx, inst, r)
+	if !ok {
+		releaseMemory()
+		return nil, nil, false
+	}
+	return func() { releaseSlot(); releaseMemory() }, devices, true
+}
+
+// acquireSlot waits for a -j slot (a CPU stage) or the stage's devices.
+func (e *executor) acquireSlot(ctx context.Context, inst *config.Instance, r *StageResult) (release func(), devices []int, ok bool) {
 	n := inst.Resources.GPUs
 	if n == 0 {
 		select {

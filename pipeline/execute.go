@@ -231,6 +231,11 @@ type executor struct {
 	gpuOnce sync.Once
 	gpuInv  *inventory
 	gpuPool *devicePool
+	// Memory reservations (memory.go), set up by the first stage asking.
+	memOnce  sync.Once
+	memTotal int64
+	memErr   error
+	memPool  *memoryPool
 
 	// The GPU worker's side (see worker.go): the run's jobs directory ("":
 	// a temporary one), its files, and what "auto" arguments resolved to.

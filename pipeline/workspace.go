@@ -52,6 +52,10 @@ type Workspace struct {
 	// stages that ask for GPUs (see devices.go). Nil: such stages fail
 	// unless their result is cached.
 	GPUs GPUs
+	// HostMemory, when set, returns the memory that stages' memory
+	// reservations (resources { memory }) are scheduled against; nil
+	// reads the machine's (memory.go).
+	HostMemory func() (int64, error)
 
 	state   *stateIndex
 	pinMu   sync.Mutex
