@@ -119,11 +119,11 @@ generate {
 	}
 }
 
-// TestSFTPrecisionBF16: precision = "bf16" trains LoRA over a base held
+// TestSFTComputeTypeBF16: compute_type = "bf16" trains LoRA over a base held
 // in bfloat16 (the loss falls), and its result differs from fp32's.
-func TestSFTPrecisionBF16(t *testing.T) {
+func TestSFTComputeTypeBF16(t *testing.T) {
 	vars := setup(t)
-	run := func(precision string) trainstage.Report {
+	run := func(computeType string) trainstage.Report {
 		src := `
 model         = base
 data          = sft_data
@@ -131,7 +131,7 @@ method        = "lora"
 learning_rate = 5e-3
 max_steps     = 6
 batch_size    = 4
-precision     = "` + precision + `"
+compute_type  = "` + computeType + `"
 `
 		return report(t, runKind(t, sft.Kind(), src, vars, "", nil))
 	}

@@ -33,7 +33,7 @@ const (
 
 // benchOptions returns the engine options of a method: "full" trains
 // everything, "lora" freezes the base and adapts loraTargets; a "-bf16"
-// suffix holds the linear weights in bfloat16 (precision = "bf16").
+// suffix holds the linear weights in bfloat16 (compute_type = "bf16").
 func benchOptions(cfg llama.Config, method string) (llama.Options, error) {
 	base, bf16 := strings.CutSuffix(method, "-bf16")
 	switch base {

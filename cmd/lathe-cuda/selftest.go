@@ -47,7 +47,7 @@ var (
 	tolAttn  = tol{Rel: 1e-4, Abs: 1e-4} // attention forward and backward
 	tolXent  = tol{Rel: 1e-4, Abs: 1e-5} // cross-entropy losses and gradients
 	tolStepG = tol{Rel: 1e-3, Abs: 1e-3} // a whole model's loss and gradients
-	// tolStepB is a whole bf16 step (precision = "bf16"): products of
+	// tolStepB is a whole bf16 step (compute_type = "bf16"): products of
 	// bfloat16-rounded activations (8 significant bits) on the device
 	// against exact float32 activations on the CPU.
 	tolStepB = tol{Rel: 2e-2, Abs: 2e-2}
@@ -714,7 +714,7 @@ func stepCases() []testCase {
 		}
 		tolG := tolStepG
 		if v.bf16 {
-			// precision = "bf16": bfloat16 weights; the CUDA backend also
+			// compute_type = "bf16": bfloat16 weights; the CUDA backend also
 			// rounds the activations entering each product (the CPU keeps
 			// them exact), so the step agrees to bfloat16's precision.
 			name += " bf16"

@@ -64,7 +64,7 @@
 // the self-test), TF32, or bf16 tensor-core math on float32 buffers
 // (CUBLAS_COMPUTE_32F_FAST_16BF).
 //
-// Mixed precision (a training stage's precision = "bf16",
+// Mixed precision (a training stage's compute_type = "bf16",
 // llama.Options.BF16) holds the linear layers' weights as bfloat16
 // working copies that the products read, with float32 masters, gradients
 // and AdamW state for the weights that train, refreshed by Convert after

@@ -46,7 +46,7 @@ type Input struct {
 	// ValueHead adds the scalar head of reward models and PPO values.
 	ValueHead bool
 	// BF16 holds the linear weights as bfloat16 working copies
-	// (precision = "bf16", llama.Options.BF16): 2 bytes each, on top of
+	// (compute_type = "bf16", llama.Options.BF16): 2 bytes each, on top of
 	// the float32 master of a weight that trains, instead of it for one
 	// that is frozen.
 	BF16 bool

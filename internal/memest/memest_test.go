@@ -166,7 +166,7 @@ func TestBackendPiecesExact(t *testing.T) {
 				}
 			}
 		}
-		// bfloat16 weights (precision = "bf16"), with the other options off.
+		// bfloat16 weights (compute_type = "bf16"), with the other options off.
 		for _, m := range []variant{
 			{"full-bf16", Input{Method: Full, BF16: true}},
 			{"lora-all-bf16", Input{Method: LoRA, LoRARank: 4, LoRAModules: []string{"all"}, BF16: true}},

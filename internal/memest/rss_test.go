@@ -56,7 +56,7 @@ type rssCase struct {
 	// head, a reference copy under full training, a reward model) instead
 	// of supervised training.
 	ppo bool
-	// bf16 holds the linear weights as bfloat16 copies (precision = "bf16").
+	// bf16 holds the linear weights as bfloat16 copies (compute_type = "bf16").
 	bf16 bool
 }
 

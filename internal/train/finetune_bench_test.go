@@ -60,7 +60,7 @@ func BenchmarkTrainShape(b *testing.B) {
 	}
 	for _, sh := range shapes {
 		// -bf16: the linear weights held as bfloat16 working copies
-		// (precision = "bf16"), widened for each product on the CPU.
+		// (compute_type = "bf16"), widened for each product on the CPU.
 		for _, method := range []string{"full", "lora", "full-bf16", "lora-bf16"} {
 			b.Run(sh.name+"-"+method, func(b *testing.B) {
 				var opts llama.Options

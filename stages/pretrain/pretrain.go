@@ -86,7 +86,7 @@ func Kind() *stage.Kind {
 		"tokenizer":  trainstage.Artifact("tokenizer", false, stage.TokenizerArtifact, stage.ModelArtifact),
 	}
 	trainstage.AddLoop(schema, 5e-5, 8)
-	trainstage.AddPrecision(schema)
+	trainstage.AddComputeType(schema)
 	return &stage.Kind{
 		Name:        "pretrain",
 		Version:     Version,

@@ -212,7 +212,7 @@ func TestArgumentDiagnostics(t *testing.T) {
 		{cfg + "data = tok.dataset\ntokenizer = tok.tokenizer\nlr_scheduler = \"step\"\n", "lr_scheduler must be one of"},
 		{cfg + "data = tok.dataset\ntokenizer = tok.tokenizer\nwarmup_ratio = 2\n", "between 0 and 1"},
 		{cfg + "data = tok.dataset\ntokenizer = tok.tokenizer\nbatch_size = 0\n", "batch_size must be >= 1"},
-		{cfg + "data = tok.dataset\ntokenizer = tok.tokenizer\nprecision = \"fp16\"\n", `precision must be one of ["fp32" "bf16"], got "fp16"`},
+		{cfg + "data = tok.dataset\ntokenizer = tok.tokenizer\ncompute_type = \"fp16\"\n", `compute_type must be one of ["fp32" "bf16"], got "fp16"`},
 	} {
 		args, diags := decode(t, Kind().Schema, tc.src, vars)
 		if !diags.HasErrors() {

@@ -23,8 +23,8 @@
 // pretrain stage's; checkpoints make an interrupted run resume
 // bit-identically.
 //
-// It does not do: packing (tokenize does), NEFTune, DoRA or mixed
-// precision.
+// It does not do: packing (tokenize does), NEFTune, DoRA, or bfloat16
+// activations (compute_type = "bf16" holds the weights in bfloat16).
 package sft
 
 import (

@@ -39,7 +39,7 @@ def main():
         ratio = l["tokens_per_s"] / h["tokens_per_s"]
         print(f"{method:<10} {l['tokens_per_s']:12.0f} {h['tokens_per_s']:12.0f} {ratio:6.2f}x {100*lm:9.1f}% {100*hm:7.1f}%")
         goals.append((method, ratio if method == "lora" else lm))
-        # precision = "bf16" (bfloat16 weights), against the same HF run.
+        # compute_type = "bf16" (bfloat16 weights), against the same HF run.
         b = lathe.get(method + "-bf16")
         if b:
             bm = b["tokens_per_s"] * fpt / peak if peak else float("nan")

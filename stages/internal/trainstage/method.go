@@ -54,25 +54,26 @@ func AddMethod(spec hcldec.ObjectSpec) {
 	spec["freeze"] = &hcldec.BlockSpec{TypeName: "freeze", Nested: freezeSpec}
 	spec["merge"] = Optional("merge", cty.Bool, cty.False)
 	spec["base_model_name"] = &hcldec.AttrSpec{Name: "base_model_name", Type: cty.String}
-	AddPrecision(spec)
+	AddComputeType(spec)
 }
 
-// Precisions lists the values of the precision argument.
-var Precisions = []string{"fp32", "bf16"}
+// ComputeTypes lists the values of the compute_type argument (LLaMA
+// Factory's name).
+var ComputeTypes = []string{"fp32", "bf16"}
 
-// AddPrecision adds precision: "fp32" (the default) or "bf16", the
+// AddComputeType adds compute_type: "fp32" (the default) or "bf16", the
 // linear layers' weights held as bfloat16 working copies
 // (llama.Options.BF16).
-func AddPrecision(spec hcldec.ObjectSpec) {
-	spec["precision"] = stage.Validated(Optional("precision", cty.String, cty.StringVal("fp32")), Enum("precision", Precisions))
+func AddComputeType(spec hcldec.ObjectSpec) {
+	spec["compute_type"] = stage.Validated(Optional("compute_type", cty.String, cty.StringVal("fp32")), Enum("compute_type", ComputeTypes))
 }
 
-// BF16 reports whether args ask for bfloat16 weights (precision = "bf16").
+// BF16 reports whether args ask for bfloat16 weights (compute_type = "bf16").
 func BF16(args cty.Value) bool {
-	if !args.Type().HasAttribute("precision") {
+	if !args.Type().HasAttribute("compute_type") {
 		return false
 	}
-	v := args.GetAttr("precision")
+	v := args.GetAttr("compute_type")
 	return !v.IsNull() && v.AsString() == "bf16"
 }
 
