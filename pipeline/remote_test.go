@@ -126,3 +126,32 @@ func TestRemoteCorruptObjectIsRebuilt(t *testing.T) {
 		t.Errorf("len_b on B = %s, want 3", got)
 	}
 }
+
+// TestRemoteGetsWorkerResults: a GPU stage committed by the worker (which
+// has no remote of its own) is pushed by the run, so another machine
+// pulls it.
+func TestRemoteGetsWorkerResults(t *testing.T) {
+	ctx := context.Background()
+	bucket := t.TempDir()
+	src := `
+stage "write" "g" {
+  text = "gpu"
+  resources { gpus = 1 }
+}`
+	var ranA, ranB atomic.Int32
+	a := loadTest(t, src, &ranA)
+	a.Remote = openRemote(t, bucket)
+	a.GPUs = &fakeGPUs{ids: []int{0}, kinds: counterKinds(&ranA)}
+	if res, err := a.Run(ctx, pipeline.RunOptions{}); err != nil || res.Status != "succeeded" || ranA.Load() != 1 {
+		t.Fatalf("machine A: %v, %d ran", err, ranA.Load())
+	}
+	b := loadTest(t, src, &ranB)
+	b.Remote = openRemote(t, bucket)
+	plan, err := b.Plan(ctx, pipeline.Selection{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := plan.Step("write.g"); s.Action != pipeline.ActionPull {
+		t.Errorf("machine B plans write.g as %s (%s), want pull", s.Action, s.Reason)
+	}
+}

@@ -189,7 +189,11 @@ func (e *executor) onWorker(ctx context.Context, w GPUWorker, inst *config.Insta
 		if err != nil {
 			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Message: fmt.Sprintf("warning: %s: %v, but its stage had committed its result", who, err)})
 		}
-		return e.committedResult(ctx, inst, who, "", final, r)
+		r = e.committedResult(ctx, inst, who, "", final, r)
+		if r.Status == StatusRan && e.ws.Remote != nil {
+			e.pushCommitted(ctx, inst, r.Key)
+		}
+		return r
 	case ctx.Err() != nil || (final != nil && final.Type == "stage-canceled"):
 		r.Status, r.Err = StatusCanceled, ctx.Err()
 		if r.Err == nil {
@@ -203,4 +207,17 @@ func (e *executor) onWorker(ctx context.Context, w GPUWorker, inst *config.Insta
 		return e.fail(r, fmt.Errorf("%s: %w", who, err))
 	}
 	return e.fail(r, fmt.Errorf("%s exited without recording the stage's outcome in %s", who, events))
+}
+
+// pushCommitted writes a result the worker committed back to the remote
+// cache, as a stage run here is (best effort: the local result stands
+// either way). The worker itself has no remote cache attached.
+func (e *executor) pushCommitted(ctx context.Context, inst *config.Instance, key string) {
+	rec, err := e.ws.Store.Lookup(key)
+	if err == nil && rec != nil {
+		_, err = e.ws.Remote.Push(ctx, e.ws.Store, rec)
+	}
+	if err != nil {
+		e.emit(runs.Event{Type: "log", Stage: inst.Addr, Key: key, Message: "warning: remote cache push failed: " + err.Error()})
+	}
 }
