@@ -403,7 +403,11 @@ func (e *executor) dispatched(ctx context.Context, inst *config.Instance, r *Sta
 		if !end.OK {
 			e.emit(runs.Event{Type: "log", Stage: inst.Addr, Job: j.id, Message: fmt.Sprintf("warning: %s job %s %s, but its stage had committed its result", d.Name(), j.id, end.Reason)})
 		}
-		return e.jobResult(ctx, inst, j, final, r)
+		r = e.jobResult(ctx, inst, j, final, r)
+		if r.Status == StatusRan && e.ws.Remote != nil {
+			e.pushCommitted(ctx, inst, r.Key) // a no-op where the job pushed it
+		}
+		return r
 	}
 	e.disp.mu.Lock()
 	stopped := e.disp.stopped
