@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 		"lathe-cuda-stand-in": fakeWorkerMain,
 		// lathe-signals is lathe with the real binary's signal handling, for
 		// the tests that interrupt a run.
-		"lathe-signals": main,
+		"lathe-signals": func() { fakeGPUsFromEnv(); main() },
 	})
 }
 
