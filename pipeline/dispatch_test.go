@@ -482,7 +482,7 @@ func TestDispatchedResolvedArguments(t *testing.T) {
 	var n, machine atomic.Int32
 	reg := func() *stage.Registry {
 		k := counterKind(&n)
-		k.Resolve = func(args cty.Value) (cty.Value, string, error) {
+		k.Resolve = func(args cty.Value, _ stage.Machine) (cty.Value, string, error) {
 			if args.GetAttr("text").AsString() != "auto" {
 				return args, "", nil
 			}

@@ -14,6 +14,7 @@ import (
 	ctyjson "github.com/zclconf/go-cty/cty/json"
 
 	"github.com/lathe-ml/lathe/pipeline/config"
+	"github.com/lathe-ml/lathe/pipeline/stage"
 )
 
 // resolveArgs applies the kind's Resolve hook (stage.Kind.Resolve) to an
@@ -39,7 +40,7 @@ func (ws *Workspace) resolveArgs(inst *config.Instance, args cty.Value) (cty.Val
 			return out, "", nil
 		}
 	}
-	out, note, err := inst.Kind.Resolve(args)
+	out, note, err := inst.Kind.Resolve(args, ws.machineFor(inst))
 	if err != nil {
 		return cty.NilVal, "", fmt.Errorf("%s: %w", inst.Addr, err)
 	}
@@ -124,4 +125,25 @@ func readResolution(dir, addr string, args cty.Value) (cty.Value, bool, error) {
 		attrs[n] = v.Value
 	}
 	return cty.ObjectVal(attrs), true, nil
+}
+
+// GPUMemory is a GPUs that knows its devices' free memory (lathe's NVML
+// inventory): Kind.Resolve of a GPU stage is told it (stage.Machine).
+type GPUMemory interface {
+	// DeviceMemory returns the free memory of the smallest usable device.
+	DeviceMemory() (int64, error)
+}
+
+// machineFor returns what Resolve knows of the devices inst would run on.
+func (ws *Workspace) machineFor(inst *config.Instance) stage.Machine {
+	var m stage.Machine
+	if inst.Resources.GPUs == 0 {
+		return m
+	}
+	if g, ok := ws.GPUs.(GPUMemory); ok {
+		if free, err := g.DeviceMemory(); err == nil && free > 0 {
+			m.DeviceMemory = free
+		}
+	}
+	return m
 }

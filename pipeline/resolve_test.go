@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -29,7 +30,7 @@ func resolvingKind(auto *int64, got *atomic.Int64, runs *atomic.Int32) *stage.Ki
 			"size": &hcldec.AttrSpec{Name: "size", Type: cty.DynamicPseudoType, Required: true},
 		},
 		Outputs: stage.FixedOutputs(map[string]stage.Output{"size": {Type: cty.Number}}),
-		Resolve: func(args cty.Value) (cty.Value, string, error) {
+		Resolve: func(args cty.Value, _ stage.Machine) (cty.Value, string, error) {
 			v := args.GetAttr("size")
 			if v.Type() != cty.String {
 				return args, "", nil
@@ -140,5 +141,50 @@ func TestResolveError(t *testing.T) {
 	}
 	if res.Status != "failed" || n.Load() != 0 || res.Stages[0].Err == nil || !strings.Contains(res.Stages[0].Err.Error(), "cannot resolve bad") {
 		t.Errorf("run: status %s, %d runs, %+v", res.Status, n.Load(), res.Stages)
+	}
+}
+
+// memoryGPUs is a GPU inventory that knows its devices' free memory.
+type memoryGPUs struct {
+	fakeGPUs
+	free int64
+}
+
+func (g *memoryGPUs) DeviceMemory() (int64, error) { return g.free, nil }
+
+// TestResolveSeesDeviceMemory: Resolve of a GPU stage is told the free
+// memory of the GPUs; a CPU stage's is not.
+func TestResolveSeesDeviceMemory(t *testing.T) {
+	var seen sync.Map
+	k := &stage.Kind{
+		Name:    "sized",
+		Version: "1",
+		Schema: hcldec.ObjectSpec{
+			"size": &hcldec.AttrSpec{Name: "size", Type: cty.String, Required: true},
+		},
+		Outputs: stage.FixedOutputs(map[string]stage.Output{"size": {Type: cty.String}}),
+		Resolve: func(args cty.Value, m stage.Machine) (cty.Value, string, error) {
+			seen.Store(args.GetAttr("size").AsString(), m.DeviceMemory)
+			return args, "", nil
+		},
+		Run: func(ctx context.Context, req *stage.Request) (*stage.Result, error) {
+			return &stage.Result{Values: map[string]cty.Value{"size": req.Args.GetAttr("size")}}, nil
+		},
+	}
+	ws := loadResolving(t, t.TempDir(), `
+stage "sized" "gpu" {
+  size = "g"
+  resources { gpus = 1 }
+}
+stage "sized" "cpu" { size = "c" }
+`, k)
+	ws.GPUs = &memoryGPUs{fakeGPUs: fakeGPUs{ids: []int{0}}, free: 40 << 30}
+	if _, err := ws.Plan(context.Background(), pipeline.Selection{}); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := seen.Load("g")
+	c, _ := seen.Load("c")
+	if g != int64(40<<30) || c != int64(0) {
+		t.Errorf("device memory seen: GPU stage %v, CPU stage %v; want 40 GiB and 0", g, c)
 	}
 }

@@ -141,6 +141,9 @@ func TestLocalGPUs(t *testing.T) {
 		if err != nil || len(ids) != 2 || ids[0] != 0 || ids[1] != 1 {
 			t.Fatalf("Devices = %v, %v", ids, err)
 		}
+		if free, err := g.DeviceMemory(); err != nil || free != 149<<30 {
+			t.Errorf("DeviceMemory = %d, %v; want 149 GiB", free, err)
+		}
 		err = g.RunWorker(context.Background(), job)
 		if err == nil || !strings.Contains(err.Error(), "CUDA_VISIBLE_DEVICES=GPU-bbbb): exit status 3") || !strings.Contains(err.Error(), "output:\n  line1\n  CUDA_ERROR_OUT_OF_MEMORY") {
 			t.Errorf("RunWorker: %v", err)

@@ -72,6 +72,21 @@ func (l *localGPUs) Devices() ([]int, error) {
 	return ids, nil
 }
 
+// DeviceMemory returns the free memory of the smallest usable GPU
+// (pipeline.GPUMemory): what batch_size = "auto" of a GPU stage fits.
+func (l *localGPUs) DeviceMemory() (int64, error) {
+	if _, err := l.Devices(); err != nil {
+		return 0, err
+	}
+	var least int64
+	for i, d := range l.info.Usable() {
+		if free := int64(d.MemoryFree); i == 0 || free < least {
+			least = free
+		}
+	}
+	return least, nil
+}
+
 // RunWorker runs a GPU stage in the CUDA worker (pipeline.GPUWorker):
 // `lathe-cuda stage exec ...` on the stage's devices, which it sees
 // through CUDA_VISIBLE_DEVICES (their UUIDs, so CUDA's own numbering does

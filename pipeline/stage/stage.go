@@ -88,8 +88,18 @@ type Kind struct {
 	// ("batch_size: auto → 8"), shown by plan and logged by run; "" when
 	// nothing was. It must be cheap and deterministic for the same
 	// arguments on the same machine in the same state, and read no more
-	// than small files of its input artifacts.
-	Resolve func(args cty.Value) (resolved cty.Value, note string, err error)
+	// than small files of its input artifacts. m says what is known of the
+	// devices the stage would run on.
+	Resolve func(args cty.Value, m Machine) (resolved cty.Value, note string, err error)
+}
+
+// Machine is what Kind.Resolve knows of where a stage runs beyond the
+// host, which it reads itself.
+type Machine struct {
+	// DeviceMemory is the free memory, in bytes, of the smallest GPU a
+	// stage asking for GPUs (resources { gpus }) could be given, as the
+	// driver reports it; 0 for a CPU stage, or where it is unknown.
+	DeviceMemory int64
 }
 
 // Output is one declared output of a stage.

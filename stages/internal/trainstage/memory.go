@@ -195,12 +195,17 @@ func memoryFor(be tensor.Backend) (int64, string) {
 	if err != nil || free <= 0 {
 		return availableMemory()
 	}
+	return deviceLimit(free, "free memory on "+be.Name())
+}
+
+// deviceLimit is a device's free memory, capped by LATHE_MEMORY_LIMIT.
+func deviceLimit(free int64, source string) (int64, string) {
 	if v := os.Getenv(MemoryLimitEnv); v != "" {
 		if n, err := bytesize.Parse(v); err == nil && n > 0 && n < free {
 			return n, MemoryLimitEnv
 		}
 	}
-	return free, "free memory on " + be.Name()
+	return free, source
 }
 
 // availableMemory returns the memory a stage may use and where the figure
@@ -359,8 +364,8 @@ const MaxAutoBatch = 64
 // not even one row fits it resolves to 1, and the guard then stops the
 // stage with the options that would fit. config returns the model's
 // config from the arguments.
-func Resolver(config func(args cty.Value) (llama.Config, error), valueHead, pairs bool) func(args cty.Value) (cty.Value, string, error) {
-	return func(args cty.Value) (cty.Value, string, error) {
+func Resolver(config func(args cty.Value) (llama.Config, error), valueHead, pairs bool) func(args cty.Value, m stage.Machine) (cty.Value, string, error) {
+	return func(args cty.Value, m stage.Machine) (cty.Value, string, error) {
 		v := args.GetAttr("batch_size")
 		if v.IsNull() || !v.IsKnown() || v.Type() != cty.String {
 			return args, "", nil
@@ -386,6 +391,9 @@ func Resolver(config func(args cty.Value) (llama.Config, error), valueHead, pair
 			most, capped = n, fmt.Sprintf("; the data has %d %s", n, unit)
 		}
 		limit, source := availableMemory()
+		if m.DeviceMemory > 0 { // a GPU stage: the device's memory
+			limit, source = deviceLimit(m.DeviceMemory, "free GPU memory")
+		}
 		if limit <= 0 {
 			limit = 1 << 62 // unknown: nothing to fit into
 		}

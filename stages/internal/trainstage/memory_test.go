@@ -76,12 +76,23 @@ func TestResolver(t *testing.T) {
 	// but only powers of two are chosen).
 	limit := (at(16) + at(32)) / 2
 	t.Setenv(MemoryLimitEnv, fmt.Sprint(limit))
-	args, note, err := resolve(loopArgs(cty.StringVal(AutoBatch)))
+	args, note, err := resolve(loopArgs(cty.StringVal(AutoBatch)), stage.Machine{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := args.GetAttr("batch_size"); !got.RawEquals(cty.NumberIntVal(16)) {
 		t.Errorf("auto → %#v, want 16 (%s)", got, note)
+	}
+	// A GPU stage fits the device's free memory (capped by the limit).
+	gpu := stage.Machine{DeviceMemory: (at(8) + at(16)) / 2}
+	if args, note, _ := resolve(loopArgs(cty.StringVal(AutoBatch)), gpu); !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(8)) ||
+		!strings.Contains(note, "fits free GPU memory") {
+		t.Errorf("GPU below the limit: %#v, %q", args.GetAttr("batch_size"), note)
+	}
+	gpu.DeviceMemory = 1 << 40
+	if args, note, _ := resolve(loopArgs(cty.StringVal(AutoBatch)), gpu); !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(16)) ||
+		!strings.Contains(note, "fits LATHE_MEMORY_LIMIT") {
+		t.Errorf("GPU above the limit: %#v, %q", args.GetAttr("batch_size"), note)
 	}
 	if !strings.HasPrefix(note, "batch_size: auto → 16 (fits LATHE_MEMORY_LIMIT: ") {
 		t.Errorf("note %q", note)
@@ -91,22 +102,22 @@ func TestResolver(t *testing.T) {
 	}
 	// Plenty of memory: the cap.
 	t.Setenv(MemoryLimitEnv, "1000GiB")
-	if args, note, _ = resolve(loopArgs(cty.StringVal(AutoBatch))); !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(MaxAutoBatch)) ||
+	if args, note, _ = resolve(loopArgs(cty.StringVal(AutoBatch)), stage.Machine{}); !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(MaxAutoBatch)) ||
 		!strings.HasSuffix(note, fmt.Sprintf("; at most %d)", MaxAutoBatch)) {
 		t.Errorf("no memory bound: %#v, %q", args.GetAttr("batch_size"), note)
 	}
 	// Nothing fits: 1, and the guard explains.
 	t.Setenv(MemoryLimitEnv, "1MiB")
-	if args, note, err = resolve(loopArgs(cty.StringVal(AutoBatch))); err != nil || !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(1)) ||
+	if args, note, err = resolve(loopArgs(cty.StringVal(AutoBatch)), stage.Machine{}); err != nil || !args.GetAttr("batch_size").RawEquals(cty.NumberIntVal(1)) ||
 		!strings.Contains(note, "not even 1 fits") {
 		t.Errorf("nothing fits: %#v, %q, %v", args.GetAttr("batch_size"), note, err)
 	}
 	// A number is left alone.
 	in := loopArgs(cty.NumberIntVal(3))
-	if args, note, err = resolve(in); err != nil || note != "" || !args.RawEquals(in) {
+	if args, note, err = resolve(in, stage.Machine{}); err != nil || note != "" || !args.RawEquals(in) {
 		t.Errorf("a number: %#v, %q, %v", args, note, err)
 	}
-	if _, _, err = resolve(loopArgs(cty.StringVal("most"))); err == nil {
+	if _, _, err = resolve(loopArgs(cty.StringVal("most")), stage.Machine{}); err == nil {
 		t.Error(`"most" resolved`)
 	}
 }
