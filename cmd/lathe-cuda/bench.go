@@ -33,14 +33,15 @@ const (
 
 // benchOptions returns the engine options of a method: "full" trains
 // everything, "lora" freezes the base and adapts loraTargets; a "-bf16"
-// suffix holds the linear weights in bfloat16 (compute_type = "bf16").
+// suffix holds the linear weights and the activations entering them in
+// bfloat16 (compute_type = "bf16").
 func benchOptions(cfg llama.Config, method string) (llama.Options, error) {
 	base, bf16 := strings.CutSuffix(method, "-bf16")
 	switch base {
 	case "full":
-		return llama.Options{BF16: bf16}, nil
+		return llama.Options{BF16: bf16, BF16Activations: bf16}, nil
 	case "lora":
-		return llama.Options{Trainable: func(string) bool { return false }, BF16: bf16,
+		return llama.Options{Trainable: func(string) bool { return false }, BF16: bf16, BF16Activations: bf16,
 			LoRA: &llama.LoRAOptions{Modules: llama.LinearModules(loraTargets, cfg.Layers), Rank: loraRank,
 				Scale: float32(loraAlpha) / loraRank, Seed: 1}}, nil
 	}

@@ -28,7 +28,7 @@ type Backend struct {
 	normChunks   []normChunk
 	nf4Scratch   []float32    // QuantizeNF4: true absmax per block
 	ropeTab      ropeTable    // RoPE: cached cos/sin per position
-	widened      [2][]float32 // Gemm: BF16 operands A and B widened to F32
+	widened      [2][]float32 // Gemm: BF16 operands A and B widened to F32; slot 0 also a BF16 activation's F32 values (actOut, actIn)
 }
 
 // New returns a CPU backend.

@@ -35,9 +35,11 @@ func segView(b tensor.Buffer, n int) []int32 {
 func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a tensor.Attn) {
 	checkAttn("cpu.AttentionForward", a)
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
-	attentionForward(f32("cpu.AttentionForward out", out, nq), f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
+	o, oh := be.actOut("cpu.AttentionForward out", out, nq)
+	attentionForward(o, f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
 		f32("cpu.AttentionForward q", q, nq), f32("cpu.AttentionForward k", k, nk), f32("cpu.AttentionForward v", v, nk),
 		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionForward", a))
+	be.round(oh, o)
 }
 
 // AttentionBackward overwrites dq, dk and dv (AttentionBackward on the
@@ -48,6 +50,6 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 	attentionBackward(f32("cpu.AttentionBackward dq", dq, nq), f32("cpu.AttentionBackward dk", dk, nk),
 		f32("cpu.AttentionBackward dv", dv, nk), f32("cpu.AttentionBackward dout", dout, nq),
 		f32("cpu.AttentionBackward q", q, nq), f32("cpu.AttentionBackward k", k, nk), f32("cpu.AttentionBackward v", v, nk),
-		f32("cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
+		be.actIn("cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
 		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionBackward", a))
 }

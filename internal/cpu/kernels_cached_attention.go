@@ -77,7 +77,8 @@ func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a
 		panic(fmt.Sprintf("cpu.AttentionDecode: bad shape %+v", a))
 	}
 	nq, nc := a.B*a.Hq*a.D, a.B*a.MaxT*a.Hkv*a.D
-	k := &decodeK{out: f32("cpu.AttentionDecode out", out, nq), q: f32("cpu.AttentionDecode q", q, nq),
+	o, oh := be.actOut("cpu.AttentionDecode out", out, nq)
+	k := &decodeK{out: o, q: f32("cpu.AttentionDecode q", q, nq),
 		kc: f32("cpu.AttentionDecode kCache", kCache, nc), vc: f32("cpu.AttentionDecode vCache", vCache, nc),
 		lens: i32("cpu.AttentionDecode lens", lens, a.B), a: a,
 		o: attnOpts{softCap: a.SoftCap, window: a.Window}}
@@ -91,4 +92,5 @@ func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a
 		}
 	}
 	be.par(a.B*a.Hq, 1, k)
+	be.round(oh, o)
 }

@@ -54,3 +54,47 @@ func (be *Backend) Convert(dst, src tensor.Buffer, n int) {
 	be.par(n, grainElems, &be.k.conv)
 	be.k.conv = convK{}
 }
+
+// roundChunk is how many float32 values an elementwise kernel with a
+// bfloat16 output computes on the stack before rounding them.
+const roundChunk = 256
+
+// roundBF16 rounds f into h (to nearest even).
+func roundBF16(h []uint16, f []float32) {
+	h = h[:len(f)]
+	for i, v := range f {
+		h[i] = tensor.BF16FromF32(v)
+	}
+}
+
+// actOut returns where a kernel writes its first n outputs: for an F32
+// buffer its own memory (h nil); for a BF16 buffer (a bfloat16 activation)
+// scratch slot 0, which the caller rounds into h with be.round.
+func (be *Backend) actOut(what string, b tensor.Buffer, n int) (f []float32, h []uint16) {
+	if b.DType() != tensor.BF16 {
+		return f32(what, b, n), nil
+	}
+	h = view[uint16](what, b, tensor.BF16, n)
+	if cap(be.widened[0]) < n {
+		be.widened[0] = make([]float32, n)
+	}
+	return be.widened[0][:n], h
+}
+
+// round rounds f into h in parallel (the end of a kernel whose output
+// actOut placed in scratch); nothing when h is nil.
+func (be *Backend) round(h []uint16, f []float32) {
+	if h == nil {
+		return
+	}
+	be.k.conv = convK{f: f, h: h, to: true, bf: true}
+	be.par(len(f), grainElems, &be.k.conv)
+	be.k.conv = convK{}
+}
+
+// actIn returns the first n elements of a kernel input as float32: an F32
+// buffer's own memory, or a BF16 buffer (a bfloat16 activation) widened
+// into scratch slot 0.
+func (be *Backend) actIn(what string, b tensor.Buffer, n int) []float32 {
+	return be.gemmOperand(0, what, b, n)
+}

@@ -237,21 +237,37 @@ func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
 
 type swigluK struct {
 	out, gate, up, dout, dgate, dup []float32
+	outH                            []uint16 // the output when it is BF16
 	backward                        bool
 }
 
 func (k *swigluK) run(lo, hi int) {
-	if !k.backward {
+	switch {
+	case k.backward:
+	case k.outH != nil:
+		var buf [roundChunk]float32
+		for j := lo; j < hi; j += roundChunk {
+			e := min(j+roundChunk, hi)
+			swigluFwd(buf[:e-j], k.gate[j:e], k.up[j:e])
+			roundBF16(k.outH[j:e], buf[:e-j])
+		}
+		return
+	default:
 		swigluFwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 		return
 	}
 	swigluBwd(k.dgate[lo:hi], k.dup[lo:hi], k.dout[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 }
 
-// SwiGLUForward sets out = silu(gate)·up over n elements.
+// SwiGLUForward sets out = silu(gate)·up over n elements (rounded when
+// out is BF16).
 func (be *Backend) SwiGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.k.swiglu = swigluK{out: f32("cpu.SwiGLUForward out", out, n),
-		gate: f32("cpu.SwiGLUForward gate", gate, n), up: f32("cpu.SwiGLUForward up", up, n)}
+	be.k.swiglu = swigluK{gate: f32("cpu.SwiGLUForward gate", gate, n), up: f32("cpu.SwiGLUForward up", up, n)}
+	if out.DType() == tensor.BF16 {
+		be.k.swiglu.outH = view[uint16]("cpu.SwiGLUForward out", out, tensor.BF16, n)
+	} else {
+		be.k.swiglu.out = f32("cpu.SwiGLUForward out", out, n)
+	}
 	be.par(n, grainElems/8, &be.k.swiglu)
 	be.k.swiglu = swigluK{}
 }

@@ -5,11 +5,22 @@ import "github.com/lathe-ml/lathe/internal/tensor"
 // gegluK is GeGLU's task: forward out = gelu(gate)·up, or its backward.
 type gegluK struct {
 	out, gate, up, dout, dgate, dup []float32
+	outH                            []uint16 // the output when it is BF16
 	backward                        bool
 }
 
 func (k *gegluK) run(lo, hi int) {
-	if !k.backward {
+	switch {
+	case k.backward:
+	case k.outH != nil:
+		var buf [roundChunk]float32
+		for j := lo; j < hi; j += roundChunk {
+			e := min(j+roundChunk, hi)
+			gegluFwd(buf[:e-j], k.gate[j:e], k.up[j:e])
+			roundBF16(k.outH[j:e], buf[:e-j])
+		}
+		return
+	default:
 		gegluFwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 		return
 	}
@@ -19,8 +30,12 @@ func (k *gegluK) run(lo, hi int) {
 // GeGLUForward sets out = gelu(gate)·up over n elements, gelu with the tanh
 // approximation (see tensor.Backend).
 func (be *Backend) GeGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.k.geglu = gegluK{out: f32("cpu.GeGLUForward out", out, n),
-		gate: f32("cpu.GeGLUForward gate", gate, n), up: f32("cpu.GeGLUForward up", up, n)}
+	be.k.geglu = gegluK{gate: f32("cpu.GeGLUForward gate", gate, n), up: f32("cpu.GeGLUForward up", up, n)}
+	if out.DType() == tensor.BF16 {
+		be.k.geglu.outH = view[uint16]("cpu.GeGLUForward out", out, tensor.BF16, n)
+	} else {
+		be.k.geglu.out = f32("cpu.GeGLUForward out", out, n)
+	}
 	be.par(n, grainElems/16, &be.k.geglu)
 	be.k.geglu = gegluK{}
 }

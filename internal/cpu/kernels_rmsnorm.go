@@ -8,6 +8,7 @@ import (
 
 type rmsK struct {
 	out, rstd, x, w []float32
+	outH            []uint16 // the output when it is BF16 (out nil)
 	dim             int
 	eps             float32
 }
@@ -22,6 +23,13 @@ func (k *rmsK) run(lo, hi int) {
 		}
 		r := float32(1 / math.Sqrt(ss/float64(d)+float64(k.eps)))
 		k.rstd[i] = r
+		if k.outH != nil {
+			out := k.outH[i*d : (i+1)*d]
+			for j, v := range x {
+				out[j] = tensor.BF16FromF32(v * r * k.w[j])
+			}
+			continue
+		}
 		out := k.out[i*d : (i+1)*d]
 		for j, v := range x {
 			out[j] = v * r * k.w[j]
@@ -29,10 +37,16 @@ func (k *rmsK) run(lo, hi int) {
 	}
 }
 
-// RMSNormForward normalises each row of x [n,dim] and scales it by w.
+// RMSNormForward normalises each row of x [n,dim] and scales it by w; a
+// BF16 out receives the float32 results rounded.
 func (be *Backend) RMSNormForward(out, rstd, x, w tensor.Buffer, n, dim int, eps float32) {
-	be.k.rms = rmsK{f32("cpu.RMSNormForward out", out, n*dim), f32("cpu.RMSNormForward rstd", rstd, n),
-		f32("cpu.RMSNormForward x", x, n*dim), f32("cpu.RMSNormForward w", w, dim), dim, eps}
+	be.k.rms = rmsK{rstd: f32("cpu.RMSNormForward rstd", rstd, n),
+		x: f32("cpu.RMSNormForward x", x, n*dim), w: f32("cpu.RMSNormForward w", w, dim), dim: dim, eps: eps}
+	if out.DType() == tensor.BF16 {
+		be.k.rms.outH = view[uint16]("cpu.RMSNormForward out", out, tensor.BF16, n*dim)
+	} else {
+		be.k.rms.out = f32("cpu.RMSNormForward out", out, n*dim)
+	}
 	be.par(n, max(1, grainElems/max(dim, 1)), &be.k.rms)
 	be.k.rms = rmsK{}
 }

@@ -36,9 +36,18 @@ type Options struct {
 	// and its working copy is rounded from the master after every update
 	// (Updated); a frozen one (LoRA's base) is held only in bfloat16,
 	// half the memory. Embeddings, norms, biases, the LM head, adapters
-	// and the value head stay float32, as do activations and every
-	// reduction. NF4 weights are not affected.
+	// and the value head stay float32, as does every reduction. NF4
+	// weights are not affected.
 	BF16 bool
+	// BF16Activations holds the activations that enter the linear layers
+	// and are kept for their weight gradients (each layer's two norm
+	// outputs, the attention output and the gated MLP output) as
+	// bfloat16, rounded where their kernels write them: half their
+	// memory, and products of bfloat16 operands on a GPU. The residual
+	// stream, the projections' outputs (q, k, v, gate, up), the final
+	// norm and every gradient stay float32. compute_type = "bf16" sets it
+	// beside BF16.
+	BF16Activations bool
 }
 
 // LoRAOptions describes the adapters: on each listed linear module,
@@ -582,7 +591,7 @@ func (m *Model) MemoryUse() MemoryUse {
 	nf4, _ := m.NF4Bytes()
 	u := MemoryUse{Params: b(m.paramMem) + b(m.halfMem), NF4: int64(nf4), Grads: b(m.gradMem), Scratch: b(m.scratch) + b(m.invFreq)}
 	if a := m.act; a != nil {
-		u.Activations = b(a.mem) + b(a.imem)
+		u.Activations = b(a.mem) + b(a.hmem) + b(a.imem)
 		u.Logits = b(a.logits)
 	}
 	return u

@@ -1,6 +1,8 @@
 package llama
 
 import (
+	"math"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -178,4 +180,98 @@ func sameStep(t *testing.T, half, ref *Model, b *Batch) {
 			t.Fatalf("gradient of %s differs", p.Name)
 		}
 	}
+}
+
+// TestMixedBF16AgainstPyTorch: compute_type "bf16" (Options BF16 and
+// BF16Activations) against the PyTorch reference run with --mixed bf16,
+// which rounds each linear layer's base weight and the activation entering
+// it to bfloat16 with an identity gradient. Logits, loss and every
+// gradient agree to float32 accuracy (a value that sits on a rounding
+// boundary can round the other way in one of the two, hence a looser
+// bound than the F32 comparison). The same model is then compared with the
+// reference without the rounding, and with lathe rounding only the
+// weights: both must differ by far more, so the comparison sees the
+// activations' rounding.
+func TestMixedBF16AgainstPyTorch(t *testing.T) {
+	needTorch(t)
+	for _, variant := range []string{"llama-gqa", "llama-bias", "qwen3-qknorm"} {
+		t.Run(variant, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			runRef(t, "gen", "--variant", variant, "--seed", "11", "--out", dir, "--batch", "3", "--seq", "16")
+			batch := filepath.Join(dir, "batch.json")
+			ref := func(mixed string) *safetensors.Set {
+				out := filepath.Join(dir, "ref-"+mixed+".safetensors")
+				runRef(t, "run", "--model", dir, "--batch", batch, "--out", out, "--out-dtype", "F64", "--mixed", mixed)
+				f, err := safetensors.OpenSingle(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { f.Close() })
+				return f
+			}
+			mixed, plain := ref("bf16"), ref("none")
+			b := readBatch(t, batch)
+			// worst returns the largest relative error over the logits,
+			// the loss and every gradient of m against f.
+			worst := func(m *Model, f *safetensors.Set) (float64, string) {
+				want, err := f.Float32("logits")
+				if err != nil {
+					t.Fatal(err)
+				}
+				logits, err := m.Logits(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, what := relErrOf(logits, want, 1e-3), "logits"
+				m.ZeroGrad()
+				loss, err := m.ForwardBackward(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wl, _ := f.Float32("loss")
+				if r := math.Abs(float64(loss)-float64(wl[0])) / float64(wl[0]); r > w {
+					w, what = r, "loss"
+				}
+				for _, p := range m.Params {
+					g, err := f.Float32("grad." + p.Name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r := relErrOf(download(t, m.be, p.Grad), g, 1e-6); r > w {
+						w, what = r, "grad "+p.Name
+					}
+				}
+				return w, what
+			}
+			be := cpu.New()
+			load := func(o Options) *Model {
+				m, err := LoadWith(dir, be, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(m.Free)
+				return m
+			}
+			full := load(Options{BF16: true, BF16Activations: true})
+			got, gotWhat := worst(full, mixed)
+			vsPlain, _ := worst(full, plain)
+			weightsOnly, _ := worst(load(Options{BF16: true}), mixed)
+			t.Logf("against --mixed bf16: worst rel %.2e (%s); against the unrounded reference %.2e; weights-only model against --mixed bf16 %.2e",
+				got, gotWhat, vsPlain, weightsOnly)
+			const tol = 1e-4
+			if got > tol {
+				t.Errorf("%s differs from the --mixed bf16 reference: rel %.3e > %g", gotWhat, got, tol)
+			}
+			if vsPlain < 10*tol || weightsOnly < 10*tol {
+				t.Errorf("the comparison does not see the rounding: rel %.2e against the unrounded reference, %.2e for weights-only rounding (want > %g)", vsPlain, weightsOnly, 10*tol)
+			}
+		})
+	}
+}
+
+// relErrOf is relErr's relative error.
+func relErrOf(got, want []float32, floor float64) float64 {
+	r, _ := relErr(got, want, floor)
+	return r
 }

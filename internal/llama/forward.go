@@ -53,6 +53,7 @@ type layerActs struct {
 type activations struct {
 	maxN       int
 	mem, imem  tensor.Buffer
+	hmem       tensor.Buffer // BF16 activations (Options.BF16Activations)
 	ids, tgt   tensor.Buffer // I32 [maxN]
 	pos, seg   tensor.Buffer
 	layers     []layerActs
@@ -87,6 +88,7 @@ type fwdState struct {
 func (m *Model) freeActivations() {
 	if a := m.act; a != nil {
 		m.be.Free(a.mem)
+		m.be.Free(a.hmem)
 		m.be.Free(a.imem)
 		if !a.logits.IsNil() {
 			m.be.Free(a.logits)
@@ -121,8 +123,8 @@ func (m *Model) Reserve(n int) error {
 	H, I, V := c.Hidden, c.Intermediate, c.VocabSize
 	qd, kvd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	a := &activations{maxN: n}
-	var off int
-	var mem tensor.Buffer
+	var off, hoff int
+	var mem, hmem tensor.Buffer
 	take := func(k int) tensor.Buffer {
 		off += k
 		if mem.IsNil() {
@@ -130,8 +132,20 @@ func (m *Model) Reserve(n int) error {
 		}
 		return mem.View(off-k, k)
 	}
+	// takeAct is take for an activation that enters a linear layer:
+	// bfloat16 under Options.BF16Activations.
+	takeAct := take
+	if m.opts.BF16Activations {
+		takeAct = func(k int) tensor.Buffer {
+			hoff += k
+			if hmem.IsNil() {
+				return tensor.Buffer{}
+			}
+			return hmem.View(hoff-k, k)
+		}
+	}
 	layout := func() {
-		off = 0
+		off, hoff = 0, 0
 		a.layers = make([]layerActs, c.Layers)
 		for l := range a.layers {
 			L := &a.layers[l]
@@ -142,7 +156,7 @@ func (m *Model) Reserve(n int) error {
 				L.x = take(n * H)
 				continue
 			}
-			L.x, L.ln1, L.rstd1 = take(n*H), take(n*H), take(n)
+			L.x, L.ln1, L.rstd1 = take(n*H), takeAct(n*H), take(n)
 			L.q, L.k, L.v = take(n*qd), take(n*kvd), take(n*kvd)
 			if c.QKNorm {
 				L.qn, L.kn = take(n*qd), take(n*kvd)
@@ -154,9 +168,9 @@ func (m *Model) Reserve(n int) error {
 			if c.QKNorm {
 				L.qr, L.kr = L.qn, L.kn
 			}
-			L.att, L.lse = take(n*qd), take(n*c.Heads)
-			L.xmid, L.ln2, L.rstd2 = take(n*H), take(n*H), take(n)
-			L.gate, L.up, L.sw = take(n*I), take(n*I), take(n*I)
+			L.att, L.lse = takeAct(n*qd), take(n*c.Heads)
+			L.xmid, L.ln2, L.rstd2 = take(n*H), takeAct(n*H), take(n)
+			L.gate, L.up, L.sw = take(n*I), take(n*I), takeAct(n*I)
 			if c.PostNorms {
 				L.ao, L.mo, L.rstdAO, L.rstdMO = take(n*H), take(n*H), take(n), take(n)
 			}
@@ -185,10 +199,17 @@ func (m *Model) Reserve(n int) error {
 	if mem, err = m.be.Alloc(tensor.F32, off); err != nil {
 		return fmt.Errorf("llama: activations for %d tokens (%d floats): %w", n, off, err)
 	}
+	if hoff > 0 {
+		if hmem, err = m.be.Alloc(tensor.BF16, hoff); err != nil {
+			m.be.Free(mem)
+			return fmt.Errorf("llama: bfloat16 activations for %d tokens (%d values): %w", n, hoff, err)
+		}
+	}
 	layout()
-	a.mem = mem
+	a.mem, a.hmem = mem, hmem
 	if a.imem, err = m.be.Alloc(tensor.I32, 4*n); err != nil {
 		m.be.Free(mem)
+		m.be.Free(hmem)
 		return fmt.Errorf("llama: token buffers: %w", err)
 	}
 	a.ids, a.tgt, a.pos, a.seg = a.imem.View(0, n), a.imem.View(n, n), a.imem.View(2*n, n), a.imem.View(3*n, n)

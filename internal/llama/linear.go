@@ -162,6 +162,10 @@ func (m *Model) dropped(st *fwdState, l, i int, x tensor.Buffer, in int) tensor.
 	if err := tensor.UploadF32(m.be, mb, mask); err != nil {
 		panic(err) // a host-memory upload of a reserved buffer cannot fail short of a bug
 	}
+	if x.DType() != tensor.F32 {
+		m.be.Convert(xd, x, k) // a bfloat16 activation, widened exactly
+		x = xd
+	}
 	m.be.Mul(xd, x, mb, k)
 	return xd
 }

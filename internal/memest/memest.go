@@ -48,7 +48,8 @@ type Input struct {
 	// BF16 holds the linear weights as bfloat16 working copies
 	// (compute_type = "bf16", llama.Options.BF16): 2 bytes each, on top of
 	// the float32 master of a weight that trains, instead of it for one
-	// that is frozen.
+	// that is frozen; and the activations entering the linear layers as
+	// bfloat16 (llama.Options.BF16Activations).
 	BF16 bool
 	// BatchSize is rows per micro-batch; SeqLen is max_seq_len (the
 	// trainer reserves activations for BatchSize·SeqLen tokens);
@@ -433,21 +434,33 @@ func (in Input) Rows() int {
 // ceChunkRows mirrors llama's fused cross-entropy chunk.
 const ceChunkRows = 64
 
-// activationFloats mirrors llama's Reserve: the F32 activation buffer for
-// n tokens, without the cross-entropy workspace.
-func activationFloats(in Input, s shape, n int) int64 {
+// activationBytes mirrors llama's Reserve: the F32 activation buffer for
+// n tokens, without the cross-entropy workspace, and under BF16 the
+// bfloat16 one.
+func activationBytes(in Input, s shape, n int) int64 {
 	c := in.Config
 	H, I := int64(c.Hidden), int64(c.Intermediate)
 	qd, kvd := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
 	N := int64(n)
 	r := int64(in.LoRARank)
-	layer := N*H + N*H + N + N*qd + 2*N*kvd // x, ln1, rstd1, q, k, v
+	// The activations entering the linear layers (ln1, att, ln2, sw) are
+	// bfloat16 under BF16: 2 bytes; everything else 4.
+	linIn := N*H + N*qd + N*H + N*I
+	layer := N*H + N + N*qd + 2*N*kvd // x, rstd1, q, k, v
 	if c.QKNorm {
 		layer += N*qd + N*kvd + N*int64(c.Heads) + N*int64(c.KVHeads)
 	}
-	layer += N*qd + N*int64(c.Heads)            // att, lse
-	layer += N*H + N*H + N + 3*N*I              // xmid, ln2, rstd2, gate, up, sw
+	layer += N * int64(c.Heads)                 // lse
+	layer += N*H + N + 2*N*I                    // xmid, rstd2, gate, up
 	layer += int64(len(s.adaptedKinds)) * N * r // LoRA x·Aᵀ
+	if !in.BF16 {
+		layer += linIn
+	}
+	layers := int64(c.Layers)
+	if in.Recompute {
+		layers = 1
+	}
+	half := layers * linIn
 	var total int64
 	if in.Recompute {
 		total = layer + int64(c.Layers-1)*N*H
@@ -463,7 +476,10 @@ func activationFloats(in Input, s shape, n int) int64 {
 			total += 2 * N * max(H, qd, I)
 		}
 	}
-	return total
+	if in.BF16 {
+		return 4*total + 2*half
+	}
+	return 4 * total
 }
 
 // Training estimates the peak memory of a training stage on the CPU
@@ -513,7 +529,7 @@ func Training(in Input) (Estimate, error) {
 	// Held from the first step to the end.
 	// Activations and backward scratch (F32) and the four I32 token
 	// buffers (ids, targets, positions, segments).
-	act := 4*activationFloats(in, s, n) + 16*int64(n)
+	act := activationBytes(in, s, n) + 16*int64(n)
 	logits := 4 * int64(ceChunkRows) * int64(c.VocabSize)
 	host := hostBytes(in, s, n)
 	kernel := kernelBytes(in, s, n, threads)
@@ -750,7 +766,13 @@ func kernelBytes(in Input, s shape, n, threads int, extra ...[3]int) int64 {
 	blocks, _ := tensor.NF4Sizes(s.largestNF4)
 	P := int64(threads)
 	floats += (P/2+1)*maxB + P*maxA + P*int64(g.mr*g.nr) + P*attn + int64(blocks)
-	// A bfloat16 weight is widened to float32 for its products.
-	floats += int64(s.largestBF16)
+	// A bfloat16 weight is widened to float32 for its products (scratch
+	// slot B); so is a bfloat16 activation (slot A as the left operand,
+	// and the attention kernels' output; slot B as the right operand of a
+	// weight gradient).
+	if in.BF16 {
+		act := int64(n) * int64(max(c.Hidden, c.Heads*c.HeadDim, c.Intermediate))
+		floats += act + max(int64(s.largestBF16), act)
+	}
 	return 4 * floats
 }

@@ -28,7 +28,7 @@ func loadConfig(t testing.TB, name string) llama.Config {
 
 // options mirrors trainstage.Load: the llama options a method implies.
 func options(in Input) llama.Options {
-	o := llama.Options{BF16: in.BF16}
+	o := llama.Options{BF16: in.BF16, BF16Activations: in.BF16}
 	switch in.Method {
 	case Freeze:
 		o.Trainable = in.Trainable

@@ -31,6 +31,7 @@ type Backend interface {
 
 	// RMSNormForward: rstd[i] = 1/sqrt(mean_j x[i,j]² + eps),
 	// out[i,j] = x[i,j]·rstd[i]·w[j]. x, out [n,dim], w [dim], rstd [n].
+	// out may be BF16 (a bfloat16 activation): the float32 result rounded.
 	RMSNormForward(out, rstd, x, w Buffer, n, dim int, eps float32)
 	// RMSNormBackward overwrites dx [n,dim] (dx may equal dout) and
 	// accumulates dw [dim] given dout, the forward input x and the saved
@@ -53,10 +54,10 @@ type Backend interface {
 	// backward), segIDs I32 [B*T] or the zero Buffer. A query attends to
 	// keys at positions <= its own with the same segment id (and within
 	// a.Window when set). a's SoftCap, Window and ALiBi shape the scores;
-	// see Attn.
+	// see Attn. out may be BF16: the float32 result rounded.
 	AttentionForward(out, lse, q, k, v, segIDs Buffer, a Attn)
 	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
-	// inputs, output and lse.
+	// inputs, output and lse (out F32 or BF16, as the forward wrote it).
 	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs Buffer, a Attn)
 
 	// AttentionDecode is attention of one new query per row against a KV
@@ -64,16 +65,18 @@ type Backend interface {
 	// D]; lens I32 [B]: row b's query attends to cache positions
 	// [0, lens[b]) (its own key and value already written at lens[b]−1).
 	// GQA, and the SoftCap, Window and ALiBi options, as AttentionForward
-	// with the query at position lens[b]−1.
+	// with the query at position lens[b]−1. out may be BF16 (rounded).
 	AttentionDecode(out, q, kCache, vCache, lens Buffer, a AttnDecode)
 
-	// SwiGLUForward: out = silu(gate)·up, elementwise over n.
+	// SwiGLUForward: out = silu(gate)·up, elementwise over n; out may be
+	// BF16 (rounded).
 	SwiGLUForward(out, gate, up Buffer, n int)
 	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up).
 	SwiGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
 	// GeGLUForward: out = gelu(gate)·up, elementwise over n, with gelu's
 	// tanh approximation (PyTorch gelu(approximate="tanh"), Hugging Face
 	// "gelu_pytorch_tanh"): gelu(x) = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+	// out may be BF16 (rounded).
 	GeGLUForward(out, gate, up Buffer, n int)
 	// GeGLUBackward overwrites dgate and dup (each may equal gate or up).
 	GeGLUBackward(dgate, dup, dout, gate, up Buffer, n int)

@@ -180,7 +180,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		defer release()
-		if model, err = llama.NewWith(mc, be, llama.Options{BF16: trainstage.BF16(args)}); err != nil {
+		if model, err = llama.NewWith(mc, be, trainstage.Precision(args)); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		if err := model.InitRandom(seed, trainstage.Num[float64](c.GetAttr("initializer_range"))); err != nil {
@@ -198,7 +198,7 @@ func run(ctx context.Context, req *stage.Request) (*stage.Result, error) {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		defer release()
-		if model, err = llama.LoadWith(dir, be, llama.Options{BF16: trainstage.BF16(args)}); err != nil {
+		if model, err = llama.LoadWith(dir, be, trainstage.Precision(args)); err != nil {
 			return nil, fmt.Errorf("pretrain: %w", err)
 		}
 		if tokDir == "" {

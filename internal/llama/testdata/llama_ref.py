@@ -291,13 +291,66 @@ def attention_mask(cfg, position_ids, segment_ids):
     return m
 
 
+# MIXED_BF16[0] turns on lathe's bf16 mixed precision (compute_type
+# "bf16": llama.Options BF16 and BF16Activations): every linear layer's
+# base weight and the activation entering it are rounded to bfloat16 (to
+# nearest even) where the product reads them; the math stays in the
+# compute dtype and gradients pass through the rounding unchanged (lathe
+# keeps float32 gradients and masters). Biases, adapters, norms,
+# embeddings and the LM head are not rounded.
+MIXED_BF16 = [False]
+
+
+class _RoundBF16(torch.autograd.Function):
+    """bfloat16 rounding with a straight-through (identity) gradient."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.to(torch.float32).to(torch.bfloat16).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def round_bf16(x):
+    return _RoundBF16.apply(x) if MIXED_BF16[0] else x
+
+
+class _AttnBF16Out(torch.autograd.Function):
+    """Attention whose output is kept in bfloat16 (lathe under --mixed
+    bf16): the forward is softmax(scale·q·kᵀ masked)·v; the backward is the
+    flash-attention one, whose D = rowsum(dO·O) reads the kept (rounded)
+    output O, as lathe's kernels do."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, scale):
+        s = (q @ k.transpose(-1, -2)) * scale
+        s = s.masked_fill(~mask, float("-inf"))
+        p = torch.softmax(s, dim=-1)
+        o = p @ v
+        ctx.save_for_backward(q, k, v, p, _RoundBF16.apply(o))
+        ctx.scale = scale
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, p, o = ctx.saved_tensors
+        dv = p.transpose(-1, -2) @ do
+        dp = do @ v.transpose(-1, -2)
+        d = (do * o).sum(-1, keepdim=True)
+        ds = p * (dp - d) * ctx.scale
+        return ds @ k, ds.transpose(-1, -2) @ q, dv, None, None
+
+
 # LoRA scale of the adapters loaded by load_adapter (PEFT: lora_alpha / r,
 # or lora_alpha / sqrt(r) with use_rslora).
 LORA_SCALE = [0.0]
 
 
 def linear(x, params, name, has_bias):
-    y = x @ params[name + ".weight"].t()
+    x = round_bf16(x)
+    y = x @ round_bf16(params[name + ".weight"]).t()
     if has_bias:
         y = y + params[name + ".bias"]
     a = params.get(name + ".lora_A.weight")
@@ -366,10 +419,14 @@ def forward(cfg, params, input_ids, position_ids=None, segment_ids=None, hidden=
         # GQA: query head h reads key/value head h // rep.
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
-        s = (q @ k.transpose(-1, -2)) * scale
-        s = s.masked_fill(~mask, float("-inf"))
-        a = torch.softmax(s.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
-        o = (a @ v).transpose(1, 2).reshape(B, T, Hq * D)
+        if MIXED_BF16[0]:
+            o = _AttnBF16Out.apply(q, k, v, mask, scale)
+        else:
+            s = (q @ k.transpose(-1, -2)) * scale
+            s = s.masked_fill(~mask, float("-inf"))
+            a = torch.softmax(s.to(torch.promote_types(dtype, torch.float32)), dim=-1).to(dtype)
+            o = a @ v
+        o = o.transpose(1, 2).reshape(B, T, Hq * D)
         x = x + linear(o, params, p + "self_attn.o_proj", cfg.o_bias)
         h = rms_norm(x, params[p + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
         g = linear(h, params, p + "mlp.gate_proj", cfg.mlp_bias)
@@ -449,6 +506,7 @@ def adamw_steps(cfg, params, batch, steps, lr, betas, eps, wd, no_decay_norms_bi
 
 def cmd_run(a):
     dtype = {"float64": torch.float64, "float32": torch.float32}[a.dtype]
+    MIXED_BF16[0] = a.mixed == "bf16"
     cfg, params = load_model(a.model, dtype)
     if a.adapter:
         load_adapter(a.adapter, params, dtype)
@@ -818,6 +876,8 @@ def main():
     r.add_argument("--weight-decay", type=float, default=0.0)
     r.add_argument("--no-decay-norms-bias", action="store_true",
                    help="HF Trainer grouping: no weight decay for *.bias and *norm* parameters")
+    r.add_argument("--mixed", default="none", choices=["none", "bf16"],
+                   help="bf16: round linear weights and the activations entering them to bfloat16 (lathe's compute_type bf16)")
     r.add_argument("--adapter", help="a PEFT LoRA adapter directory applied to the model")
     r.add_argument("--loss", default="mean", choices=["mean", "weighted", "value"],
                    help="mean causal-LM loss; Σ w·CE per token; or Σ w·value (needs --weights)")

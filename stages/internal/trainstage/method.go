@@ -62,13 +62,22 @@ func AddMethod(spec hcldec.ObjectSpec) {
 var ComputeTypes = []string{"fp32", "bf16"}
 
 // AddComputeType adds compute_type: "fp32" (the default) or "bf16", the
-// linear layers' weights held as bfloat16 working copies
-// (llama.Options.BF16).
+// linear layers' weights held as bfloat16 working copies and the
+// activations entering them as bfloat16 (Precision).
 func AddComputeType(spec hcldec.ObjectSpec) {
 	spec["compute_type"] = stage.Validated(Optional("compute_type", cty.String, cty.StringVal("fp32")), Enum("compute_type", ComputeTypes))
 }
 
-// BF16 reports whether args ask for bfloat16 weights (compute_type = "bf16").
+// Precision returns the engine options of args' compute_type: for "bf16",
+// bfloat16 weights and activations (llama.Options BF16 and
+// BF16Activations); nothing set for "fp32".
+func Precision(args cty.Value) llama.Options {
+	bf16 := BF16(args)
+	return llama.Options{BF16: bf16, BF16Activations: bf16}
+}
+
+// BF16 reports whether args ask for bfloat16 weights and activations
+// (compute_type = "bf16").
 func BF16(args cty.Value) bool {
 	if !args.Type().HasAttribute("compute_type") {
 		return false
@@ -180,7 +189,8 @@ func Load(args cty.Value, be tensor.Backend, valueHead bool, scratch string) (*L
 			out.LoRA, adapter = &lc, tensors
 		}
 	}
-	opts := llama.Options{ValueHead: valueHead, BF16: BF16(args)}
+	opts := Precision(args)
+	opts.ValueHead = valueHead
 	switch method {
 	case Full:
 	case Freeze:
