@@ -114,6 +114,14 @@ func (e *env) out(name string, b tensor.Buffer, t tol) {
 	e.outs = append(e.outs, output{name: name, f: v, tol: t})
 }
 
+// outBF16 records a BF16 buffer (a bfloat16 activation) as an output,
+// widened exactly on the backend.
+func (e *env) outBF16(name string, b tensor.Buffer, t tol) {
+	f := e.zeros(b.Len())
+	e.be.Convert(f, b, b.Len())
+	e.out(name, f, t)
+}
+
 // outBits records a buffer's raw bytes, compared exactly.
 func (e *env) outBits(name string, b tensor.Buffer) {
 	v := make([]byte, b.Bytes())
@@ -342,6 +350,13 @@ func cases() []testCase {
 		e.be.GeGLUForward(o, g, u, n)
 		e.out("out", o, tolMath)
 	})
+	elem("SwiGLU/GeGLUForward bf16 out", func(e *env, r *rand.Rand) {
+		g, u, o := e.f32(randn(r, n, 3)), e.f32(randn(r, n, 1)), e.alloc(tensor.BF16, n)
+		e.be.SwiGLUForward(o, g, u, n)
+		e.outBF16("swiglu out", o, tolGemmB)
+		e.be.GeGLUForward(o, g, u, n)
+		e.outBF16("geglu out", o, tolGemmB)
+	})
 	elem("GeGLUBackward", func(e *env, r *rand.Rand) {
 		g, u, d := e.f32(randn(r, n, 3)), e.f32(randn(r, n, 1)), e.f32(randn(r, n, 1))
 		dg, du := e.zeros(n), e.zeros(n)
@@ -389,6 +404,12 @@ func cases() []testCase {
 			o, rs := e.zeros(sh.n*sh.dim), e.zeros(sh.n)
 			e.be.RMSNormForward(o, rs, x, w, sh.n, sh.dim, 1e-6)
 			e.out("out", o, tolMath)
+			e.out("rstd", rs, tolMath)
+		}}, testCase{name: "RMSNormForward", shape: shape + " bf16 out", run: func(e *env, r *rand.Rand, _ bool) {
+			x, w := e.f32(randn(r, sh.n*sh.dim, 2)), e.f32(randn(r, sh.dim, 1))
+			o, rs := e.alloc(tensor.BF16, sh.n*sh.dim), e.zeros(sh.n)
+			e.be.RMSNormForward(o, rs, x, w, sh.n, sh.dim, 1e-6)
+			e.outBF16("out", o, tolGemmB)
 			e.out("rstd", rs, tolMath)
 		}}, testCase{name: "RMSNormBackward", shape: shape + " dx=dout", run: func(e *env, r *rand.Rand, _ bool) {
 			x, w, d := e.f32(randn(r, sh.n*sh.dim, 2)), e.f32(randn(r, sh.dim, 1)), e.f32(randn(r, sh.n*sh.dim, 1))
@@ -632,6 +653,16 @@ func attentionCases() []testCase {
 			e.out("dq", dq, tolAttn)
 			e.out("dk", dk, tolAttn)
 			e.out("dv", dv, tolAttn)
+			// A bfloat16 out (mixed precision): the forward rounds it, the
+			// backward reads it; a value rounding the other way on one
+			// side moves its row's drow by a bfloat16 ulp.
+			outH := e.alloc(tensor.BF16, nq)
+			e.be.AttentionForward(outH, lse, q, k, v, seg, a)
+			e.outBF16("out bf16", outH, tolGemmB)
+			e.be.AttentionBackward(dq, dk, dv, dout, q, k, v, outH, lse, seg, a)
+			e.out("dq (bf16 out)", dq, tolGemmB)
+			e.out("dk (bf16 out)", dk, tolGemmB)
+			e.out("dv (bf16 out)", dv, tolGemmB)
 		}})
 	}
 	for _, opts := range []bool{false, true} {
@@ -651,6 +682,9 @@ func attentionCases() []testCase {
 			out := e.zeros(B * Hq * D)
 			e.be.AttentionDecode(out, q, kc, vc, lens, a)
 			e.out("out", out, tolAttn)
+			outH := e.alloc(tensor.BF16, B*Hq*D)
+			e.be.AttentionDecode(outH, q, kc, vc, lens, a)
+			e.outBF16("out bf16", outH, tolGemmB)
 		}})
 	}
 	return cs
@@ -714,9 +748,11 @@ func stepCases() []testCase {
 		}
 		tolG := tolStepG
 		if v.bf16 {
-			// compute_type = "bf16": bfloat16 weights; the CUDA backend also
-			// rounds the activations entering each product (the CPU keeps
-			// them exact), so the step agrees to bfloat16's precision.
+			// compute_type = "bf16": bfloat16 weights and activations on
+			// both sides; the CUDA backend also rounds the float32 operand
+			// of a mixed product (the gradient beside a bfloat16
+			// activation or weight) where the CPU keeps it exact, so the
+			// step agrees to bfloat16's precision.
 			name += " bf16"
 			tolG = tolStepB
 		}
@@ -731,7 +767,7 @@ func stepCases() []testCase {
 					LoRA: &llama.LoRAOptions{Modules: llama.LinearModules([]string{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}, cfg.Layers),
 						Rank: 8, Scale: 2, Seed: 3}}
 			}
-			opts.BF16 = v.bf16
+			opts.BF16, opts.BF16Activations = v.bf16, v.bf16
 			m, err := llama.NewWith(cfg, e.be, opts)
 			if err != nil {
 				panic(err)

@@ -98,9 +98,10 @@ func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
 		be.ptr("cuda.BiasGrad dout", dout, tensor.F32, rows*cols), 0, 0, rows, cols)
 }
 
-// SwiGLUForward sets out = silu(gate)·up.
+// SwiGLUForward sets out = silu(gate)·up (rounded when out is BF16).
 func (be *Backend) SwiGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.launch1D("swiglu_fwd_f32", n, be.ptr("cuda.SwiGLUForward out", out, tensor.F32, n),
+	dt, kernel := actKernel("swiglu_fwd", out)
+	be.launch1D(kernel, n, be.ptr("cuda.SwiGLUForward out", out, dt, n),
 		be.ptr("cuda.SwiGLUForward gate", gate, tensor.F32, n), be.ptr("cuda.SwiGLUForward up", up, tensor.F32, n), i64a(n))
 }
 
@@ -111,9 +112,10 @@ func (be *Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n in
 		be.ptr("cuda.SwiGLUBackward gate", gate, tensor.F32, n), be.ptr("cuda.SwiGLUBackward up", up, tensor.F32, n), i64a(n))
 }
 
-// GeGLUForward sets out = gelu_tanh(gate)·up.
+// GeGLUForward sets out = gelu_tanh(gate)·up (rounded when out is BF16).
 func (be *Backend) GeGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.launch1D("geglu_fwd_f32", n, be.ptr("cuda.GeGLUForward out", out, tensor.F32, n),
+	dt, kernel := actKernel("geglu_fwd", out)
+	be.launch1D(kernel, n, be.ptr("cuda.GeGLUForward out", out, dt, n),
 		be.ptr("cuda.GeGLUForward gate", gate, tensor.F32, n), be.ptr("cuda.GeGLUForward up", up, tensor.F32, n), i64a(n))
 }
 
@@ -167,13 +169,15 @@ func rowThreads(dim int) int {
 	return 128
 }
 
-// RMSNormForward normalises each row of x [n,dim] and scales it by w.
+// RMSNormForward normalises each row of x [n,dim] and scales it by w
+// (rounded when out is BF16).
 func (be *Backend) RMSNormForward(out, rstd, x, w tensor.Buffer, n, dim int, eps float32) {
 	if n <= 0 {
 		return
 	}
-	be.launch("rmsnorm_fwd_f32", [3]int{n, 1, 1}, [3]int{rowThreads(dim), 1, 1}, 0,
-		be.ptr("cuda.RMSNormForward out", out, tensor.F32, n*dim), be.ptr("cuda.RMSNormForward rstd", rstd, tensor.F32, n),
+	dt, kernel := actKernel("rmsnorm_fwd", out)
+	be.launch(kernel, [3]int{n, 1, 1}, [3]int{rowThreads(dim), 1, 1}, 0,
+		be.ptr("cuda.RMSNormForward out", out, dt, n*dim), be.ptr("cuda.RMSNormForward rstd", rstd, tensor.F32, n),
 		be.ptr("cuda.RMSNormForward x", x, tensor.F32, n*dim), be.ptr("cuda.RMSNormForward w", w, tensor.F32, dim),
 		i64a(n), i32a(dim), f32a(eps))
 }
@@ -288,6 +292,16 @@ func (be *Backend) Convert(dst, src tensor.Buffer, n int) {
 	be.launch1D(name, n, be.ptr("cuda.Convert dst", dst, dd, n), be.ptr("cuda.Convert src", src, sd, n), i64a(n))
 }
 
+// actKernel returns the dtype of an activation output (F32, or BF16 under
+// mixed precision; anything else is F32 and refused by ptr) and the kernel
+// entry point writing it: name_f32 or name_bf16.
+func actKernel(name string, out tensor.Buffer) (tensor.DType, string) {
+	if out.DType() == tensor.BF16 {
+		return tensor.BF16, name + "_bf16"
+	}
+	return tensor.F32, name + "_f32"
+}
+
 // extent is how many elements a rows×cols row-major matrix with row stride
 // ld spans.
 func extent(rows, cols, ld int) int {
@@ -348,7 +362,8 @@ func (be *Backend) Gemm(g tensor.Gemm) {
 	adt, bdt := g.A.DType(), g.B.DType()
 	if mixed {
 		// cuBLAS takes one input type: the F32 operand beside a BF16 one
-		// (activations beside a bfloat16 weight) is rounded to bfloat16
+		// (a gradient beside a bfloat16 weight or activation, a float32
+		// adapter beside a bfloat16 activation) is rounded to bfloat16
 		// into scratch, and the product runs on the tensor cores with
 		// float32 accumulation.
 		if adt == tensor.F32 {
@@ -416,8 +431,12 @@ func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a t
 	}
 	bq := 4 * warps // RW rows per warp
 	smem := 4 * (bq*a.D + 32*(a.D+4) + bq*32)
-	be.launch("attn_fwd_"+attnVariant(a.D), [3]int{(a.T + bq - 1) / bq, a.Hq, a.B}, [3]int{32 * warps, 1, 1}, smem,
-		be.ptr("cuda.AttentionForward out", out, tensor.F32, nq), be.ptr("cuda.AttentionForward lse", lse, tensor.F32, a.B*a.Hq*a.T),
+	kernel, dt := "attn_fwd_"+attnVariant(a.D), out.DType()
+	if dt == tensor.BF16 {
+		kernel += "_bf16"
+	}
+	be.launch(kernel, [3]int{(a.T + bq - 1) / bq, a.Hq, a.B}, [3]int{32 * warps, 1, 1}, smem,
+		be.ptr("cuda.AttentionForward out", out, dt, nq), be.ptr("cuda.AttentionForward lse", lse, tensor.F32, a.B*a.Hq*a.T),
 		be.ptr("cuda.AttentionForward q", q, tensor.F32, nq), be.ptr("cuda.AttentionForward k", k, tensor.F32, nk),
 		be.ptr("cuda.AttentionForward v", v, tensor.F32, nk), be.optPtr("cuda.AttentionForward segIDs", segIDs, tensor.I32, a.B*a.T),
 		be.optPtr("cuda.AttentionForward ALiBi", a.ALiBi, tensor.F32, a.Hq),
@@ -436,13 +455,17 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 	pq := be.ptr("cuda.AttentionBackward q", q, tensor.F32, nq)
 	pk := be.ptr("cuda.AttentionBackward k", k, tensor.F32, nk)
 	pv := be.ptr("cuda.AttentionBackward v", v, tensor.F32, nk)
-	po := be.ptr("cuda.AttentionBackward out", out, tensor.F32, nq)
+	odt, drowKernel := out.DType(), "attn_bwd_drow"
+	if odt == tensor.BF16 {
+		drowKernel += "_bf16"
+	}
+	po := be.ptr("cuda.AttentionBackward out", out, odt, nq)
 	pl := be.ptr("cuda.AttentionBackward lse", lse, tensor.F32, a.B*a.Hq*a.T)
 	pseg := be.optPtr("cuda.AttentionBackward segIDs", segIDs, tensor.I32, a.B*a.T)
 	palibi := be.optPtr("cuda.AttentionBackward ALiBi", a.ALiBi, tensor.F32, a.Hq)
 	rows := a.B * a.T * a.Hq
 	drow := ptrArg(be.scratchPtr(4 * rows))
-	be.launch("attn_bwd_drow", [3]int{(rows + 7) / 8, 1, 1}, [3]int{256, 1, 1}, 0,
+	be.launch(drowKernel, [3]int{(rows + 7) / 8, 1, 1}, [3]int{256, 1, 1}, 0,
 		drow, pdo, po, i32a(a.B), i32a(a.T), i32a(a.Hq), i32a(a.D))
 	opts := []uint64{i32a(a.T), i32a(a.Hq), i32a(a.Hkv), i32a(a.D), f32a(a.Scale), f32a(a.SoftCap), i32a(a.Window)}
 	variant := attnVariant(a.D)
@@ -481,8 +504,12 @@ func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a
 	checkAttn("cuda.AttentionDecode", a.B, a.MaxT, a.Hq, a.Hkv, a.D, a.SoftCap, a.Window, a.ALiBi)
 	nq, nc := a.B*a.Hq*a.D, a.B*a.MaxT*a.Hkv*a.D
 	sc := be.scratchPtr(4 * a.B * a.Hq * a.MaxT)
-	be.launch("attn_decode", [3]int{a.Hq, a.B, 1}, [3]int{decodeThreads, 1, 1}, 0,
-		be.ptr("cuda.AttentionDecode out", out, tensor.F32, nq), ptrArg(sc),
+	kernel, dt := "attn_decode", out.DType()
+	if dt == tensor.BF16 {
+		kernel += "_bf16"
+	}
+	be.launch(kernel, [3]int{a.Hq, a.B, 1}, [3]int{decodeThreads, 1, 1}, 0,
+		be.ptr("cuda.AttentionDecode out", out, dt, nq), ptrArg(sc),
 		be.ptr("cuda.AttentionDecode q", q, tensor.F32, nq), be.ptr("cuda.AttentionDecode kCache", kCache, tensor.F32, nc),
 		be.ptr("cuda.AttentionDecode vCache", vCache, tensor.F32, nc), be.ptr("cuda.AttentionDecode lens", lens, tensor.I32, a.B),
 		be.optPtr("cuda.AttentionDecode ALiBi", a.ALiBi, tensor.F32, a.Hq),

@@ -75,8 +75,8 @@ __device__ __forceinline__ float dot4(const float *a, const float *b, int D) {
 //
 // Shared memory (dynamic): Qs [BQ][D], KVs [BK][D+4] (K, then V of the tile),
 // Ps [BQ][BK].
-template <int DPL>
-__device__ void attn_fwd(float *out, float *lse, const float *q, const float *k, const float *v, const int *seg,
+template <int DPL, typename O>
+__device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, const float *v, const int *seg,
                          int T, int Hq, int Hkv, int D, AttnOpts o) {
     DYNAMIC_SMEM(float4, smem4);
     float *sm = (float *)smem4;
@@ -157,38 +157,53 @@ __device__ void attn_fwd(float *out, float *lse, const float *q, const float *k,
         int i = i0 + warp * RW + r;
         if (i >= T) continue;
         float inv = 1.0f / l[r];
-        float *orow = out + (((ll)b * T + i) * Hq + h) * D;
+        O *orow = out + (((ll)b * T + i) * Hq + h) * D;
 #pragma unroll
         for (int c = 0; c < DPL; c++) {
             int d = lane + 32 * c;
-            if (d < D) orow[d] = acc[r][c] * inv;
+            if (d < D) put_act(orow, d, acc[r][c] * inv);
         }
         if (lane == 0) lse[((ll)b * Hq + h) * T + i] = m[r] + logf(l[r]);
     }
 }
 
-#define ATTN_ARGS_FWD float *out, float *lse, const float *q, const float *k, const float *v, const int *seg, const float *alibi, \
-                      int T, int Hq, int Hkv, int D, float scale, float softcap, int window
+// attn_fwd_dNN writes out as float32, attn_fwd_dNN_bf16 as bfloat16
+// (rounded; a bfloat16 activation).
+#define ATTN_ARGS_FWD(O) O *out, float *lse, const float *q, const float *k, const float *v, const int *seg, const float *alibi, \
+                         int T, int Hq, int Hkv, int D, float scale, float softcap, int window
 #define ATTN_OPTS AttnOpts o = {scale, softcap, window, alibi}
-extern "C" __global__ void attn_fwd_d64(ATTN_ARGS_FWD) { ATTN_OPTS; attn_fwd<2>(out, lse, q, k, v, seg, T, Hq, Hkv, D, o); }
-extern "C" __global__ void attn_fwd_d128(ATTN_ARGS_FWD) { ATTN_OPTS; attn_fwd<4>(out, lse, q, k, v, seg, T, Hq, Hkv, D, o); }
-extern "C" __global__ void attn_fwd_d256(ATTN_ARGS_FWD) { ATTN_OPTS; attn_fwd<8>(out, lse, q, k, v, seg, T, Hq, Hkv, D, o); }
+#define FWD_CALL(DPL) ATTN_OPTS; attn_fwd<DPL>(out, lse, q, k, v, seg, T, Hq, Hkv, D, o)
+extern "C" __global__ void attn_fwd_d64(ATTN_ARGS_FWD(float)) { FWD_CALL(2); }
+extern "C" __global__ void attn_fwd_d128(ATTN_ARGS_FWD(float)) { FWD_CALL(4); }
+extern "C" __global__ void attn_fwd_d256(ATTN_ARGS_FWD(float)) { FWD_CALL(8); }
+extern "C" __global__ void attn_fwd_d64_bf16(ATTN_ARGS_FWD(unsigned short)) { FWD_CALL(2); }
+extern "C" __global__ void attn_fwd_d128_bf16(ATTN_ARGS_FWD(unsigned short)) { FWD_CALL(4); }
+extern "C" __global__ void attn_fwd_d256_bf16(ATTN_ARGS_FWD(unsigned short)) { FWD_CALL(8); }
 
 // ---------------------------------------------------------------------------
 // Backward, step 1: drow[b,h,i] = Σ_d dout·out of every query row (the
 // softmax Jacobian's correction). One warp per (b, i, h) row.
-extern "C" __global__ void attn_bwd_drow(float *drow, const float *dout, const float *out, int B, int T, int Hq, int D) {
+// attn_bwd_drow_bf16 reads a bfloat16 out (the forward's _bf16 output).
+template <typename O>
+__device__ void attn_bwd_drow_t(float *drow, const float *dout, const O *out, int B, int T, int Hq, int D) {
     ll row = (ll)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (row >= (ll)B * T * Hq) return;
-    const float *o = out + row * D, *dO = dout + row * D;
+    const O *o = out + row * D;
+    const float *dO = dout + row * D;
     float s = 0.0f;
-    for (int d = lane; d < D; d += 32) s += o[d] * dO[d];
+    for (int d = lane; d < D; d += 32) s += get_act(o, d) * dO[d];
     s = warp_sum(s);
     int h = (int)(row % Hq);
     ll bt = row / Hq;
     int b = (int)(bt / T), i = (int)(bt % T);
     if (lane == 0) drow[((ll)b * Hq + h) * T + i] = s;
+}
+extern "C" __global__ void attn_bwd_drow(float *drow, const float *dout, const float *out, int B, int T, int Hq, int D) {
+    attn_bwd_drow_t(drow, dout, out, B, T, Hq, D);
+}
+extern "C" __global__ void attn_bwd_drow_bf16(float *drow, const float *dout, const unsigned short *out, int B, int T, int Hq, int D) {
+    attn_bwd_drow_t(drow, dout, out, B, T, Hq, D);
 }
 
 // Backward, step 2: dk and dv. Block (key tile of KB = KW·warps keys, KV
@@ -420,18 +435,19 @@ extern "C" __global__ void attn_bwd_dq_d256(ATTN_ARGS_DQ) { DQ_CALL(8); }
 // scores keys t0+w, t0+w+nw, ... (lanes split the dot); then a block max,
 // exponentials and their sum in double, and thread d accumulates out[d]
 // over the keys in order. A length outside [1, MaxT] zeroes the output and
-// raises LATHE_ERR_DECODE_LEN.
-extern "C" __global__ void attn_decode(float *out, float *sc, const float *q, const float *kc, const float *vc, const int *lens,
-                                       const float *alibi, int MaxT, int Hq, int Hkv, int D, float scale, float softcap, int window,
-                                       int *err) {
+// raises LATHE_ERR_DECODE_LEN. attn_decode_bf16 writes out as bfloat16.
+template <typename O>
+__device__ void attn_decode_t(O *out, float *sc, const float *q, const float *kc, const float *vc, const int *lens,
+                              const float *alibi, int MaxT, int Hq, int Hkv, int D, float scale, float softcap, int window,
+                              int *err) {
     __shared__ float red[32];
     __shared__ double redd[32];
     const int h = blockIdx.x, b = blockIdx.y, g = h / (Hq / Hkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     const int n = lens[b];
-    float *orow = out + ((ll)b * Hq + h) * D;
+    O *orow = out + ((ll)b * Hq + h) * D;
     if (n <= 0 || n > MaxT) {
-        for (int d = threadIdx.x; d < D; d += blockDim.x) orow[d] = 0.0f;
+        for (int d = threadIdx.x; d < D; d += blockDim.x) put_act(orow, d, 0.0f);
         if (threadIdx.x == 0) atomicOr(err, LATHE_ERR_DECODE_LEN);
         return;
     }
@@ -463,6 +479,11 @@ extern "C" __global__ void attn_decode(float *out, float *sc, const float *q, co
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.0f;
         for (int t = t0; t < n; t++) acc += (s[t] * inv) * vc[(((ll)b * MaxT + t) * Hkv + g) * D + d];
-        orow[d] = acc;
+        put_act(orow, d, acc);
     }
 }
+#define ATTN_ARGS_DEC(O) O *out, float *sc, const float *q, const float *kc, const float *vc, const int *lens, const float *alibi, \
+                         int MaxT, int Hq, int Hkv, int D, float scale, float softcap, int window, int *err
+#define DEC_CALL attn_decode_t(out, sc, q, kc, vc, lens, alibi, MaxT, Hq, Hkv, D, scale, softcap, window, err)
+extern "C" __global__ void attn_decode(ATTN_ARGS_DEC(float)) { DEC_CALL; }
+extern "C" __global__ void attn_decode_bf16(ATTN_ARGS_DEC(unsigned short)) { DEC_CALL; }

@@ -109,6 +109,16 @@ __device__ __forceinline__ unsigned short bf16_from_f32(float f) {
 }
 __device__ __forceinline__ float f32_from_bf16(unsigned short h) { return __uint_as_float((unsigned int)h << 16); }
 
+// An activation a kernel writes or reads is float32 or, under mixed
+// precision (llama.Options.BF16Activations), bfloat16 held as unsigned
+// short: put_act stores a float32 result (rounded for bfloat16), get_act
+// loads one widened. Kernels templated on the activation type instantiate
+// an _f32 and a _bf16 entry point.
+__device__ __forceinline__ void put_act(float *p, ll i, float v) { p[i] = v; }
+__device__ __forceinline__ void put_act(unsigned short *p, ll i, float v) { p[i] = bf16_from_f32(v); }
+__device__ __forceinline__ float get_act(const float *p, ll i) { return p[i]; }
+__device__ __forceinline__ float get_act(const unsigned short *p, ll i) { return f32_from_bf16(p[i]); }
+
 __device__ unsigned short f16_from_f32(float f) {
     unsigned int b = __float_as_uint(f);
     unsigned short sign = (unsigned short)((b >> 16) & 0x8000u);

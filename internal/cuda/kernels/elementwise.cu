@@ -31,13 +31,17 @@ extern "C" __global__ void add_bias_f32(float *x, const float *bias, ll rows, in
     for (ll i = gtid(); i < n; i += gstride()) x[i] += bias[i % cols];
 }
 
-// swiglu_fwd_f32: out = silu(gate)·up.
-extern "C" __global__ void swiglu_fwd_f32(float *out, const float *gate, const float *up, ll n) {
+// swiglu_fwd_f32: out = silu(gate)·up; swiglu_fwd_bf16 writes out as
+// bfloat16 (rounded).
+template <typename O>
+__device__ void swiglu_fwd(O *out, const float *gate, const float *up, ll n) {
     for (ll i = gtid(); i < n; i += gstride()) {
         float g = gate[i];
-        out[i] = g * sigmoidf_(g) * up[i];
+        put_act(out, i, g * sigmoidf_(g) * up[i]);
     }
 }
+extern "C" __global__ void swiglu_fwd_f32(float *out, const float *gate, const float *up, ll n) { swiglu_fwd(out, gate, up, n); }
+extern "C" __global__ void swiglu_fwd_bf16(unsigned short *out, const float *gate, const float *up, ll n) { swiglu_fwd(out, gate, up, n); }
 
 // swiglu_bwd_f32 overwrites dgate and dup; each may alias gate or up (every
 // element is read before it is written, by the same thread).
@@ -50,13 +54,17 @@ extern "C" __global__ void swiglu_bwd_f32(float *dgate, float *dup, const float 
     }
 }
 
-// geglu_fwd_f32: out = gelu_tanh(gate)·up.
-extern "C" __global__ void geglu_fwd_f32(float *out, const float *gate, const float *up, ll n) {
+// geglu_fwd_f32: out = gelu_tanh(gate)·up; geglu_fwd_bf16 writes out as
+// bfloat16 (rounded).
+template <typename O>
+__device__ void geglu_fwd(O *out, const float *gate, const float *up, ll n) {
     for (ll i = gtid(); i < n; i += gstride()) {
         float s;
-        out[i] = gelu_tanh(gate[i], &s) * up[i];
+        put_act(out, i, gelu_tanh(gate[i], &s) * up[i]);
     }
 }
+extern "C" __global__ void geglu_fwd_f32(float *out, const float *gate, const float *up, ll n) { geglu_fwd(out, gate, up, n); }
+extern "C" __global__ void geglu_fwd_bf16(unsigned short *out, const float *gate, const float *up, ll n) { geglu_fwd(out, gate, up, n); }
 
 // geglu_bwd_f32: dgate = dout·up·gelu'(gate), dup = dout·gelu(gate), with
 // gelu' = s + 2x·s(1−s)·sqrt(2/pi)(1 + 3·0.044715·x²), s = sigmoid(2y).

@@ -4,8 +4,10 @@
 
 // rmsnorm_fwd_f32: one block per row of x [n,dim]: rstd[i] =
 // 1/sqrt(mean_j x² + eps) (sum in double, as the CPU backend),
-// out[i,j] = x[i,j]·rstd[i]·w[j]. out may alias x.
-extern "C" __global__ void rmsnorm_fwd_f32(float *out, float *rstd, const float *x, const float *w, ll n, int dim, float eps) {
+// out[i,j] = x[i,j]·rstd[i]·w[j]. out may alias x. rmsnorm_fwd_bf16
+// writes out as bfloat16 (rounded).
+template <typename O>
+__device__ void rmsnorm_fwd(O *out, float *rstd, const float *x, const float *w, ll n, int dim, float eps) {
     __shared__ double red[32];
     ll i = blockIdx.x;
     if (i >= n) return;
@@ -18,8 +20,14 @@ extern "C" __global__ void rmsnorm_fwd_f32(float *out, float *rstd, const float 
     ss = block_sum_d(ss, red);
     float r = (float)(1.0 / sqrt(ss / (double)dim + (double)eps));
     if (threadIdx.x == 0) rstd[i] = r;
-    float *o = out + i * dim;
-    for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = xr[j] * r * w[j];
+    O *o = out + i * dim;
+    for (int j = threadIdx.x; j < dim; j += blockDim.x) put_act(o, j, xr[j] * r * w[j]);
+}
+extern "C" __global__ void rmsnorm_fwd_f32(float *out, float *rstd, const float *x, const float *w, ll n, int dim, float eps) {
+    rmsnorm_fwd(out, rstd, x, w, n, dim, eps);
+}
+extern "C" __global__ void rmsnorm_fwd_bf16(unsigned short *out, float *rstd, const float *x, const float *w, ll n, int dim, float eps) {
+    rmsnorm_fwd(out, rstd, x, w, n, dim, eps);
 }
 
 // rmsnorm_bwd_dx_f32: one block per row: dx = rstd·(dout·w − x·c) with

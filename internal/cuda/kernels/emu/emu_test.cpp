@@ -21,6 +21,7 @@
 #include "../xent.cu"
 
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -435,6 +436,89 @@ static void test_nf4() {
     check_true("nf4 quantise/dequantise round trip within the code spacing", ok);
 }
 
+// ---------------------------------------------------------------- bfloat16 activations
+
+// same_rounded reports whether every bfloat16 value of h is the float32 f
+// rounded to nearest even.
+static bool same_rounded(const std::vector<unsigned short> &h, const std::vector<float> &f) {
+    for (size_t i = 0; i < f.size(); i++)
+        if (h[i] != bf16_from_f32(f[i])) return false;
+    return true;
+}
+
+// test_bf16_activations: each kernel's _bf16 entry point writes exactly its
+// float32 result rounded (the launch shapes of kernels.go), and the
+// attention backward's drow reading a bfloat16 out equals drow from the
+// same values in float32.
+static void test_bf16_activations() {
+    const int n = 7, dim = 300;
+    auto x = randn((size_t)n * dim, 2), w = randn(dim);
+    std::vector<float> out((size_t)n * dim), rstd(n);
+    std::vector<unsigned short> outh((size_t)n * dim);
+    emu::launch({(unsigned)n, 1, 1}, {(unsigned)row_threads(dim), 1, 1}, 0,
+                [&] { rmsnorm_fwd_f32(out.data(), rstd.data(), x.data(), w.data(), n, dim, 1e-6f); });
+    emu::launch({(unsigned)n, 1, 1}, {(unsigned)row_threads(dim), 1, 1}, 0,
+                [&] { rmsnorm_fwd_bf16(outh.data(), rstd.data(), x.data(), w.data(), n, dim, 1e-6f); });
+    check_true("rmsnorm_fwd_bf16 = rounded rmsnorm_fwd_f32", same_rounded(outh, out));
+
+    const long long m = 1000;
+    auto gate = randn(m, 3), up = randn(m);
+    std::vector<float> act(m);
+    std::vector<unsigned short> acth(m);
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_fwd_f32(act.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_fwd_bf16(acth.data(), gate.data(), up.data(), m); });
+    check_true("swiglu_fwd_bf16 = rounded swiglu_fwd_f32", same_rounded(acth, act));
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_fwd_f32(act.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_fwd_bf16(acth.data(), gate.data(), up.data(), m); });
+    check_true("geglu_fwd_bf16 = rounded geglu_fwd_f32", same_rounded(acth, act));
+
+    for (int D : {32, 96}) {
+        const int B = 2, T = 19, Hq = 4, Hkv = 2;
+        size_t nq = (size_t)B * T * Hq * D, nk = (size_t)B * T * Hkv * D;
+        auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
+        std::vector<float> o(nq), lse((size_t)B * Hq * T);
+        std::vector<unsigned short> oh(nq);
+        int warps = D > 128 ? 2 : 4, bq = 4 * warps;
+        size_t smem = 4 * (bq * D + 32 * (D + 4) + bq * 32);
+        dim3 grid = {(unsigned)((T + bq - 1) / bq), (unsigned)Hq, (unsigned)B}, block = {(unsigned)(32 * warps), 1, 1};
+        float scale = 0.25f;
+        emu::launch(grid, block, smem, [&] {
+            auto f = D <= 64 ? attn_fwd_d64 : attn_fwd_d128;
+            f(o.data(), lse.data(), q.data(), k.data(), v.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
+        });
+        emu::launch(grid, block, smem, [&] {
+            auto f = D <= 64 ? attn_fwd_d64_bf16 : attn_fwd_d128_bf16;
+            f(oh.data(), lse.data(), q.data(), k.data(), v.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
+        });
+        std::string name = "attn_fwd_d" + std::string(D <= 64 ? "64" : "128");
+        check_true(name + "_bf16 = rounded " + name, same_rounded(oh, o));
+        std::vector<float> widened(nq), drow((size_t)B * Hq * T), drowh((size_t)B * Hq * T);
+        for (size_t i = 0; i < nq; i++) widened[i] = f32_from_bf16(oh[i]);
+        int rows = B * T * Hq;
+        emu::launch({(unsigned)((rows + 7) / 8), 1, 1}, {256, 1, 1}, 0,
+                    [&] { attn_bwd_drow(drow.data(), dout.data(), widened.data(), B, T, Hq, D); });
+        emu::launch({(unsigned)((rows + 7) / 8), 1, 1}, {256, 1, 1}, 0,
+                    [&] { attn_bwd_drow_bf16(drowh.data(), dout.data(), oh.data(), B, T, Hq, D); });
+        check_true("attn_bwd_drow_bf16 = attn_bwd_drow of the widened out (D" + std::to_string(D) + ")",
+                   std::memcmp(drow.data(), drowh.data(), drow.size() * sizeof(float)) == 0);
+    }
+
+    const int B = 2, MaxT = 20, Hq = 4, Hkv = 2, D = 48;
+    auto q = randn(B * Hq * D), kc = randn((size_t)B * MaxT * Hkv * D), vc = randn((size_t)B * MaxT * Hkv * D);
+    std::vector<int> lens = {20, 7};
+    std::vector<float> dout(B * Hq * D), sc((size_t)B * Hq * MaxT);
+    std::vector<unsigned short> douth(B * Hq * D);
+    int err = 0;
+    emu::launch({(unsigned)Hq, (unsigned)B, 1}, {128, 1, 1}, 0, [&] {
+        attn_decode(dout.data(), sc.data(), q.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0, &err);
+    });
+    emu::launch({(unsigned)Hq, (unsigned)B, 1}, {128, 1, 1}, 0, [&] {
+        attn_decode_bf16(douth.data(), sc.data(), q.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0,
+                         &err);
+    });
+    check_true("attn_decode_bf16 = rounded attn_decode", same_rounded(douth, dout) && err == 0);
+}
+
 int main() {
     test_attention({2, 45, 4, 2, 32, false, 0, 0, false});
     test_attention({1, 70, 2, 1, 48, true, 0, 0, false});
@@ -452,6 +536,7 @@ int main() {
     test_embedding();
     test_norm_and_sums();
     test_nf4();
+    test_bf16_activations();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }
