@@ -26,9 +26,9 @@ type Backend struct {
 
 	normPartials []float64 // GlobalNorm: one partial sum per fixed chunk
 	normChunks   []normChunk
-	nf4Scratch   []float32    // QuantizeNF4: true absmax per block
-	ropeTab      ropeTable    // RoPE: cached cos/sin per position
-	widened      [2][]float32 // Gemm: BF16 operands A and B widened to F32; slot 0 also a BF16 activation's F32 values (actOut, actIn)
+	nf4Scratch   []float32           // QuantizeNF4: true absmax per block
+	ropeTab      ropeTable           // RoPE: cached cos/sin per position
+	widened      [numSlots][]float32 // float32 values of BF16 operands and outputs (kernels_convert.go)
 }
 
 // New returns a CPU backend.

@@ -31,13 +31,15 @@ func segView(b tensor.Buffer, n int) []int32 {
 }
 
 // AttentionForward runs causal grouped-query attention with a's score
-// options (AttentionForward on the buffers' host memory).
+// options (attentionForward on the buffers' host memory; bfloat16 q, k, v
+// widened into scratch, a bfloat16 out rounded from it).
 func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a tensor.Attn) {
 	checkAttn("cpu.AttentionForward", a)
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
 	o, oh := be.actOut("cpu.AttentionForward out", out, nq)
 	attentionForward(o, f32("cpu.AttentionForward lse", lse, a.B*a.Hq*a.T),
-		f32("cpu.AttentionForward q", q, nq), f32("cpu.AttentionForward k", k, nk), f32("cpu.AttentionForward v", v, nk),
+		be.actIn(slotQ, "cpu.AttentionForward q", q, nq), be.actIn(slotK, "cpu.AttentionForward k", k, nk),
+		be.actIn(slotV, "cpu.AttentionForward v", v, nk),
 		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionForward", a))
 	be.round(oh, o)
 }
@@ -49,7 +51,7 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
 	attentionBackward(f32("cpu.AttentionBackward dq", dq, nq), f32("cpu.AttentionBackward dk", dk, nk),
 		f32("cpu.AttentionBackward dv", dv, nk), f32("cpu.AttentionBackward dout", dout, nq),
-		f32("cpu.AttentionBackward q", q, nq), f32("cpu.AttentionBackward k", k, nk), f32("cpu.AttentionBackward v", v, nk),
-		be.actIn("cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
+		be.actIn(slotQ, "cpu.AttentionBackward q", q, nq), be.actIn(slotK, "cpu.AttentionBackward k", k, nk),
+		be.actIn(slotV, "cpu.AttentionBackward v", v, nk), be.actIn(slotA, "cpu.AttentionBackward out", out, nq), f32("cpu.AttentionBackward lse", lse, a.B*a.Hq*a.T),
 		segView(segIDs, a.B*a.T), a.B, a.T, a.Hq, a.Hkv, a.D, a.Scale, attnOptsOf("cpu.AttentionBackward", a))
 }

@@ -78,7 +78,7 @@ func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a
 	}
 	nq, nc := a.B*a.Hq*a.D, a.B*a.MaxT*a.Hkv*a.D
 	o, oh := be.actOut("cpu.AttentionDecode out", out, nq)
-	k := &decodeK{out: o, q: f32("cpu.AttentionDecode q", q, nq),
+	k := &decodeK{out: o, q: be.actIn(slotQ, "cpu.AttentionDecode q", q, nq),
 		kc: f32("cpu.AttentionDecode kCache", kCache, nc), vc: f32("cpu.AttentionDecode vCache", vCache, nc),
 		lens: i32("cpu.AttentionDecode lens", lens, a.B), a: a,
 		o: attnOpts{softCap: a.SoftCap, window: a.Window}}

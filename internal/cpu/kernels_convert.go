@@ -67,18 +67,34 @@ func roundBF16(h []uint16, f []float32) {
 	}
 }
 
+// The scratch slots of Backend.widened: float32 values of bfloat16
+// operands (widened exactly) and outputs (rounded at the end), one slot per
+// role so that no two operands of one kernel share one.
+const (
+	slotA    = iota // Gemm's A; a kernel's bfloat16 output (actOut); attention's out
+	slotB           // Gemm's B
+	slotQ           // attention's and RoPE's q (or x)
+	slotK           // attention's k
+	slotV           // attention's v
+	numSlots        // the number of slots
+)
+
+// slot returns scratch slot i holding at least n values.
+func (be *Backend) slot(i, n int) []float32 {
+	if cap(be.widened[i]) < n {
+		be.widened[i] = make([]float32, n)
+	}
+	return be.widened[i][:n]
+}
+
 // actOut returns where a kernel writes its first n outputs: for an F32
 // buffer its own memory (h nil); for a BF16 buffer (a bfloat16 activation)
-// scratch slot 0, which the caller rounds into h with be.round.
+// slotA, which the caller rounds into h with be.round.
 func (be *Backend) actOut(what string, b tensor.Buffer, n int) (f []float32, h []uint16) {
 	if b.DType() != tensor.BF16 {
 		return f32(what, b, n), nil
 	}
-	h = view[uint16](what, b, tensor.BF16, n)
-	if cap(be.widened[0]) < n {
-		be.widened[0] = make([]float32, n)
-	}
-	return be.widened[0][:n], h
+	return be.slot(slotA, n), view[uint16](what, b, tensor.BF16, n)
 }
 
 // round rounds f into h in parallel (the end of a kernel whose output
@@ -93,8 +109,16 @@ func (be *Backend) round(h []uint16, f []float32) {
 }
 
 // actIn returns the first n elements of a kernel input as float32: an F32
-// buffer's own memory, or a BF16 buffer (a bfloat16 activation) widened
-// into scratch slot 0.
-func (be *Backend) actIn(what string, b tensor.Buffer, n int) []float32 {
-	return be.gemmOperand(0, what, b, n)
+// buffer's own memory, or a BF16 buffer (a bfloat16 weight or activation)
+// widened exactly into scratch slot i.
+func (be *Backend) actIn(i int, what string, b tensor.Buffer, n int) []float32 {
+	if b.DType() != tensor.BF16 {
+		return f32(what, b, n)
+	}
+	h := view[uint16](what, b, tensor.BF16, n)
+	w := be.slot(i, n)
+	be.k.conv = convK{f: w, h: h, bf: true}
+	be.par(n, grainElems, &be.k.conv)
+	be.k.conv = convK{}
+	return w
 }

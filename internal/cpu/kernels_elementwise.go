@@ -18,8 +18,7 @@ type kargs struct {
 	scale    axpyK
 	bias     biasK
 	biasGrad colSumK
-	swiglu   swigluK
-	geglu    gegluK
+	gated    gatedK
 	embed    embedK
 	embedBwd embedBwdK
 	rms      rmsK
@@ -235,49 +234,107 @@ func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
 	be.k.biasGrad = colSumK{}
 }
 
-type swigluK struct {
+// gatedK is a gated MLP activation's task (SwiGLU or GeGLU): forward out =
+// act(gate)·up, or its backward. Bfloat16 gate and up (activations under
+// mixed precision) are widened and a bfloat16 out is rounded a chunk at a
+// time through stack buffers, so the float32 math is the same either way.
+type gatedK struct {
+	gelu                            bool // GeGLU, else SwiGLU
 	out, gate, up, dout, dgate, dup []float32
-	outH                            []uint16 // the output when it is BF16
+	outH, gateH, upH                []uint16 // the BF16 ones (the float32 slice nil)
 	backward                        bool
 }
 
-func (k *swigluK) run(lo, hi int) {
-	switch {
-	case k.backward:
-	case k.outH != nil:
-		var buf [roundChunk]float32
-		for j := lo; j < hi; j += roundChunk {
-			e := min(j+roundChunk, hi)
-			swigluFwd(buf[:e-j], k.gate[j:e], k.up[j:e])
-			roundBF16(k.outH[j:e], buf[:e-j])
+// The activations are called directly (not through func values) so that
+// the stack buffers of run do not escape.
+func (k *gatedK) fwd(out, gate, up []float32) {
+	if k.gelu {
+		gegluFwd(out, gate, up)
+	} else {
+		swigluFwd(out, gate, up)
+	}
+}
+
+func (k *gatedK) bwd(dgate, dup, dout, gate, up []float32) {
+	if k.gelu {
+		gegluBwd(dgate, dup, dout, gate, up)
+	} else {
+		swigluBwd(dgate, dup, dout, gate, up)
+	}
+}
+
+func (k *gatedK) run(lo, hi int) {
+	if k.outH == nil && k.gateH == nil {
+		if k.backward {
+			k.bwd(k.dgate[lo:hi], k.dup[lo:hi], k.dout[lo:hi], k.gate[lo:hi], k.up[lo:hi])
+		} else {
+			k.fwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
 		}
 		return
-	default:
-		swigluFwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
-		return
 	}
-	swigluBwd(k.dgate[lo:hi], k.dup[lo:hi], k.dout[lo:hi], k.gate[lo:hi], k.up[lo:hi])
+	var gb, ub, ob [roundChunk]float32
+	for j := lo; j < hi; j += roundChunk {
+		e := min(j+roundChunk, hi)
+		w := e - j
+		g, u := widenChunk(gb[:w], k.gate, k.gateH, j), widenChunk(ub[:w], k.up, k.upH, j)
+		switch {
+		case k.backward:
+			k.bwd(k.dgate[j:e], k.dup[j:e], k.dout[j:e], g, u)
+		case k.outH != nil:
+			k.fwd(ob[:w], g, u)
+			roundBF16(k.outH[j:e], ob[:w])
+		default:
+			k.fwd(k.out[j:e], g, u)
+		}
+	}
 }
 
-// SwiGLUForward sets out = silu(gate)·up over n elements (rounded when
-// out is BF16).
+// widenChunk returns len(buf) values of an operand from index j: f's own
+// memory, or h's bfloat16 values widened into buf.
+func widenChunk(buf, f []float32, h []uint16, j int) []float32 {
+	if h == nil {
+		return f[j : j+len(buf)]
+	}
+	for i, v := range h[j : j+len(buf)] {
+		buf[i] = tensor.F32FromBF16(v)
+	}
+	return buf
+}
+
+// gatedOperand views a gated activation's operand: F32, or BF16.
+func gatedOperand(what string, b tensor.Buffer, n int) ([]float32, []uint16) {
+	if b.DType() == tensor.BF16 {
+		return nil, view[uint16](what, b, tensor.BF16, n)
+	}
+	return f32(what, b, n), nil
+}
+
+// runGated runs k over n elements with the given grain.
+func (be *Backend) runGated(k gatedK, n, grain int) {
+	if (k.gateH == nil) != (k.upH == nil) {
+		panic("cpu: gated activation: gate and up must have the same dtype")
+	}
+	be.k.gated = k
+	be.par(n, grain, &be.k.gated)
+	be.k.gated = gatedK{}
+}
+
+// SwiGLUForward sets out = silu(gate)·up over n elements; gate, up and
+// out may be BF16 (widened exactly, rounded).
 func (be *Backend) SwiGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.k.swiglu = swigluK{gate: f32("cpu.SwiGLUForward gate", gate, n), up: f32("cpu.SwiGLUForward up", up, n)}
-	if out.DType() == tensor.BF16 {
-		be.k.swiglu.outH = view[uint16]("cpu.SwiGLUForward out", out, tensor.BF16, n)
-	} else {
-		be.k.swiglu.out = f32("cpu.SwiGLUForward out", out, n)
-	}
-	be.par(n, grainElems/8, &be.k.swiglu)
-	be.k.swiglu = swigluK{}
+	var k gatedK
+	k.gate, k.gateH = gatedOperand("cpu.SwiGLUForward gate", gate, n)
+	k.up, k.upH = gatedOperand("cpu.SwiGLUForward up", up, n)
+	k.out, k.outH = gatedOperand("cpu.SwiGLUForward out", out, n)
+	be.runGated(k, n, grainElems/8)
 }
 
-// SwiGLUBackward overwrites dgate and dup (either may alias gate or up).
+// SwiGLUBackward overwrites dgate and dup (either may alias gate or up
+// when they are F32).
 func (be *Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
-	be.k.swiglu = swigluK{backward: true,
-		dgate: f32("cpu.SwiGLUBackward dgate", dgate, n), dup: f32("cpu.SwiGLUBackward dup", dup, n),
-		dout: f32("cpu.SwiGLUBackward dout", dout, n), gate: f32("cpu.SwiGLUBackward gate", gate, n),
-		up: f32("cpu.SwiGLUBackward up", up, n)}
-	be.par(n, grainElems/8, &be.k.swiglu)
-	be.k.swiglu = swigluK{}
+	k := gatedK{backward: true, dgate: f32("cpu.SwiGLUBackward dgate", dgate, n),
+		dup: f32("cpu.SwiGLUBackward dup", dup, n), dout: f32("cpu.SwiGLUBackward dout", dout, n)}
+	k.gate, k.gateH = gatedOperand("cpu.SwiGLUBackward gate", gate, n)
+	k.up, k.upH = gatedOperand("cpu.SwiGLUBackward up", up, n)
+	be.runGated(k, n, grainElems/8)
 }

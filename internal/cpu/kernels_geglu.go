@@ -2,50 +2,22 @@ package cpu
 
 import "github.com/lathe-ml/lathe/internal/tensor"
 
-// gegluK is GeGLU's task: forward out = gelu(gate)·up, or its backward.
-type gegluK struct {
-	out, gate, up, dout, dgate, dup []float32
-	outH                            []uint16 // the output when it is BF16
-	backward                        bool
-}
-
-func (k *gegluK) run(lo, hi int) {
-	switch {
-	case k.backward:
-	case k.outH != nil:
-		var buf [roundChunk]float32
-		for j := lo; j < hi; j += roundChunk {
-			e := min(j+roundChunk, hi)
-			gegluFwd(buf[:e-j], k.gate[j:e], k.up[j:e])
-			roundBF16(k.outH[j:e], buf[:e-j])
-		}
-		return
-	default:
-		gegluFwd(k.out[lo:hi], k.gate[lo:hi], k.up[lo:hi])
-		return
-	}
-	gegluBwd(k.dgate[lo:hi], k.dup[lo:hi], k.dout[lo:hi], k.gate[lo:hi], k.up[lo:hi])
-}
-
 // GeGLUForward sets out = gelu(gate)·up over n elements, gelu with the tanh
-// approximation (see tensor.Backend).
+// approximation (see tensor.Backend); gate, up and out may be BF16.
 func (be *Backend) GeGLUForward(out, gate, up tensor.Buffer, n int) {
-	be.k.geglu = gegluK{gate: f32("cpu.GeGLUForward gate", gate, n), up: f32("cpu.GeGLUForward up", up, n)}
-	if out.DType() == tensor.BF16 {
-		be.k.geglu.outH = view[uint16]("cpu.GeGLUForward out", out, tensor.BF16, n)
-	} else {
-		be.k.geglu.out = f32("cpu.GeGLUForward out", out, n)
-	}
-	be.par(n, grainElems/16, &be.k.geglu)
-	be.k.geglu = gegluK{}
+	k := gatedK{gelu: true}
+	k.gate, k.gateH = gatedOperand("cpu.GeGLUForward gate", gate, n)
+	k.up, k.upH = gatedOperand("cpu.GeGLUForward up", up, n)
+	k.out, k.outH = gatedOperand("cpu.GeGLUForward out", out, n)
+	be.runGated(k, n, grainElems/16)
 }
 
-// GeGLUBackward overwrites dgate and dup (either may alias gate or up).
+// GeGLUBackward overwrites dgate and dup (either may alias gate or up
+// when they are F32).
 func (be *Backend) GeGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
-	be.k.geglu = gegluK{backward: true,
-		dgate: f32("cpu.GeGLUBackward dgate", dgate, n), dup: f32("cpu.GeGLUBackward dup", dup, n),
-		dout: f32("cpu.GeGLUBackward dout", dout, n), gate: f32("cpu.GeGLUBackward gate", gate, n),
-		up: f32("cpu.GeGLUBackward up", up, n)}
-	be.par(n, grainElems/16, &be.k.geglu)
-	be.k.geglu = gegluK{}
+	k := gatedK{gelu: true, backward: true, dgate: f32("cpu.GeGLUBackward dgate", dgate, n),
+		dup: f32("cpu.GeGLUBackward dup", dup, n), dout: f32("cpu.GeGLUBackward dout", dout, n)}
+	k.gate, k.gateH = gatedOperand("cpu.GeGLUBackward gate", gate, n)
+	k.up, k.upH = gatedOperand("cpu.GeGLUBackward up", up, n)
+	be.runGated(k, n, grainElems/16)
 }

@@ -33,28 +33,11 @@ func (be *Backend) Gemm(g tensor.Gemm) {
 		br, bc = g.N, g.K
 	}
 	last := batch - 1
-	a := be.gemmOperand(0, "cpu.Gemm A", g.A, last*g.StrideA+extent(ar, ac, g.LDA))
-	b := be.gemmOperand(1, "cpu.Gemm B", g.B, last*g.StrideB+extent(br, bc, g.LDB))
+	a := be.actIn(slotA, "cpu.Gemm A", g.A, last*g.StrideA+extent(ar, ac, g.LDA))
+	b := be.actIn(slotB, "cpu.Gemm B", g.B, last*g.StrideB+extent(br, bc, g.LDB))
 	c := f32("cpu.Gemm C", g.C, last*g.StrideC+extent(g.M, g.N, g.LDC))
 	for i := 0; i < batch; i++ {
 		Sgemm(g.TransA, g.TransB, g.M, g.N, g.K, g.Alpha,
 			a[i*g.StrideA:], g.LDA, b[i*g.StrideB:], g.LDB, g.Beta, c[i*g.StrideC:], g.LDC)
 	}
-}
-
-// gemmOperand returns the first n elements of a Gemm input as float32: an
-// F32 buffer's own memory, or a BF16 buffer widened into scratch slot i.
-func (be *Backend) gemmOperand(i int, what string, b tensor.Buffer, n int) []float32 {
-	if b.DType() != tensor.BF16 {
-		return f32(what, b, n)
-	}
-	h := view[uint16](what, b, tensor.BF16, n)
-	if cap(be.widened[i]) < n {
-		be.widened[i] = make([]float32, n)
-	}
-	w := be.widened[i][:n]
-	be.k.conv = convK{f: w, h: h, bf: true}
-	be.par(n, grainElems, &be.k.conv)
-	be.k.conv = convK{}
-	return w
 }

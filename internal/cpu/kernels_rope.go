@@ -109,12 +109,17 @@ func (be *Backend) rope(name string, out, x, pos, invFreq tensor.Buffer, n, head
 		panic(fmt.Sprintf("%s: rotary dim %d of head dim %d must be even, positive and at most %d", name, rotDim, headDim, 2*maxRoPEHalf))
 	}
 	size := n * heads * headDim
-	be.k.rope = ropeK{out: f32("cpu.RoPE out", out, size), x: f32("cpu.RoPE x", x, size),
+	// A bfloat16 x (an activation, RoPE in place) is widened, rotated in
+	// float32 and rounded back.
+	xs := be.actIn(slotQ, "cpu.RoPE x", x, size)
+	os, oh := be.actOut("cpu.RoPE out", out, size)
+	be.k.rope = ropeK{out: os, x: xs,
 		invFreq: f32("cpu.RoPE invFreq", invFreq, rotDim/2), pos: i32("cpu.RoPE pos", pos, n),
 		heads: heads, hd: headDim, rotDim: rotDim, sign: sign}
 	be.k.rope.cos, be.k.rope.sin = be.ropeTab.lookup(be.k.rope.invFreq, be.k.rope.pos)
 	be.par(n, max(1, grainElems/max(heads*headDim, 1)), &be.k.rope)
 	be.k.rope = ropeK{}
+	be.round(oh, os)
 }
 
 // RoPEForward applies rotate-half rotary embeddings (see tensor.Backend).

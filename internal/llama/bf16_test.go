@@ -183,26 +183,29 @@ func sameStep(t *testing.T, half, ref *Model, b *Batch) {
 }
 
 // TestMixedBF16AgainstPyTorch: compute_type "bf16" (Options BF16 and
-// BF16Activations) against the PyTorch reference run with --mixed bf16,
-// which rounds each linear layer's base weight and the activation entering
-// it to bfloat16 with an identity gradient. Logits, loss and every
-// gradient agree to float32 accuracy (a value that sits on a rounding
-// boundary can round the other way in one of the two, hence a looser
-// bound than the F32 comparison). The same model is then compared with the
-// reference without the rounding, and with lathe rounding only the
-// weights: both must differ by far more, so the comparison sees the
-// activations' rounding.
+// BF16Activations) against the float32 PyTorch reference run with --mixed
+// bf16, which rounds to bfloat16 where lathe does (linear weights and
+// inputs, the q/k/v and gate/up outputs, q/k norms, RoPE) with identity
+// gradients. Both compute in float32, so the logits agree bit for bit or
+// nearly at almost every position; where the two float32 values on either
+// side of a rounding differ in their last bit and straddle a bfloat16
+// rounding boundary, one activation rounds the other way, which moves that
+// position's logits by up to about 1e-3 and the gradients (sums over
+// positions) by less. The test allows such flips at a few positions and
+// a gradient error of 1e-3, and checks that the reference without the
+// rounding, and lathe rounding only the weights, differ at nearly every
+// position: the comparison sees every rounding.
 func TestMixedBF16AgainstPyTorch(t *testing.T) {
 	needTorch(t)
 	for _, variant := range []string{"llama-gqa", "llama-bias", "qwen3-qknorm"} {
 		t.Run(variant, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			runRef(t, "gen", "--variant", variant, "--seed", "11", "--out", dir, "--batch", "3", "--seq", "16")
+			runRef(t, "gen", "--variant", variant, "--seed", "12", "--out", dir, "--batch", "3", "--seq", "16")
 			batch := filepath.Join(dir, "batch.json")
 			ref := func(mixed string) *safetensors.Set {
 				out := filepath.Join(dir, "ref-"+mixed+".safetensors")
-				runRef(t, "run", "--model", dir, "--batch", batch, "--out", out, "--out-dtype", "F64", "--mixed", mixed)
+				runRef(t, "run", "--model", dir, "--batch", batch, "--out", out, "--out-dtype", "F64", "--mixed", mixed, "--dtype", "float32")
 				f, err := safetensors.OpenSingle(out)
 				if err != nil {
 					t.Fatal(err)
@@ -212,9 +215,10 @@ func TestMixedBF16AgainstPyTorch(t *testing.T) {
 			}
 			mixed, plain := ref("bf16"), ref("none")
 			b := readBatch(t, batch)
-			// worst returns the largest relative error over the logits,
-			// the loss and every gradient of m against f.
-			worst := func(m *Model, f *safetensors.Set) (float64, string) {
+			// compare returns how many positions' logits differ from f's by
+			// more than 1e-5 of the largest logit, and the largest relative
+			// error of the loss and every gradient.
+			compare := func(m *Model, f *safetensors.Set) (positions int, worst float64, what string) {
 				want, err := f.Float32("logits")
 				if err != nil {
 					t.Fatal(err)
@@ -223,26 +227,30 @@ func TestMixedBF16AgainstPyTorch(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				w, what := relErrOf(logits, want, 1e-3), "logits"
+				V := m.Cfg.VocabSize
+				_, scale := relErr(want, make([]float32, len(want)), 0)
+				for p := 0; p < len(want)/V; p++ {
+					if _, d := relErr(logits[p*V:(p+1)*V], want[p*V:(p+1)*V], 0); d > 1e-5*scale {
+						positions++
+					}
+				}
 				m.ZeroGrad()
 				loss, err := m.ForwardBackward(b)
 				if err != nil {
 					t.Fatal(err)
 				}
 				wl, _ := f.Float32("loss")
-				if r := math.Abs(float64(loss)-float64(wl[0])) / float64(wl[0]); r > w {
-					w, what = r, "loss"
-				}
+				worst, what = math.Abs(float64(loss)-float64(wl[0]))/float64(wl[0]), "loss"
 				for _, p := range m.Params {
 					g, err := f.Float32("grad." + p.Name)
 					if err != nil {
 						t.Fatal(err)
 					}
-					if r := relErrOf(download(t, m.be, p.Grad), g, 1e-6); r > w {
-						w, what = r, "grad "+p.Name
+					if r := relErrOf(download(t, m.be, p.Grad), g, 1e-6); r > worst {
+						worst, what = r, "grad "+p.Name
 					}
 				}
-				return w, what
+				return positions, worst, what
 			}
 			be := cpu.New()
 			load := func(o Options) *Model {
@@ -254,17 +262,22 @@ func TestMixedBF16AgainstPyTorch(t *testing.T) {
 				return m
 			}
 			full := load(Options{BF16: true, BF16Activations: true})
-			got, gotWhat := worst(full, mixed)
-			vsPlain, _ := worst(full, plain)
-			weightsOnly, _ := worst(load(Options{BF16: true}), mixed)
-			t.Logf("against --mixed bf16: worst rel %.2e (%s); against the unrounded reference %.2e; weights-only model against --mixed bf16 %.2e",
-				got, gotWhat, vsPlain, weightsOnly)
-			const tol = 1e-4
-			if got > tol {
-				t.Errorf("%s differs from the --mixed bf16 reference: rel %.3e > %g", gotWhat, got, tol)
+			positions := b.B * b.T
+			flips, worst, what := compare(full, mixed)
+			plainPos, plainWorst, _ := compare(full, plain)
+			weightsPos, weightsWorst, _ := compare(load(Options{BF16: true}), mixed)
+			t.Logf("against --mixed bf16: logits differ at %d of %d positions, worst loss/gradient rel %.2e (%s); "+
+				"against the unrounded reference %d positions, %.2e; weights-only rounding %d positions, %.2e",
+				flips, positions, worst, what, plainPos, plainWorst, weightsPos, weightsWorst)
+			if flips > positions/10 {
+				t.Errorf("logits differ from the --mixed bf16 reference at %d of %d positions (want rounding flips at a few)", flips, positions)
 			}
-			if vsPlain < 10*tol || weightsOnly < 10*tol {
-				t.Errorf("the comparison does not see the rounding: rel %.2e against the unrounded reference, %.2e for weights-only rounding (want > %g)", vsPlain, weightsOnly, 10*tol)
+			if worst > 1e-3 {
+				t.Errorf("%s differs from the --mixed bf16 reference: rel %.3e > 1e-3", what, worst)
+			}
+			if plainPos < positions*9/10 || weightsPos < positions*9/10 {
+				t.Errorf("the comparison does not see the rounding: the unrounded reference differs at %d positions, weights-only rounding at %d, of %d",
+					plainPos, weightsPos, positions)
 			}
 		})
 	}

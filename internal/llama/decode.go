@@ -213,8 +213,8 @@ func (m *Model) prefill(prompts [][]int32, T int, kc *kvCache) error {
 		L := &a.layers[l]
 		for r, p := range prompts {
 			n := len(p) * kvd
-			m.be.Copy(kc.k[l].View(r*kc.maxT*kvd, n), L.kr.View(r*T*kvd, n))
-			m.be.Copy(kc.v[l].View(r*kc.maxT*kvd, n), L.v.View(r*T*kvd, n))
+			m.be.Convert(kc.k[l].View(r*kc.maxT*kvd, n), L.kr.View(r*T*kvd, n), n) // the cache is float32
+			m.be.Convert(kc.v[l].View(r*kc.maxT*kvd, n), L.v.View(r*T*kvd, n), n)
 		}
 	}
 	for r, p := range prompts {

@@ -66,6 +66,7 @@ type activations struct {
 	dq, datt        tensor.Buffer // [n,Hq*D]
 	dk, dv          tensor.Buffer // [n,Hkv*D]
 	dgate, dup, dsw tensor.Buffer // [n,I]
+	lin32           tensor.Buffer // a projection's float32 output before it is rounded to a bfloat16 activation [n,max(Hq*D,I)]
 	logits          tensor.Buffer // [n,V], allocated by Logits only
 	du              tensor.Buffer // LoRA backward [n,r]
 	xd, mask        tensor.Buffer // LoRA dropout [n,maxIn] (only with dropout)
@@ -157,10 +158,13 @@ func (m *Model) Reserve(n int) error {
 				continue
 			}
 			L.x, L.ln1, L.rstd1 = take(n*H), takeAct(n*H), take(n)
-			L.q, L.k, L.v = take(n*qd), take(n*kvd), take(n*kvd)
 			if c.QKNorm {
-				L.qn, L.kn = take(n*qd), take(n*kvd)
+				// q and k enter their norms, whose inputs are float32.
+				L.q, L.k, L.v = take(n*qd), take(n*kvd), takeAct(n*kvd)
+				L.qn, L.kn = takeAct(n*qd), takeAct(n*kvd)
 				L.rstdq, L.rstdk = take(n*c.Heads), take(n*c.KVHeads)
+			} else {
+				L.q, L.k, L.v = takeAct(n*qd), takeAct(n*kvd), takeAct(n*kvd)
 			}
 			// RoPE runs in place: its backward needs only the positions,
 			// so the pre-RoPE q/k (or q/k-norm outputs) are not kept.
@@ -170,7 +174,7 @@ func (m *Model) Reserve(n int) error {
 			}
 			L.att, L.lse = takeAct(n*qd), take(n*c.Heads)
 			L.xmid, L.ln2, L.rstd2 = take(n*H), takeAct(n*H), take(n)
-			L.gate, L.up, L.sw = take(n*I), take(n*I), takeAct(n*I)
+			L.gate, L.up, L.sw = takeAct(n*I), takeAct(n*I), takeAct(n*I)
 			if c.PostNorms {
 				L.ao, L.mo, L.rstdAO, L.rstdMO = take(n*H), take(n*H), take(n), take(n)
 			}
@@ -186,6 +190,9 @@ func (m *Model) Reserve(n int) error {
 		a.dq, a.datt, a.dk, a.dv = take(n*qd), take(n*qd), take(n*kvd), take(n*kvd)
 		a.dgate, a.dup, a.dsw = take(n*I), take(n*I), take(n*I)
 		a.vals, a.dvals, a.rowW = take(n), take(n), take(n)
+		if m.opts.BF16Activations {
+			a.lin32 = take(n * max(qd, I))
+		}
 		if lo := m.opts.LoRA; lo != nil {
 			a.du = take(n * lo.Rank)
 			if lo.Dropout > 0 {
@@ -400,8 +407,8 @@ func (m *Model) layerCompute(st *fwdState, l int, L *layerActs, x, out, posBuf t
 		kvd := c.KVHeads * D
 		for r := range n {
 			at := (r*kc.maxT + int(pos[r])) * kvd
-			be.Copy(kc.k[l].View(at, kvd), L.kr.View(r*kvd, kvd))
-			be.Copy(kc.v[l].View(at, kvd), L.v.View(r*kvd, kvd))
+			be.Convert(kc.k[l].View(at, kvd), L.kr.View(r*kvd, kvd), kvd) // the cache is float32
+			be.Convert(kc.v[l].View(at, kvd), L.v.View(r*kvd, kvd), kvd)
 		}
 		be.AttentionDecode(L.att, L.qr, kc.k[l], kc.v[l], kc.lens,
 			tensor.AttnDecode{B: n, MaxT: kc.maxT, Hq: c.Heads, Hkv: c.KVHeads, D: D, Scale: m.attnScale(),

@@ -34,6 +34,13 @@ func (m *Model) adapted(i int) bool {
 func (m *Model) linear(st *fwdState, l, i int, y, x tensor.Buffer) {
 	L := &m.layers[l].lin[i]
 	n := st.n
+	if y.DType() == tensor.BF16 {
+		// A bfloat16 activation: the product, bias and adapter are summed
+		// in float32 and rounded once.
+		dst := y
+		y = m.act.lin32.View(0, n*L.out)
+		defer m.be.Convert(dst, y, n*L.out)
+	}
 	m.baseProduct(y, x, L, n)
 	if L.b != nil {
 		m.be.AddBias(y, L.b.W, n, L.out)

@@ -443,24 +443,26 @@ func activationBytes(in Input, s shape, n int) int64 {
 	qd, kvd := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim)
 	N := int64(n)
 	r := int64(in.LoRARank)
-	// The activations entering the linear layers (ln1, att, ln2, sw) are
-	// bfloat16 under BF16: 2 bytes; everything else 4.
-	linIn := N*H + N*qd + N*H + N*I
-	layer := N*H + N + N*qd + 2*N*kvd // x, rstd1, q, k, v
+	// Under BF16 the activations entering the linear layers (ln1, att,
+	// ln2, sw), the q/k/v and gate/up projections (q and k after their
+	// norms where the model has q/k norms, which read float32 q and k) are
+	// bfloat16: 2 bytes; everything else 4.
+	lin := N*H + N*qd + N*H + N*I + N*kvd + 2*N*I // ln1, att, ln2, sw, v, gate, up
+	lin += N*qd + N*kvd                           // q, k (or their normed copies)
+	layer := N*H + N + N*int64(c.Heads)           // x, rstd1, lse
 	if c.QKNorm {
-		layer += N*qd + N*kvd + N*int64(c.Heads) + N*int64(c.KVHeads)
+		layer += N*qd + N*kvd + N*int64(c.Heads) + N*int64(c.KVHeads) // float32 q, k; rstdq, rstdk
 	}
-	layer += N * int64(c.Heads)                 // lse
-	layer += N*H + N + 2*N*I                    // xmid, rstd2, gate, up
+	layer += N*H + N                            // xmid, rstd2
 	layer += int64(len(s.adaptedKinds)) * N * r // LoRA x·Aᵀ
 	if !in.BF16 {
-		layer += linIn
+		layer += lin
 	}
 	layers := int64(c.Layers)
 	if in.Recompute {
 		layers = 1
 	}
-	half := layers * linIn
+	half := layers * lin
 	var total int64
 	if in.Recompute {
 		total = layer + int64(c.Layers-1)*N*H
@@ -477,6 +479,7 @@ func activationBytes(in Input, s shape, n int) int64 {
 		}
 	}
 	if in.BF16 {
+		total += N * max(qd, I) // a projection's float32 output before rounding
 		return 4*total + 2*half
 	}
 	return 4 * total
@@ -769,10 +772,11 @@ func kernelBytes(in Input, s shape, n, threads int, extra ...[3]int) int64 {
 	// A bfloat16 weight is widened to float32 for its products (scratch
 	// slot B); so is a bfloat16 activation (slot A as the left operand,
 	// and the attention kernels' output; slot B as the right operand of a
-	// weight gradient).
+	// weight gradient; attention's q, k and v in three more).
 	if in.BF16 {
 		act := int64(n) * int64(max(c.Hidden, c.Heads*c.HeadDim, c.Intermediate))
 		floats += act + max(int64(s.largestBF16), act)
+		floats += int64(n) * int64(c.Heads+2*c.KVHeads) * int64(c.HeadDim)
 	}
 	return 4 * floats
 }

@@ -42,7 +42,8 @@ type Backend interface {
 	// rotate-half (Hugging Face) layout: for i < rotDim/2, with
 	// a = pos[t]·invFreq[i], (x[i], x[i+rotDim/2]) turns by angle a. Dims at
 	// and after rotDim are copied unchanged. x, out [n,heads,headDim]
-	// (out may equal x), pos I32 [n], invFreq [rotDim/2] (see RoPEInvFreq).
+	// (out may equal x; both may be BF16, rotated in float32 and rounded),
+	// pos I32 [n], invFreq [rotDim/2] (see RoPEInvFreq).
 	RoPEForward(out, x, pos, invFreq Buffer, n, heads, headDim, rotDim int)
 	// RoPEBackward is the transpose of RoPEForward: dx = Rᵀ·dout (dx may
 	// equal dout).
@@ -54,10 +55,12 @@ type Backend interface {
 	// backward), segIDs I32 [B*T] or the zero Buffer. A query attends to
 	// keys at positions <= its own with the same segment id (and within
 	// a.Window when set). a's SoftCap, Window and ALiBi shape the scores;
-	// see Attn. out may be BF16: the float32 result rounded.
+	// see Attn. q, k, v and out may be BF16 (bfloat16 activations: the
+	// inputs widened exactly, the float32 result rounded into out).
 	AttentionForward(out, lse, q, k, v, segIDs Buffer, a Attn)
 	// AttentionBackward overwrites dq, dk, dv given dout and the forward's
-	// inputs, output and lse (out F32 or BF16, as the forward wrote it).
+	// inputs, output and lse (q, k, v, out F32 or BF16, as the forward
+	// had them; the gradients F32).
 	AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs Buffer, a Attn)
 
 	// AttentionDecode is attention of one new query per row against a KV
@@ -65,20 +68,22 @@ type Backend interface {
 	// D]; lens I32 [B]: row b's query attends to cache positions
 	// [0, lens[b]) (its own key and value already written at lens[b]−1).
 	// GQA, and the SoftCap, Window and ALiBi options, as AttentionForward
-	// with the query at position lens[b]−1. out may be BF16 (rounded).
+	// with the query at position lens[b]−1. q and out may be BF16.
 	AttentionDecode(out, q, kCache, vCache, lens Buffer, a AttnDecode)
 
-	// SwiGLUForward: out = silu(gate)·up, elementwise over n; out may be
-	// BF16 (rounded).
+	// SwiGLUForward: out = silu(gate)·up, elementwise over n; gate and up
+	// (together) and out may be BF16 (widened exactly, rounded).
 	SwiGLUForward(out, gate, up Buffer, n int)
-	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up).
+	// SwiGLUBackward overwrites dgate and dup (each may equal gate or up
+	// when those are F32; gate and up may be BF16).
 	SwiGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
 	// GeGLUForward: out = gelu(gate)·up, elementwise over n, with gelu's
 	// tanh approximation (PyTorch gelu(approximate="tanh"), Hugging Face
 	// "gelu_pytorch_tanh"): gelu(x) = x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
-	// out may be BF16 (rounded).
+	// gate, up and out may be BF16, as SwiGLUForward.
 	GeGLUForward(out, gate, up Buffer, n int)
-	// GeGLUBackward overwrites dgate and dup (each may equal gate or up).
+	// GeGLUBackward overwrites dgate and dup (each may equal gate or up
+	// when those are F32; gate and up may be BF16).
 	GeGLUBackward(dgate, dup, dout, gate, up Buffer, n int)
 
 	// AddBias: x[i,:] += bias for x [rows,cols], bias [cols].

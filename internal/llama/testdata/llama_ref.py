@@ -246,7 +246,12 @@ def rms_norm(x, w, eps):
     """HF LlamaRMSNorm: normalise in float32 (or wider), cast back, scale."""
     in_dtype = x.dtype
     h = x.to(torch.promote_types(in_dtype, torch.float32))
-    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    if MIXED_BF16[0]:
+        # lathe's rstd: the mean square in double, rounded once, so that
+        # outputs rounded to bfloat16 round as lathe's do.
+        h = h * torch.rsqrt(h.double().pow(2).mean(-1, keepdim=True) + eps).to(h.dtype)
+    else:
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
     return w * h.to(in_dtype)
 
 
@@ -294,10 +299,14 @@ def attention_mask(cfg, position_ids, segment_ids):
 # MIXED_BF16[0] turns on lathe's bf16 mixed precision (compute_type
 # "bf16": llama.Options BF16 and BF16Activations): every linear layer's
 # base weight and the activation entering it are rounded to bfloat16 (to
-# nearest even) where the product reads them; the math stays in the
-# compute dtype and gradients pass through the rounding unchanged (lathe
-# keeps float32 gradients and masters). Biases, adapters, norms,
-# embeddings and the LM head are not rounded.
+# nearest even) where the product reads them, and so are the activations
+# lathe keeps in bfloat16: the q, k, v, gate and up projections' outputs
+# (bias and adapter included; q and k only without q/k norms, whose
+# outputs are rounded instead) and RoPE's output. The math stays in the
+# compute dtype and gradients pass through every rounding unchanged
+# (lathe keeps float32 gradients and masters). Biases, adapters, norm
+# weights, embeddings, the residual stream and the LM head are not
+# rounded.
 MIXED_BF16 = [False]
 
 
@@ -410,12 +419,13 @@ def forward(cfg, params, input_ids, position_ids=None, segment_ids=None, hidden=
         h = rms_norm(x, params[p + "input_layernorm.weight"], cfg.rms_norm_eps)
         q = linear(h, params, p + "self_attn.q_proj", cfg.qkv_bias).view(B, T, Hq, D)
         k = linear(h, params, p + "self_attn.k_proj", cfg.qkv_bias).view(B, T, Hkv, D)
-        v = linear(h, params, p + "self_attn.v_proj", cfg.qkv_bias).view(B, T, Hkv, D)
+        v = round_bf16(linear(h, params, p + "self_attn.v_proj", cfg.qkv_bias)).view(B, T, Hkv, D)
         if cfg.qk_norm:
             q = rms_norm(q, params[p + "self_attn.q_norm.weight"], cfg.rms_norm_eps)
             k = rms_norm(k, params[p + "self_attn.k_norm.weight"], cfg.rms_norm_eps)
+        q, k = round_bf16(q), round_bf16(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k = round_bf16(apply_rope(q, cos, sin)), round_bf16(apply_rope(k, cos, sin))
         # GQA: query head h reads key/value head h // rep.
         k = k.repeat_interleave(rep, dim=1)
         v = v.repeat_interleave(rep, dim=1)
@@ -429,8 +439,8 @@ def forward(cfg, params, input_ids, position_ids=None, segment_ids=None, hidden=
         o = o.transpose(1, 2).reshape(B, T, Hq * D)
         x = x + linear(o, params, p + "self_attn.o_proj", cfg.o_bias)
         h = rms_norm(x, params[p + "post_attention_layernorm.weight"], cfg.rms_norm_eps)
-        g = linear(h, params, p + "mlp.gate_proj", cfg.mlp_bias)
-        u = linear(h, params, p + "mlp.up_proj", cfg.mlp_bias)
+        g = round_bf16(linear(h, params, p + "mlp.gate_proj", cfg.mlp_bias))
+        u = round_bf16(linear(h, params, p + "mlp.up_proj", cfg.mlp_bias))
         x = x + linear(torch.nn.functional.silu(g) * u, params, p + "mlp.down_proj", cfg.mlp_bias)
     x = rms_norm(x, params["model.norm.weight"], cfg.rms_norm_eps)
     if hidden:
@@ -691,8 +701,8 @@ def naive_forward(cfg, params, ids):
                     o[b, i, hq] = sum(w[j - lo] * v[b, j, kv] for j in range(lo, i + 1))
         x = x + linear(o.reshape(B, T, Hq * D), params, p + "self_attn.o_proj", cfg.o_bias)
         h = norm(x, params[p + "post_attention_layernorm.weight"])
-        g = linear(h, params, p + "mlp.gate_proj", cfg.mlp_bias)
-        u = linear(h, params, p + "mlp.up_proj", cfg.mlp_bias)
+        g = round_bf16(linear(h, params, p + "mlp.gate_proj", cfg.mlp_bias))
+        u = round_bf16(linear(h, params, p + "mlp.up_proj", cfg.mlp_bias))
         x = x + linear(g * torch.sigmoid(g) * u, params, p + "mlp.down_proj", cfg.mlp_bias)
     x = norm(x, params["model.norm.weight"])
     head = params["model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"]
