@@ -114,6 +114,14 @@ func (e *env) out(name string, b tensor.Buffer, t tol) {
 	e.outs = append(e.outs, output{name: name, f: v, tol: t})
 }
 
+// bf16 uploads x rounded to bfloat16 (a bfloat16 activation; the rounding
+// is the backend's Convert, bit for bit the same on every backend).
+func (e *env) bf16(x []float32) tensor.Buffer {
+	b := e.alloc(tensor.BF16, len(x))
+	e.be.Convert(b, e.f32(x), len(x))
+	return b
+}
+
 // outBF16 records a BF16 buffer (a bfloat16 activation) as an output,
 // widened exactly on the backend.
 func (e *env) outBF16(name string, b tensor.Buffer, t tol) {
@@ -350,12 +358,19 @@ func cases() []testCase {
 		e.be.GeGLUForward(o, g, u, n)
 		e.out("out", o, tolMath)
 	})
-	elem("SwiGLU/GeGLUForward bf16 out", func(e *env, r *rand.Rand) {
-		g, u, o := e.f32(randn(r, n, 3)), e.f32(randn(r, n, 1)), e.alloc(tensor.BF16, n)
+	elem("SwiGLU/GeGLU bf16", func(e *env, r *rand.Rand) {
+		g, u, o := e.bf16(randn(r, n, 3)), e.bf16(randn(r, n, 1)), e.alloc(tensor.BF16, n)
+		d, dg, du := e.f32(randn(r, n, 1)), e.zeros(n), e.zeros(n)
 		e.be.SwiGLUForward(o, g, u, n)
 		e.outBF16("swiglu out", o, tolGemmB)
+		e.be.SwiGLUBackward(dg, du, d, g, u, n)
+		e.out("swiglu dgate", dg, tolMath)
+		e.out("swiglu dup", du, tolMath)
 		e.be.GeGLUForward(o, g, u, n)
 		e.outBF16("geglu out", o, tolGemmB)
+		e.be.GeGLUBackward(dg, du, d, g, u, n)
+		e.out("geglu dgate", dg, tolMath)
+		e.out("geglu dup", du, tolMath)
 	})
 	elem("GeGLUBackward", func(e *env, r *rand.Rand) {
 		g, u, d := e.f32(randn(r, n, 3)), e.f32(randn(r, n, 1)), e.f32(randn(r, n, 1))
@@ -433,6 +448,9 @@ func cases() []testCase {
 				if fwd {
 					e.be.RoPEForward(o, x, p, f, sh.n, sh.heads, sh.hd, sh.rot)
 					e.out("out", o, tolMath)
+					h := e.bf16(randn(r, size, 1)) // a bfloat16 activation, rotated in place
+					e.be.RoPEForward(h, h, p, f, sh.n, sh.heads, sh.hd, sh.rot)
+					e.outBF16("out bf16 in place", h, tolGemmB)
 					return
 				}
 				e.be.RoPEBackward(x, x, p, f, sh.n, sh.heads, sh.hd, sh.rot) // in place
@@ -653,13 +671,15 @@ func attentionCases() []testCase {
 			e.out("dq", dq, tolAttn)
 			e.out("dk", dk, tolAttn)
 			e.out("dv", dv, tolAttn)
-			// A bfloat16 out (mixed precision): the forward rounds it, the
-			// backward reads it; a value rounding the other way on one
-			// side moves its row's drow by a bfloat16 ulp.
-			outH := e.alloc(tensor.BF16, nq)
-			e.be.AttentionForward(outH, lse, q, k, v, seg, a)
+			// Bfloat16 activations (mixed precision): q, k, v rounded, the
+			// forward rounds out, the backward reads them all; a value of
+			// out rounding the other way on one side moves its row's drow
+			// by a bfloat16 ulp.
+			qh, kh, vh, outH := e.bf16(randn(r, nq, 1)), e.bf16(randn(r, nk, 1)), e.bf16(randn(r, nk, 1)), e.alloc(tensor.BF16, nq)
+			e.be.AttentionForward(outH, lse, qh, kh, vh, seg, a)
 			e.outBF16("out bf16", outH, tolGemmB)
-			e.be.AttentionBackward(dq, dk, dv, dout, q, k, v, outH, lse, seg, a)
+			e.out("lse bf16", lse, tolAttn)
+			e.be.AttentionBackward(dq, dk, dv, dout, qh, kh, vh, outH, lse, seg, a)
 			e.out("dq (bf16 out)", dq, tolGemmB)
 			e.out("dk (bf16 out)", dk, tolGemmB)
 			e.out("dv (bf16 out)", dv, tolGemmB)
@@ -683,7 +703,7 @@ func attentionCases() []testCase {
 			e.be.AttentionDecode(out, q, kc, vc, lens, a)
 			e.out("out", out, tolAttn)
 			outH := e.alloc(tensor.BF16, B*Hq*D)
-			e.be.AttentionDecode(outH, q, kc, vc, lens, a)
+			e.be.AttentionDecode(outH, e.bf16(randn(r, B*Hq*D, 1)), kc, vc, lens, a)
 			e.outBF16("out bf16", outH, tolGemmB)
 		}})
 	}

@@ -55,16 +55,17 @@
 // # Precision
 //
 // Every kernel works on F32 buffers, as the tensor.Backend contract says,
-// except the activation outputs it allows in BF16: RMSNorm, SwiGLU,
-// GeGLU and attention (forward and decode) have _bf16 entry points that
-// round their float32 result where they store it, and the attention
-// backward reads such an output. Gemm also takes BF16 and F16 inputs (with
-// F32 or same-type output, float32 accumulation), one BF16 input beside an
-// F32 one (the F32 operand is rounded to bfloat16 into scratch first,
-// since cuBLAS takes one input type: the CPU backend instead widens the
-// BF16 operand exactly), and F32 inputs are multiplied per
-// Options.F32Compute: exact float32 (the default, used by the worker and
-// the self-test), TF32, or bf16 tensor-core math on float32 buffers
+// except the bfloat16 activations it allows: RMSNorm's output, SwiGLU and
+// GeGLU (gate, up, out; their backward reads gate and up), RoPE (x and
+// out) and attention (q, k, v, out; forward, backward, decode) have _bf16
+// entry points that widen what they read and round what they store, with
+// float32 math in between and float32 gradients. Gemm also takes BF16 and
+// F16 inputs (with F32 or same-type output, float32 accumulation), one
+// BF16 input beside an F32 one (the F32 operand is rounded to bfloat16
+// into scratch first, since cuBLAS takes one input type: the CPU backend
+// instead widens the BF16 operand exactly), and F32 inputs are multiplied
+// per Options.F32Compute: exact float32 (the default, used by the worker
+// and the self-test), TF32, or bf16 tensor-core math on float32 buffers
 // (CUBLAS_COMPUTE_32F_FAST_16BF).
 //
 // Mixed precision (a training stage's compute_type = "bf16",
@@ -72,11 +73,11 @@
 // weights as bfloat16 working copies that the products read, with float32
 // masters, gradients and AdamW state for the weights that train,
 // refreshed by Convert after each optimizer step; frozen weights (LoRA's
-// base) are bfloat16 only. The activations entering the linear layers
-// are bfloat16 too, so the forward products run bf16×bf16 on the tensor
-// cores with no conversion (the backward's products round their float32
-// gradient operand as above); the residual stream, q/k/v, gate/up and
-// every gradient stay float32, and every reduction is float32 or float64.
+// base) are bfloat16 only. The activations a layer keeps are bfloat16 too
+// (llama.Options.BF16Activations), so the forward products run bf16×bf16
+// on the tensor cores with no conversion (the backward's products round
+// their float32 gradient operand as above); the residual stream and every
+// gradient stay float32, and every reduction is float32 or float64.
 //
 // It does not do: multiple GPUs, CUDA graphs, tensor-core attention (the
 // attention kernels are float32 SIMT: correct first, and the largest

@@ -102,28 +102,32 @@ func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
 func (be *Backend) SwiGLUForward(out, gate, up tensor.Buffer, n int) {
 	dt, kernel := actKernel("swiglu_fwd", out)
 	be.launch1D(kernel, n, be.ptr("cuda.SwiGLUForward out", out, dt, n),
-		be.ptr("cuda.SwiGLUForward gate", gate, tensor.F32, n), be.ptr("cuda.SwiGLUForward up", up, tensor.F32, n), i64a(n))
+		be.ptr("cuda.SwiGLUForward gate", gate, dt, n), be.ptr("cuda.SwiGLUForward up", up, dt, n), i64a(n))
 }
 
-// SwiGLUBackward overwrites dgate and dup (either may alias gate or up).
+// SwiGLUBackward overwrites dgate and dup (either may alias an F32 gate or
+// up); gate and up may be BF16.
 func (be *Backend) SwiGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
-	be.launch1D("swiglu_bwd_f32", n, be.ptr("cuda.SwiGLUBackward dgate", dgate, tensor.F32, n),
+	dt, kernel := actKernel("swiglu_bwd", gate)
+	be.launch1D(kernel, n, be.ptr("cuda.SwiGLUBackward dgate", dgate, tensor.F32, n),
 		be.ptr("cuda.SwiGLUBackward dup", dup, tensor.F32, n), be.ptr("cuda.SwiGLUBackward dout", dout, tensor.F32, n),
-		be.ptr("cuda.SwiGLUBackward gate", gate, tensor.F32, n), be.ptr("cuda.SwiGLUBackward up", up, tensor.F32, n), i64a(n))
+		be.ptr("cuda.SwiGLUBackward gate", gate, dt, n), be.ptr("cuda.SwiGLUBackward up", up, dt, n), i64a(n))
 }
 
 // GeGLUForward sets out = gelu_tanh(gate)·up (rounded when out is BF16).
 func (be *Backend) GeGLUForward(out, gate, up tensor.Buffer, n int) {
 	dt, kernel := actKernel("geglu_fwd", out)
 	be.launch1D(kernel, n, be.ptr("cuda.GeGLUForward out", out, dt, n),
-		be.ptr("cuda.GeGLUForward gate", gate, tensor.F32, n), be.ptr("cuda.GeGLUForward up", up, tensor.F32, n), i64a(n))
+		be.ptr("cuda.GeGLUForward gate", gate, dt, n), be.ptr("cuda.GeGLUForward up", up, dt, n), i64a(n))
 }
 
-// GeGLUBackward overwrites dgate and dup (either may alias gate or up).
+// GeGLUBackward overwrites dgate and dup (either may alias an F32 gate or
+// up); gate and up may be BF16.
 func (be *Backend) GeGLUBackward(dgate, dup, dout, gate, up tensor.Buffer, n int) {
-	be.launch1D("geglu_bwd_f32", n, be.ptr("cuda.GeGLUBackward dgate", dgate, tensor.F32, n),
+	dt, kernel := actKernel("geglu_bwd", gate)
+	be.launch1D(kernel, n, be.ptr("cuda.GeGLUBackward dgate", dgate, tensor.F32, n),
 		be.ptr("cuda.GeGLUBackward dup", dup, tensor.F32, n), be.ptr("cuda.GeGLUBackward dout", dout, tensor.F32, n),
-		be.ptr("cuda.GeGLUBackward gate", gate, tensor.F32, n), be.ptr("cuda.GeGLUBackward up", up, tensor.F32, n), i64a(n))
+		be.ptr("cuda.GeGLUBackward gate", gate, dt, n), be.ptr("cuda.GeGLUBackward up", up, dt, n), i64a(n))
 }
 
 // EmbeddingForward gathers out[i,:] = table[ids[i],:]; an id outside the
@@ -203,7 +207,8 @@ func (be *Backend) rope(name string, out, x, pos, invFreq tensor.Buffer, n, head
 	}
 	size := n * heads * headDim
 	per := rotDim/2 + headDim - rotDim
-	be.launch1D("rope_f32", n*heads*per, be.ptr(name+" out", out, tensor.F32, size), be.ptr(name+" x", x, tensor.F32, size),
+	dt, kernel := actKernel("rope", out) // x and out: F32, or BF16 activations
+	be.launch1D(kernel, n*heads*per, be.ptr(name+" out", out, dt, size), be.ptr(name+" x", x, dt, size),
 		be.ptr(name+" pos", pos, tensor.I32, n), be.ptr(name+" invFreq", invFreq, tensor.F32, rotDim/2),
 		i64a(n), i32a(heads), i32a(headDim), i32a(rotDim), f32a(sign))
 }
@@ -421,7 +426,8 @@ func attnVariant(D int) string {
 	return "d256"
 }
 
-// AttentionForward runs causal grouped-query attention (attn_fwd_*).
+// AttentionForward runs causal grouped-query attention (attn_fwd_*, or
+// attn_fwd_*_bf16 for bfloat16 q, k, v and out).
 func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a tensor.Attn) {
 	checkAttn("cuda.AttentionForward", a.B, a.T, a.Hq, a.Hkv, a.D, a.SoftCap, a.Window, a.ALiBi)
 	nq, nk := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
@@ -437,8 +443,8 @@ func (be *Backend) AttentionForward(out, lse, q, k, v, segIDs tensor.Buffer, a t
 	}
 	be.launch(kernel, [3]int{(a.T + bq - 1) / bq, a.Hq, a.B}, [3]int{32 * warps, 1, 1}, smem,
 		be.ptr("cuda.AttentionForward out", out, dt, nq), be.ptr("cuda.AttentionForward lse", lse, tensor.F32, a.B*a.Hq*a.T),
-		be.ptr("cuda.AttentionForward q", q, tensor.F32, nq), be.ptr("cuda.AttentionForward k", k, tensor.F32, nk),
-		be.ptr("cuda.AttentionForward v", v, tensor.F32, nk), be.optPtr("cuda.AttentionForward segIDs", segIDs, tensor.I32, a.B*a.T),
+		be.ptr("cuda.AttentionForward q", q, dt, nq), be.ptr("cuda.AttentionForward k", k, dt, nk),
+		be.ptr("cuda.AttentionForward v", v, dt, nk), be.optPtr("cuda.AttentionForward segIDs", segIDs, tensor.I32, a.B*a.T),
 		be.optPtr("cuda.AttentionForward ALiBi", a.ALiBi, tensor.F32, a.Hq),
 		i32a(a.T), i32a(a.Hq), i32a(a.Hkv), i32a(a.D), f32a(a.Scale), f32a(a.SoftCap), i32a(a.Window))
 }
@@ -452,9 +458,13 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 	pdk := be.ptr("cuda.AttentionBackward dk", dk, tensor.F32, nk)
 	pdv := be.ptr("cuda.AttentionBackward dv", dv, tensor.F32, nk)
 	pdo := be.ptr("cuda.AttentionBackward dout", dout, tensor.F32, nq)
-	pq := be.ptr("cuda.AttentionBackward q", q, tensor.F32, nq)
-	pk := be.ptr("cuda.AttentionBackward k", k, tensor.F32, nk)
-	pv := be.ptr("cuda.AttentionBackward v", v, tensor.F32, nk)
+	qdt, suffix := q.DType(), ""
+	if qdt == tensor.BF16 {
+		suffix = "_bf16" // bfloat16 q, k, v
+	}
+	pq := be.ptr("cuda.AttentionBackward q", q, qdt, nq)
+	pk := be.ptr("cuda.AttentionBackward k", k, qdt, nk)
+	pv := be.ptr("cuda.AttentionBackward v", v, qdt, nk)
 	odt, drowKernel := out.DType(), "attn_bwd_drow"
 	if odt == tensor.BF16 {
 		drowKernel += "_bf16"
@@ -468,7 +478,7 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 	be.launch(drowKernel, [3]int{(rows + 7) / 8, 1, 1}, [3]int{256, 1, 1}, 0,
 		drow, pdo, po, i32a(a.B), i32a(a.T), i32a(a.Hq), i32a(a.D))
 	opts := []uint64{i32a(a.T), i32a(a.Hq), i32a(a.Hkv), i32a(a.D), f32a(a.Scale), f32a(a.SoftCap), i32a(a.Window)}
-	variant := attnVariant(a.D)
+	variant := attnVariant(a.D) + suffix
 
 	// dk, dv: 4 warps of KW keys (KW = 8, or 4 for D > 128), query tiles of
 	// 32 (attention.cu: attn_bwd_dkdv).
@@ -495,8 +505,8 @@ func (be *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, out, lse, segIDs
 // decodeThreads is attn_decode's block size.
 const decodeThreads = 128
 
-// AttentionDecode runs one query per row against the KV cache; a length
-// outside [1, MaxT] is reported by Sync.
+// AttentionDecode runs one query per row against the KV cache (q and out
+// F32, or both BF16); a length outside [1, MaxT] is reported by Sync.
 func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a tensor.AttnDecode) {
 	if a.MaxT <= 0 {
 		panic(fmt.Sprintf("cuda.AttentionDecode: bad shape %+v", a))
@@ -510,7 +520,7 @@ func (be *Backend) AttentionDecode(out, q, kCache, vCache, lens tensor.Buffer, a
 	}
 	be.launch(kernel, [3]int{a.Hq, a.B, 1}, [3]int{decodeThreads, 1, 1}, 0,
 		be.ptr("cuda.AttentionDecode out", out, dt, nq), ptrArg(sc),
-		be.ptr("cuda.AttentionDecode q", q, tensor.F32, nq), be.ptr("cuda.AttentionDecode kCache", kCache, tensor.F32, nc),
+		be.ptr("cuda.AttentionDecode q", q, dt, nq), be.ptr("cuda.AttentionDecode kCache", kCache, tensor.F32, nc),
 		be.ptr("cuda.AttentionDecode vCache", vCache, tensor.F32, nc), be.ptr("cuda.AttentionDecode lens", lens, tensor.I32, a.B),
 		be.optPtr("cuda.AttentionDecode ALiBi", a.ALiBi, tensor.F32, a.Hq),
 		i32a(a.MaxT), i32a(a.Hq), i32a(a.Hkv), i32a(a.D), f32a(a.Scale), f32a(a.SoftCap), i32a(a.Window), ptrArg(be.errWord))

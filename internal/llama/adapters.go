@@ -39,14 +39,16 @@ type Options struct {
 	// and the value head stay float32, as does every reduction. NF4
 	// weights are not affected.
 	BF16 bool
-	// BF16Activations holds the activations that enter the linear layers
-	// and are kept for their weight gradients (each layer's two norm
-	// outputs, the attention output and the gated MLP output) as
-	// bfloat16, rounded where their kernels write them: half their
-	// memory, and products of bfloat16 operands on a GPU. The residual
-	// stream, the projections' outputs (q, k, v, gate, up), the final
-	// norm and every gradient stay float32. compute_type = "bf16" sets it
-	// beside BF16.
+	// BF16Activations holds the activations each layer keeps for its
+	// backward pass as bfloat16, rounded where they are computed: the two
+	// norm outputs, q/k/v (after RoPE; with q/k norms their outputs, q and
+	// k themselves staying float32 for the norms' backward), the
+	// attention output, gate/up and the gated MLP output: half their
+	// memory, and products of bfloat16 operands on a GPU. A projection
+	// sums its product, bias and adapter in float32 and rounds once. The
+	// residual stream, the norm and softmax statistics, the final norm and
+	// every gradient stay float32. compute_type = "bf16" sets it beside
+	// BF16.
 	BF16Activations bool
 }
 

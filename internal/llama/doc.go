@@ -37,12 +37,12 @@
 // Mixed precision (Options.BF16) holds the linear layers' weights as
 // bfloat16 working copies that the products read, with float32 masters
 // for the weights that train; Options.BF16Activations holds the
-// activations entering the linear layers (kept for their weight
-// gradients) as bfloat16. It is checked against llama_ref.py --mixed bf16,
-// which rounds at the same places.
+// activations each layer keeps (all but the residual stream and the
+// norm and softmax statistics) as bfloat16. It is checked against
+// llama_ref.py --mixed bf16, which rounds at the same places.
 //
 // It does not do: rope scaling other than llama3 and longrope's short
-// factors, or bfloat16 for the other activations (residual stream,
-// projections' outputs); LoRA, NF4 weights and generation are
+// factors, or a bfloat16 residual stream; LoRA, NF4 weights and
+// generation are
 // built on it in adapters.go, linear.go and decode.go.
 package llama

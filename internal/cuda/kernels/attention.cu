@@ -75,8 +75,8 @@ __device__ __forceinline__ float dot4(const float *a, const float *b, int D) {
 //
 // Shared memory (dynamic): Qs [BQ][D], KVs [BK][D+4] (K, then V of the tile),
 // Ps [BQ][BK].
-template <int DPL, typename O>
-__device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, const float *v, const int *seg,
+template <int DPL, typename A>
+__device__ void attn_fwd(A *out, float *lse, const A *q, const A *k, const A *v, const int *seg,
                          int T, int Hq, int Hkv, int D, AttnOpts o) {
     DYNAMIC_SMEM(float4, smem4);
     float *sm = (float *)smem4;
@@ -88,13 +88,13 @@ __device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, con
     const int *segr = seg ? seg + (ll)b * T : 0;
     const float slope = o.alibi ? o.alibi[h] : 0.0f;
     const ll ldq = (ll)Hq * D, ldk = (ll)Hkv * D;
-    const float *qb = q + ((ll)b * T * Hq + h) * D;
-    const float *kb = k + ((ll)b * T * Hkv + g) * D;
-    const float *vb = v + ((ll)b * T * Hkv + g) * D;
+    const A *qb = q + ((ll)b * T * Hq + h) * D;
+    const A *kb = k + ((ll)b * T * Hkv + g) * D;
+    const A *vb = v + ((ll)b * T * Hkv + g) * D;
 
     for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
         int r = e / D, d = e - r * D, t = i0 + r;
-        Qs[e] = t < T ? qb[(ll)t * ldq + d] : 0.0f;
+        Qs[e] = t < T ? get_act(qb, (ll)t * ldq + d) : 0.0f;
     }
     float m[RW], l[RW], acc[RW][DPL];
 #pragma unroll
@@ -110,7 +110,7 @@ __device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, con
         __syncthreads(); // the Q tile is loaded; the previous V tile is consumed
         for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
             int r = e / D, d = e - r * D, j = j0 + r;
-            KVs[r * (D + 4) + d] = j < T ? kb[(ll)j * ldk + d] : 0.0f;
+            KVs[r * (D + 4) + d] = j < T ? get_act(kb, (ll)j * ldk + d) : 0.0f;
         }
         __syncthreads();
         const int j = j0 + lane;
@@ -135,7 +135,7 @@ __device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, con
         __syncthreads(); // every warp is done with the K tile
         for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
             int r = e / D, d = e - r * D, j2 = j0 + r;
-            KVs[r * (D + 4) + d] = j2 < T ? vb[(ll)j2 * ldk + d] : 0.0f;
+            KVs[r * (D + 4) + d] = j2 < T ? get_act(vb, (ll)j2 * ldk + d) : 0.0f;
         }
         __syncthreads();
 #pragma unroll
@@ -157,7 +157,7 @@ __device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, con
         int i = i0 + warp * RW + r;
         if (i >= T) continue;
         float inv = 1.0f / l[r];
-        O *orow = out + (((ll)b * T + i) * Hq + h) * D;
+        A *orow = out + (((ll)b * T + i) * Hq + h) * D;
 #pragma unroll
         for (int c = 0; c < DPL; c++) {
             int d = lane + 32 * c;
@@ -167,9 +167,9 @@ __device__ void attn_fwd(O *out, float *lse, const float *q, const float *k, con
     }
 }
 
-// attn_fwd_dNN writes out as float32, attn_fwd_dNN_bf16 as bfloat16
-// (rounded; a bfloat16 activation).
-#define ATTN_ARGS_FWD(O) O *out, float *lse, const float *q, const float *k, const float *v, const int *seg, const float *alibi, \
+// attn_fwd_dNN takes float32 q, k, v and out; attn_fwd_dNN_bf16 bfloat16
+// ones (activations under mixed precision: read widened, out rounded).
+#define ATTN_ARGS_FWD(O) O *out, float *lse, const O *q, const O *k, const O *v, const int *seg, const float *alibi, \
                          int T, int Hq, int Hkv, int D, float scale, float softcap, int window
 #define ATTN_OPTS AttnOpts o = {scale, softcap, window, alibi}
 #define FWD_CALL(DPL) ATTN_OPTS; attn_fwd<DPL>(out, lse, q, k, v, seg, T, Hq, Hkv, D, o)
@@ -217,8 +217,8 @@ extern "C" __global__ void attn_bwd_drow_bf16(float *drow, const float *dout, co
 //
 // Shared memory (dynamic): Qs, dOs [BQB][D+4], lse_s, dr_s [BQB],
 // Ps, dSs [KB][BQB].
-template <int DPL, int KW>
-__device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v,
+template <int DPL, int KW, typename A>
+__device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const A *q, const A *k, const A *v,
                               const float *lse, const float *drow, const int *seg, int T, int Hq, int Hkv, int D, AttnOpts o) {
     DYNAMIC_SMEM(float4, smem4);
     float *sm = (float *)smem4;
@@ -230,8 +230,8 @@ __device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const flo
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int *segr = seg ? seg + (ll)b * T : 0;
     const ll ldq = (ll)Hq * D, ldk = (ll)Hkv * D;
-    const float *kb = k + ((ll)b * T * Hkv + g) * D;
-    const float *vb = v + ((ll)b * T * Hkv + g) * D;
+    const A *kb = k + ((ll)b * T * Hkv + g) * D;
+    const A *vb = v + ((ll)b * T * Hkv + g) * D;
 
     float dka[KW][DPL], dva[KW][DPL];
 #pragma unroll
@@ -246,7 +246,7 @@ __device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const flo
     for (int hh = 0; hh < rep; hh++) {
         const int h = g * rep + hh;
         const float slope = o.alibi ? o.alibi[h] : 0.0f;
-        const float *qb = q + ((ll)b * T * Hq + h) * D;
+        const A *qb = q + ((ll)b * T * Hq + h) * D;
         const float *dob = dout + ((ll)b * T * Hq + h) * D;
         const float *lseb = lse + ((ll)b * Hq + h) * T;
         const float *drb = drow + ((ll)b * Hq + h) * T;
@@ -255,7 +255,7 @@ __device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const flo
             for (int e = threadIdx.x; e < BQB * D; e += blockDim.x) {
                 int r = e / D, d = e - r * D, t = i0 + r;
                 bool in = t < T;
-                Qs[r * (D + 4) + d] = in ? qb[(ll)t * ldq + d] : 0.0f;
+                Qs[r * (D + 4) + d] = in ? get_act(qb, (ll)t * ldq + d) : 0.0f;
                 dOs[r * (D + 4) + d] = in ? dob[(ll)t * ldq + d] : 0.0f;
             }
             for (int r = threadIdx.x; r < BQB; r += blockDim.x) {
@@ -269,13 +269,12 @@ __device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const flo
                 const int kr = warp * KW + kk, j = j0 + kr;
                 float p = 0.0f, ds = 0.0f;
                 if (visible(i, j, T, segr, o.window)) {
-                    const float *krow = kb + (ll)j * ldk, *vrow = vb + (ll)j * ldk;
+                    const A *krow = kb + (ll)j * ldk, *vrow = vb + (ll)j * ldk;
                     const float *qr = Qs + lane * (D + 4), *dor = dOs + lane * (D + 4);
                     float dot = 0.0f, dp = 0.0f;
                     for (int d = 0; d < D; d += 4) {
                         float4 q4 = *(const float4 *)(qr + d), o4 = *(const float4 *)(dor + d);
-                        float4 k4 = make_float4(__ldg(krow + d), __ldg(krow + d + 1), __ldg(krow + d + 2), __ldg(krow + d + 3));
-                        float4 v4 = make_float4(__ldg(vrow + d), __ldg(vrow + d + 1), __ldg(vrow + d + 2), __ldg(vrow + d + 3));
+                        float4 k4 = ldg4(krow + d), v4 = ldg4(vrow + d);
                         dot += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
                         dp += o4.x * v4.x + o4.y * v4.y + o4.z * v4.z + o4.w * v4.w;
                     }
@@ -322,12 +321,17 @@ __device__ void attn_bwd_dkdv(float *dk, float *dv, const float *dout, const flo
     }
 }
 
-#define ATTN_ARGS_DKDV float *dk, float *dv, const float *dout, const float *q, const float *k, const float *v, const float *lse, \
-                       const float *drow, const int *seg, const float *alibi, int T, int Hq, int Hkv, int D, float scale, float softcap, int window
+// The _bf16 entry points read bfloat16 q, k and v (the gradients stay
+// float32).
+#define ATTN_ARGS_DKDV(A) float *dk, float *dv, const float *dout, const A *q, const A *k, const A *v, const float *lse, \
+                          const float *drow, const int *seg, const float *alibi, int T, int Hq, int Hkv, int D, float scale, float softcap, int window
 #define DKDV_CALL(DPL, KW) ATTN_OPTS; attn_bwd_dkdv<DPL, KW>(dk, dv, dout, q, k, v, lse, drow, seg, T, Hq, Hkv, D, o)
-extern "C" __global__ void attn_bwd_dkdv_d64(ATTN_ARGS_DKDV) { DKDV_CALL(2, 8); }
-extern "C" __global__ void attn_bwd_dkdv_d128(ATTN_ARGS_DKDV) { DKDV_CALL(4, 8); }
-extern "C" __global__ void attn_bwd_dkdv_d256(ATTN_ARGS_DKDV) { DKDV_CALL(8, 4); }
+extern "C" __global__ void attn_bwd_dkdv_d64(ATTN_ARGS_DKDV(float)) { DKDV_CALL(2, 8); }
+extern "C" __global__ void attn_bwd_dkdv_d128(ATTN_ARGS_DKDV(float)) { DKDV_CALL(4, 8); }
+extern "C" __global__ void attn_bwd_dkdv_d256(ATTN_ARGS_DKDV(float)) { DKDV_CALL(8, 4); }
+extern "C" __global__ void attn_bwd_dkdv_d64_bf16(ATTN_ARGS_DKDV(unsigned short)) { DKDV_CALL(2, 8); }
+extern "C" __global__ void attn_bwd_dkdv_d128_bf16(ATTN_ARGS_DKDV(unsigned short)) { DKDV_CALL(4, 8); }
+extern "C" __global__ void attn_bwd_dkdv_d256_bf16(ATTN_ARGS_DKDV(unsigned short)) { DKDV_CALL(8, 4); }
 
 // Backward, step 3: dq. Block (query tile of BQ = RW·warps rows, head h,
 // batch b) as the forward: for each key tile, lane j recomputes the
@@ -336,8 +340,8 @@ extern "C" __global__ void attn_bwd_dkdv_d256(ATTN_ARGS_DKDV) { DKDV_CALL(8, 4);
 // Σ_j dS·K[j] to its rows' dq.
 //
 // Shared memory (dynamic): Qs, dOs [BQ][D], Ks, Vs [BK][D+4], dSs [BQ][BK].
-template <int DPL>
-__device__ void attn_bwd_dq(float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse,
+template <int DPL, typename A>
+__device__ void attn_bwd_dq(float *dq, const float *dout, const A *q, const A *k, const A *v, const float *lse,
                             const float *drow, const int *seg, int T, int Hq, int Hkv, int D, AttnOpts o) {
     DYNAMIC_SMEM(float4, smem4);
     float *sm = (float *)smem4;
@@ -349,13 +353,14 @@ __device__ void attn_bwd_dq(float *dq, const float *dout, const float *q, const 
     const int *segr = seg ? seg + (ll)b * T : 0;
     const float slope = o.alibi ? o.alibi[h] : 0.0f;
     const ll ldq = (ll)Hq * D, ldk = (ll)Hkv * D;
-    const float *qb = q + ((ll)b * T * Hq + h) * D, *dob = dout + ((ll)b * T * Hq + h) * D;
-    const float *kb = k + ((ll)b * T * Hkv + g) * D, *vb = v + ((ll)b * T * Hkv + g) * D;
+    const A *qb = q + ((ll)b * T * Hq + h) * D;
+    const float *dob = dout + ((ll)b * T * Hq + h) * D;
+    const A *kb = k + ((ll)b * T * Hkv + g) * D, *vb = v + ((ll)b * T * Hkv + g) * D;
     const float *lseb = lse + ((ll)b * Hq + h) * T, *drb = drow + ((ll)b * Hq + h) * T;
 
     for (int e = threadIdx.x; e < BQ * D; e += blockDim.x) {
         int r = e / D, d = e - r * D, t = i0 + r;
-        Qs[e] = t < T ? qb[(ll)t * ldq + d] : 0.0f;
+        Qs[e] = t < T ? get_act(qb, (ll)t * ldq + d) : 0.0f;
         dOs[e] = t < T ? dob[(ll)t * ldq + d] : 0.0f;
     }
     float acc[RW][DPL], lse_r[RW], dr_r[RW];
@@ -374,8 +379,8 @@ __device__ void attn_bwd_dq(float *dq, const float *dout, const float *q, const 
         for (int e = threadIdx.x; e < BK * D; e += blockDim.x) {
             int r = e / D, d = e - r * D, j = j0 + r;
             bool in = j < T;
-            Ks[r * (D + 4) + d] = in ? kb[(ll)j * ldk + d] : 0.0f;
-            Vs[r * (D + 4) + d] = in ? vb[(ll)j * ldk + d] : 0.0f;
+            Ks[r * (D + 4) + d] = in ? get_act(kb, (ll)j * ldk + d) : 0.0f;
+            Vs[r * (D + 4) + d] = in ? get_act(vb, (ll)j * ldk + d) : 0.0f;
         }
         __syncthreads();
         const int j = j0 + lane;
@@ -421,12 +426,15 @@ __device__ void attn_bwd_dq(float *dq, const float *dout, const float *q, const 
     }
 }
 
-#define ATTN_ARGS_DQ float *dq, const float *dout, const float *q, const float *k, const float *v, const float *lse, \
-                     const float *drow, const int *seg, const float *alibi, int T, int Hq, int Hkv, int D, float scale, float softcap, int window
+#define ATTN_ARGS_DQ(A) float *dq, const float *dout, const A *q, const A *k, const A *v, const float *lse, \
+                        const float *drow, const int *seg, const float *alibi, int T, int Hq, int Hkv, int D, float scale, float softcap, int window
 #define DQ_CALL(DPL) ATTN_OPTS; attn_bwd_dq<DPL>(dq, dout, q, k, v, lse, drow, seg, T, Hq, Hkv, D, o)
-extern "C" __global__ void attn_bwd_dq_d64(ATTN_ARGS_DQ) { DQ_CALL(2); }
-extern "C" __global__ void attn_bwd_dq_d128(ATTN_ARGS_DQ) { DQ_CALL(4); }
-extern "C" __global__ void attn_bwd_dq_d256(ATTN_ARGS_DQ) { DQ_CALL(8); }
+extern "C" __global__ void attn_bwd_dq_d64(ATTN_ARGS_DQ(float)) { DQ_CALL(2); }
+extern "C" __global__ void attn_bwd_dq_d128(ATTN_ARGS_DQ(float)) { DQ_CALL(4); }
+extern "C" __global__ void attn_bwd_dq_d256(ATTN_ARGS_DQ(float)) { DQ_CALL(8); }
+extern "C" __global__ void attn_bwd_dq_d64_bf16(ATTN_ARGS_DQ(unsigned short)) { DQ_CALL(2); }
+extern "C" __global__ void attn_bwd_dq_d128_bf16(ATTN_ARGS_DQ(unsigned short)) { DQ_CALL(4); }
+extern "C" __global__ void attn_bwd_dq_d256_bf16(ATTN_ARGS_DQ(unsigned short)) { DQ_CALL(8); }
 
 // ---------------------------------------------------------------------------
 // Decode: one new query per row b against the cache's first lens[b]
@@ -435,9 +443,10 @@ extern "C" __global__ void attn_bwd_dq_d256(ATTN_ARGS_DQ) { DQ_CALL(8); }
 // scores keys t0+w, t0+w+nw, ... (lanes split the dot); then a block max,
 // exponentials and their sum in double, and thread d accumulates out[d]
 // over the keys in order. A length outside [1, MaxT] zeroes the output and
-// raises LATHE_ERR_DECODE_LEN. attn_decode_bf16 writes out as bfloat16.
-template <typename O>
-__device__ void attn_decode_t(O *out, float *sc, const float *q, const float *kc, const float *vc, const int *lens,
+// raises LATHE_ERR_DECODE_LEN. attn_decode_bf16 takes a bfloat16 q and
+// writes out as bfloat16 (the cache is float32).
+template <typename A>
+__device__ void attn_decode_t(A *out, float *sc, const A *q, const float *kc, const float *vc, const int *lens,
                               const float *alibi, int MaxT, int Hq, int Hkv, int D, float scale, float softcap, int window,
                               int *err) {
     __shared__ float red[32];
@@ -445,7 +454,7 @@ __device__ void attn_decode_t(O *out, float *sc, const float *q, const float *kc
     const int h = blockIdx.x, b = blockIdx.y, g = h / (Hq / Hkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nw = blockDim.x >> 5;
     const int n = lens[b];
-    O *orow = out + ((ll)b * Hq + h) * D;
+    A *orow = out + ((ll)b * Hq + h) * D;
     if (n <= 0 || n > MaxT) {
         for (int d = threadIdx.x; d < D; d += blockDim.x) put_act(orow, d, 0.0f);
         if (threadIdx.x == 0) atomicOr(err, LATHE_ERR_DECODE_LEN);
@@ -455,12 +464,12 @@ __device__ void attn_decode_t(O *out, float *sc, const float *q, const float *kc
     const float slope = alibi ? alibi[h] : 0.0f;
     const int i = n - 1;
     const int t0 = window > 0 ? max(0, n - window) : 0;
-    const float *qr = q + ((ll)b * Hq + h) * D;
+    const A *qr = q + ((ll)b * Hq + h) * D;
     float *s = sc + ((ll)b * Hq + h) * MaxT;
     for (int t = t0 + warp; t < n; t += nw) {
         const float *kr = kc + (((ll)b * MaxT + t) * Hkv + g) * D;
         float dot = 0.0f;
-        for (int d = lane; d < D; d += 32) dot += qr[d] * kr[d];
+        for (int d = lane; d < D; d += 32) dot += get_act(qr, d) * kr[d];
         dot = warp_sum(dot);
         if (lane == 0) s[t] = score(dot, o, slope, i, t, 0);
     }
@@ -482,7 +491,7 @@ __device__ void attn_decode_t(O *out, float *sc, const float *q, const float *kc
         put_act(orow, d, acc);
     }
 }
-#define ATTN_ARGS_DEC(O) O *out, float *sc, const float *q, const float *kc, const float *vc, const int *lens, const float *alibi, \
+#define ATTN_ARGS_DEC(O) O *out, float *sc, const O *q, const float *kc, const float *vc, const int *lens, const float *alibi, \
                          int MaxT, int Hq, int Hkv, int D, float scale, float softcap, int window, int *err
 #define DEC_CALL attn_decode_t(out, sc, q, kc, vc, lens, alibi, MaxT, Hq, Hkv, D, scale, softcap, window, err)
 extern "C" __global__ void attn_decode(ATTN_ARGS_DEC(float)) { DEC_CALL; }

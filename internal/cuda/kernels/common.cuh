@@ -118,6 +118,11 @@ __device__ __forceinline__ void put_act(float *p, ll i, float v) { p[i] = v; }
 __device__ __forceinline__ void put_act(unsigned short *p, ll i, float v) { p[i] = bf16_from_f32(v); }
 __device__ __forceinline__ float get_act(const float *p, ll i) { return p[i]; }
 __device__ __forceinline__ float get_act(const unsigned short *p, ll i) { return f32_from_bf16(p[i]); }
+// ldg4 loads 4 consecutive activations through the read-only cache.
+__device__ __forceinline__ float4 ldg4(const float *p) { return make_float4(__ldg(p), __ldg(p + 1), __ldg(p + 2), __ldg(p + 3)); }
+__device__ __forceinline__ float4 ldg4(const unsigned short *p) {
+    return make_float4(f32_from_bf16(__ldg(p)), f32_from_bf16(__ldg(p + 1)), f32_from_bf16(__ldg(p + 2)), f32_from_bf16(__ldg(p + 3)));
+}
 
 __device__ unsigned short f16_from_f32(float f) {
     unsigned int b = __float_as_uint(f);

@@ -31,47 +31,62 @@ extern "C" __global__ void add_bias_f32(float *x, const float *bias, ll rows, in
     for (ll i = gtid(); i < n; i += gstride()) x[i] += bias[i % cols];
 }
 
-// swiglu_fwd_f32: out = silu(gate)·up; swiglu_fwd_bf16 writes out as
-// bfloat16 (rounded).
-template <typename O>
-__device__ void swiglu_fwd(O *out, const float *gate, const float *up, ll n) {
+// The gated MLP activations. The _f32 entry points take float32 gate, up
+// and out; the _bf16 ones bfloat16 gate, up and out (activations under
+// mixed precision: read widened, out rounded); the gradients are float32.
+
+// swiglu_fwd: out = silu(gate)·up.
+template <typename A>
+__device__ void swiglu_fwd(A *out, const A *gate, const A *up, ll n) {
     for (ll i = gtid(); i < n; i += gstride()) {
-        float g = gate[i];
-        put_act(out, i, g * sigmoidf_(g) * up[i]);
+        float g = get_act(gate, i);
+        put_act(out, i, g * sigmoidf_(g) * get_act(up, i));
     }
 }
 extern "C" __global__ void swiglu_fwd_f32(float *out, const float *gate, const float *up, ll n) { swiglu_fwd(out, gate, up, n); }
-extern "C" __global__ void swiglu_fwd_bf16(unsigned short *out, const float *gate, const float *up, ll n) { swiglu_fwd(out, gate, up, n); }
+extern "C" __global__ void swiglu_fwd_bf16(unsigned short *out, const unsigned short *gate, const unsigned short *up, ll n) {
+    swiglu_fwd(out, gate, up, n);
+}
 
-// swiglu_bwd_f32 overwrites dgate and dup; each may alias gate or up (every
-// element is read before it is written, by the same thread).
-extern "C" __global__ void swiglu_bwd_f32(float *dgate, float *dup, const float *dout, const float *gate, const float *up, ll n) {
+// swiglu_bwd overwrites dgate and dup; each may alias a float32 gate or up
+// (every element is read before it is written, by the same thread).
+template <typename A>
+__device__ void swiglu_bwd(float *dgate, float *dup, const float *dout, const A *gate, const A *up, ll n) {
     for (ll i = gtid(); i < n; i += gstride()) {
-        float g = gate[i], u = up[i], d = dout[i];
+        float g = get_act(gate, i), u = get_act(up, i), d = dout[i];
         float s = sigmoidf_(g);
         dgate[i] = d * u * s * (1.0f + g * (1.0f - s));
         dup[i] = d * g * s;
     }
 }
+extern "C" __global__ void swiglu_bwd_f32(float *dgate, float *dup, const float *dout, const float *gate, const float *up, ll n) {
+    swiglu_bwd(dgate, dup, dout, gate, up, n);
+}
+extern "C" __global__ void swiglu_bwd_bf16(float *dgate, float *dup, const float *dout, const unsigned short *gate, const unsigned short *up,
+                                           ll n) {
+    swiglu_bwd(dgate, dup, dout, gate, up, n);
+}
 
-// geglu_fwd_f32: out = gelu_tanh(gate)·up; geglu_fwd_bf16 writes out as
-// bfloat16 (rounded).
-template <typename O>
-__device__ void geglu_fwd(O *out, const float *gate, const float *up, ll n) {
+// geglu_fwd: out = gelu_tanh(gate)·up.
+template <typename A>
+__device__ void geglu_fwd(A *out, const A *gate, const A *up, ll n) {
     for (ll i = gtid(); i < n; i += gstride()) {
         float s;
-        put_act(out, i, gelu_tanh(gate[i], &s) * up[i]);
+        put_act(out, i, gelu_tanh(get_act(gate, i), &s) * get_act(up, i));
     }
 }
 extern "C" __global__ void geglu_fwd_f32(float *out, const float *gate, const float *up, ll n) { geglu_fwd(out, gate, up, n); }
-extern "C" __global__ void geglu_fwd_bf16(unsigned short *out, const float *gate, const float *up, ll n) { geglu_fwd(out, gate, up, n); }
+extern "C" __global__ void geglu_fwd_bf16(unsigned short *out, const unsigned short *gate, const unsigned short *up, ll n) {
+    geglu_fwd(out, gate, up, n);
+}
 
-// geglu_bwd_f32: dgate = dout·up·gelu'(gate), dup = dout·gelu(gate), with
+// geglu_bwd: dgate = dout·up·gelu'(gate), dup = dout·gelu(gate), with
 // gelu' = s + 2x·s(1−s)·sqrt(2/pi)(1 + 3·0.044715·x²), s = sigmoid(2y).
-extern "C" __global__ void geglu_bwd_f32(float *dgate, float *dup, const float *dout, const float *gate, const float *up, ll n) {
+template <typename A>
+__device__ void geglu_bwd(float *dgate, float *dup, const float *dout, const A *gate, const A *up, ll n) {
     const float k0 = 0.7978845608028654f, k1 = 0.044715f;
     for (ll i = gtid(); i < n; i += gstride()) {
-        float x = gate[i], u = up[i], d = dout[i];
+        float x = get_act(gate, i), u = get_act(up, i), d = dout[i];
         float s;
         float gl = gelu_tanh(x, &s);
         float dy = k0 * (1.0f + 3.0f * k1 * (x * x));
@@ -79,6 +94,13 @@ extern "C" __global__ void geglu_bwd_f32(float *dgate, float *dup, const float *
         dgate[i] = (d * u) * gr;
         dup[i] = d * gl;
     }
+}
+extern "C" __global__ void geglu_bwd_f32(float *dgate, float *dup, const float *dout, const float *gate, const float *up, ll n) {
+    geglu_bwd(dgate, dup, dout, gate, up, n);
+}
+extern "C" __global__ void geglu_bwd_bf16(float *dgate, float *dup, const float *dout, const unsigned short *gate, const unsigned short *up,
+                                          ll n) {
+    geglu_bwd(dgate, dup, dout, gate, up, n);
 }
 
 // embed_fwd_f32: out[i,:] = table[ids[i],:]; an id outside [0, vocab)

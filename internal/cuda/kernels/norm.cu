@@ -55,8 +55,10 @@ extern "C" __global__ void rmsnorm_bwd_dx_f32(float *dx, const float *dout, cons
 // rot/2 rotating the pair (i, i+rot/2), or i >= rot/2 copying one
 // pass-through dim. The angle is rounded to float32 as transformers does;
 // its cosine and sine are taken in double and rounded, as the CPU backend.
-extern "C" __global__ void rope_f32(float *out, const float *x, const int *pos, const float *inv_freq,
-                                    ll n, int heads, int hd, int rot, float sign) {
+// rope_bf16 rotates bfloat16 activations (x and out, in place or not),
+// widened and rounded.
+template <typename A>
+__device__ void rope(A *out, const A *x, const int *pos, const float *inv_freq, ll n, int heads, int hd, int rot, float sign) {
     int half = rot / 2;
     int per = half + (hd - rot); // work items per head
     ll total = n * heads * per;
@@ -67,14 +69,22 @@ extern "C" __global__ void rope_f32(float *out, const float *x, const int *pos, 
         ll base = th * hd;
         if (i >= half) {
             int d = rot + (i - half);
-            if (out != x) out[base + d] = x[base + d];
+            if ((const A *)out != x) out[base + d] = x[base + d];
             continue;
         }
         float a = (float)pos[t] * inv_freq[i];
         double ad = (double)a;
         float c = (float)cos(ad), s = sign * (float)sin(ad);
-        float x1 = x[base + i], x2 = x[base + i + half];
-        out[base + i] = x1 * c - x2 * s;
-        out[base + i + half] = x2 * c + x1 * s;
+        float x1 = get_act(x, base + i), x2 = get_act(x, base + i + half);
+        put_act(out, base + i, x1 * c - x2 * s);
+        put_act(out, base + i + half, x2 * c + x1 * s);
     }
+}
+extern "C" __global__ void rope_f32(float *out, const float *x, const int *pos, const float *inv_freq, ll n, int heads, int hd, int rot,
+                                    float sign) {
+    rope(out, x, pos, inv_freq, n, heads, hd, rot, sign);
+}
+extern "C" __global__ void rope_bf16(unsigned short *out, const unsigned short *x, const int *pos, const float *inv_freq, ll n, int heads,
+                                     int hd, int rot, float sign) {
+    rope(out, x, pos, inv_freq, n, heads, hd, rot, sign);
 }

@@ -446,10 +446,26 @@ static bool same_rounded(const std::vector<unsigned short> &h, const std::vector
     return true;
 }
 
-// test_bf16_activations: each kernel's _bf16 entry point writes exactly its
-// float32 result rounded (the launch shapes of kernels.go), and the
-// attention backward's drow reading a bfloat16 out equals drow from the
-// same values in float32.
+// bf16_pair returns n bfloat16-representable values as float32 and as
+// bfloat16.
+static std::pair<std::vector<float>, std::vector<unsigned short>> bf16_pair(size_t n, double std = 1) {
+    auto f = randn(n, std);
+    std::vector<unsigned short> h(n);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = bf16_from_f32(f[i]);
+        f[i] = f32_from_bf16(h[i]);
+    }
+    return {f, h};
+}
+
+static bool same_bits(const std::vector<float> &a, const std::vector<float> &b) {
+    return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// test_bf16_activations: each _bf16 entry point, given bfloat16 inputs,
+// computes exactly what the _f32 one computes on the widened values (the
+// launch shapes of kernels.go): bfloat16 outputs are its result rounded,
+// float32 outputs (gradients, drow) are bit-identical.
 static void test_bf16_activations() {
     const int n = 7, dim = 300;
     auto x = randn((size_t)n * dim, 2), w = randn(dim);
@@ -462,61 +478,114 @@ static void test_bf16_activations() {
     check_true("rmsnorm_fwd_bf16 = rounded rmsnorm_fwd_f32", same_rounded(outh, out));
 
     const long long m = 1000;
-    auto gate = randn(m, 3), up = randn(m);
-    std::vector<float> act(m);
+    auto [gate, gateh] = bf16_pair(m, 3);
+    auto [up, uph] = bf16_pair(m);
+    auto dout = randn(m);
+    std::vector<float> act(m), dg(m), du(m), dgh(m), duh(m);
     std::vector<unsigned short> acth(m);
     emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_fwd_f32(act.data(), gate.data(), up.data(), m); });
-    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_fwd_bf16(acth.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_fwd_bf16(acth.data(), gateh.data(), uph.data(), m); });
     check_true("swiglu_fwd_bf16 = rounded swiglu_fwd_f32", same_rounded(acth, act));
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_bwd_f32(dg.data(), du.data(), dout.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { swiglu_bwd_bf16(dgh.data(), duh.data(), dout.data(), gateh.data(), uph.data(), m); });
+    check_true("swiglu_bwd_bf16 = swiglu_bwd_f32", same_bits(dg, dgh) && same_bits(du, duh));
     emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_fwd_f32(act.data(), gate.data(), up.data(), m); });
-    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_fwd_bf16(acth.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_fwd_bf16(acth.data(), gateh.data(), uph.data(), m); });
     check_true("geglu_fwd_bf16 = rounded geglu_fwd_f32", same_rounded(acth, act));
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_bwd_f32(dg.data(), du.data(), dout.data(), gate.data(), up.data(), m); });
+    emu::launch({4, 1, 1}, {256, 1, 1}, 0, [&] { geglu_bwd_bf16(dgh.data(), duh.data(), dout.data(), gateh.data(), uph.data(), m); });
+    check_true("geglu_bwd_bf16 = geglu_bwd_f32", same_bits(dg, dgh) && same_bits(du, duh));
 
-    for (int D : {32, 96}) {
+    {
+        const int rn = 9, heads = 3, hd = 64, rot = 32; // partial rotary: pass-through dims too
+        auto [rx, rxh] = bf16_pair((size_t)rn * heads * hd);
+        std::vector<int> pos(rn);
+        for (auto &p : pos) p = (int)(rng() % 3000);
+        std::vector<float> inv(rot / 2);
+        for (int i = 0; i < rot / 2; i++) inv[i] = (float)(1 / pow(10000.0, 2.0 * i / rot));
+        emu::launch({8, 1, 1}, {256, 1, 1}, 0, [&] { rope_f32(rx.data(), rx.data(), pos.data(), inv.data(), rn, heads, hd, rot, 1); });
+        emu::launch({8, 1, 1}, {256, 1, 1}, 0, [&] { rope_bf16(rxh.data(), rxh.data(), pos.data(), inv.data(), rn, heads, hd, rot, 1); });
+        check_true("rope_bf16 in place = rounded rope_f32", same_rounded(rxh, rx));
+    }
+
+    for (int D : {32, 96, 160}) {
         const int B = 2, T = 19, Hq = 4, Hkv = 2;
         size_t nq = (size_t)B * T * Hq * D, nk = (size_t)B * T * Hkv * D;
-        auto q = randn(nq), k = randn(nk), v = randn(nk), dout = randn(nq);
-        std::vector<float> o(nq), lse((size_t)B * Hq * T);
+        auto [q, qh] = bf16_pair(nq);
+        auto [k, kh] = bf16_pair(nk);
+        auto [v, vh] = bf16_pair(nk);
+        auto dO = randn(nq);
+        int dpl = D <= 64 ? 2 : D <= 128 ? 4 : 8;
+        std::string tag = dpl == 2 ? "d64" : dpl == 4 ? "d128" : "d256";
+        std::vector<float> o(nq), lse((size_t)B * Hq * T), lseh(lse.size());
         std::vector<unsigned short> oh(nq);
         int warps = D > 128 ? 2 : 4, bq = 4 * warps;
         size_t smem = 4 * (bq * D + 32 * (D + 4) + bq * 32);
         dim3 grid = {(unsigned)((T + bq - 1) / bq), (unsigned)Hq, (unsigned)B}, block = {(unsigned)(32 * warps), 1, 1};
         float scale = 0.25f;
         emu::launch(grid, block, smem, [&] {
-            auto f = D <= 64 ? attn_fwd_d64 : attn_fwd_d128;
+            auto f = dpl == 2 ? attn_fwd_d64 : dpl == 4 ? attn_fwd_d128 : attn_fwd_d256;
             f(o.data(), lse.data(), q.data(), k.data(), v.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
         });
         emu::launch(grid, block, smem, [&] {
-            auto f = D <= 64 ? attn_fwd_d64_bf16 : attn_fwd_d128_bf16;
-            f(oh.data(), lse.data(), q.data(), k.data(), v.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
+            auto f = dpl == 2 ? attn_fwd_d64_bf16 : dpl == 4 ? attn_fwd_d128_bf16 : attn_fwd_d256_bf16;
+            f(oh.data(), lseh.data(), qh.data(), kh.data(), vh.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
         });
-        std::string name = "attn_fwd_d" + std::string(D <= 64 ? "64" : "128");
-        check_true(name + "_bf16 = rounded " + name, same_rounded(oh, o));
-        std::vector<float> widened(nq), drow((size_t)B * Hq * T), drowh((size_t)B * Hq * T);
-        for (size_t i = 0; i < nq; i++) widened[i] = f32_from_bf16(oh[i]);
+        check_true("attn_fwd_" + tag + "_bf16 = rounded attn_fwd_" + tag, same_rounded(oh, o) && same_bits(lse, lseh));
+        // The backward from the rounded out, in float32 and bfloat16.
+        std::vector<float> ow(nq), drow((size_t)B * Hq * T), drowh(drow.size());
+        for (size_t i = 0; i < nq; i++) ow[i] = f32_from_bf16(oh[i]);
         int rows = B * T * Hq;
         emu::launch({(unsigned)((rows + 7) / 8), 1, 1}, {256, 1, 1}, 0,
-                    [&] { attn_bwd_drow(drow.data(), dout.data(), widened.data(), B, T, Hq, D); });
+                    [&] { attn_bwd_drow(drow.data(), dO.data(), ow.data(), B, T, Hq, D); });
         emu::launch({(unsigned)((rows + 7) / 8), 1, 1}, {256, 1, 1}, 0,
-                    [&] { attn_bwd_drow_bf16(drowh.data(), dout.data(), oh.data(), B, T, Hq, D); });
-        check_true("attn_bwd_drow_bf16 = attn_bwd_drow of the widened out (D" + std::to_string(D) + ")",
-                   std::memcmp(drow.data(), drowh.data(), drow.size() * sizeof(float)) == 0);
+                    [&] { attn_bwd_drow_bf16(drowh.data(), dO.data(), oh.data(), B, T, Hq, D); });
+        check_true("attn_bwd_drow_bf16 = attn_bwd_drow of the widened out (" + tag + ")", same_bits(drow, drowh));
+        std::vector<float> dq(nq), dk(nk), dv(nk), dqh(nq), dkh(nk), dvh(nk);
+        int kw = D > 128 ? 4 : 8, kb = 4 * kw;
+        smem = 4 * (2 * 32 * (D + 4) + 2 * 32 + 2 * kb * 32);
+        dim3 kgrid = {(unsigned)((T + kb - 1) / kb), (unsigned)Hkv, (unsigned)B};
+        emu::launch(kgrid, {128, 1, 1}, smem, [&] {
+            auto f = dpl == 2 ? attn_bwd_dkdv_d64 : dpl == 4 ? attn_bwd_dkdv_d128 : attn_bwd_dkdv_d256;
+            f(dk.data(), dv.data(), dO.data(), q.data(), k.data(), v.data(), lse.data(), drow.data(), nullptr, nullptr, T, Hq, Hkv, D, scale,
+              0, 0);
+        });
+        emu::launch(kgrid, {128, 1, 1}, smem, [&] {
+            auto f = dpl == 2 ? attn_bwd_dkdv_d64_bf16 : dpl == 4 ? attn_bwd_dkdv_d128_bf16 : attn_bwd_dkdv_d256_bf16;
+            f(dkh.data(), dvh.data(), dO.data(), qh.data(), kh.data(), vh.data(), lse.data(), drow.data(), nullptr, nullptr, T, Hq, Hkv, D,
+              scale, 0, 0);
+        });
+        check_true("attn_bwd_dkdv_" + tag + "_bf16 = attn_bwd_dkdv_" + tag, same_bits(dk, dkh) && same_bits(dv, dvh));
+        warps = D > 64 ? 2 : 4;
+        bq = 4 * warps;
+        smem = 4 * (2 * bq * D + 2 * 32 * (D + 4) + bq * 32);
+        dim3 qgrid = {(unsigned)((T + bq - 1) / bq), (unsigned)Hq, (unsigned)B}, qblock = {(unsigned)(32 * warps), 1, 1};
+        emu::launch(qgrid, qblock, smem, [&] {
+            auto f = dpl == 2 ? attn_bwd_dq_d64 : dpl == 4 ? attn_bwd_dq_d128 : attn_bwd_dq_d256;
+            f(dq.data(), dO.data(), q.data(), k.data(), v.data(), lse.data(), drow.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
+        });
+        emu::launch(qgrid, qblock, smem, [&] {
+            auto f = dpl == 2 ? attn_bwd_dq_d64_bf16 : dpl == 4 ? attn_bwd_dq_d128_bf16 : attn_bwd_dq_d256_bf16;
+            f(dqh.data(), dO.data(), qh.data(), kh.data(), vh.data(), lse.data(), drow.data(), nullptr, nullptr, T, Hq, Hkv, D, scale, 0, 0);
+        });
+        check_true("attn_bwd_dq_" + tag + "_bf16 = attn_bwd_dq_" + tag, same_bits(dq, dqh));
     }
 
     const int B = 2, MaxT = 20, Hq = 4, Hkv = 2, D = 48;
-    auto q = randn(B * Hq * D), kc = randn((size_t)B * MaxT * Hkv * D), vc = randn((size_t)B * MaxT * Hkv * D);
+    auto [q, qh] = bf16_pair(B * Hq * D);
+    auto kc = randn((size_t)B * MaxT * Hkv * D), vc = randn((size_t)B * MaxT * Hkv * D);
     std::vector<int> lens = {20, 7};
-    std::vector<float> dout(B * Hq * D), sc((size_t)B * Hq * MaxT);
+    std::vector<float> dout2(B * Hq * D), sc((size_t)B * Hq * MaxT);
     std::vector<unsigned short> douth(B * Hq * D);
     int err = 0;
     emu::launch({(unsigned)Hq, (unsigned)B, 1}, {128, 1, 1}, 0, [&] {
-        attn_decode(dout.data(), sc.data(), q.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0, &err);
+        attn_decode(dout2.data(), sc.data(), q.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0, &err);
     });
     emu::launch({(unsigned)Hq, (unsigned)B, 1}, {128, 1, 1}, 0, [&] {
-        attn_decode_bf16(douth.data(), sc.data(), q.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0,
+        attn_decode_bf16(douth.data(), sc.data(), qh.data(), kc.data(), vc.data(), lens.data(), nullptr, MaxT, Hq, Hkv, D, 0.2f, 0, 0,
                          &err);
     });
-    check_true("attn_decode_bf16 = rounded attn_decode", same_rounded(douth, dout) && err == 0);
+    check_true("attn_decode_bf16 = rounded attn_decode", same_rounded(douth, dout2) && err == 0);
 }
 
 int main() {
