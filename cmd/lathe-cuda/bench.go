@@ -33,8 +33,8 @@ const (
 
 // benchOptions returns the engine options of a method: "full" trains
 // everything, "lora" freezes the base and adapts loraTargets; a "-bf16"
-// suffix holds the linear weights and the activations entering them in
-// bfloat16 (compute_type = "bf16").
+// suffix holds the linear weights and the layers' activations in bfloat16
+// (compute_type = "bf16").
 func benchOptions(cfg llama.Config, method string) (llama.Options, error) {
 	base, bf16 := strings.CutSuffix(method, "-bf16")
 	switch base {

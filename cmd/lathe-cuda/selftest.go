@@ -47,9 +47,11 @@ var (
 	tolAttn  = tol{Rel: 1e-4, Abs: 1e-4} // attention forward and backward
 	tolXent  = tol{Rel: 1e-4, Abs: 1e-5} // cross-entropy losses and gradients
 	tolStepG = tol{Rel: 1e-3, Abs: 1e-3} // a whole model's loss and gradients
-	// tolStepB is a whole bf16 step (compute_type = "bf16"): products of
-	// bfloat16-rounded activations (8 significant bits) on the device
-	// against exact float32 activations on the CPU.
+	// tolStepB is a whole bf16 step (compute_type = "bf16"): both sides
+	// round the activations to bfloat16 (8 significant bits), where a
+	// last-bit difference before the rounding can round a value the other
+	// way, and the device also rounds the gradient operand of its mixed
+	// products, which the CPU keeps exact.
 	tolStepB = tol{Rel: 2e-2, Abs: 2e-2}
 )
 
