@@ -59,8 +59,9 @@ func BenchmarkTrainShape(b *testing.B) {
 			TieEmbeddings: true, BOSTokenID: -1}, 8, 256},
 	}
 	for _, sh := range shapes {
-		// -bf16: the linear weights held as bfloat16 working copies
-		// (compute_type = "bf16"), widened for each product on the CPU.
+		// -bf16: the linear weights held as bfloat16 working copies and
+		// the layers' activations in bfloat16 (compute_type = "bf16"),
+		// widened for each product on the CPU.
 		for _, method := range []string{"full", "lora", "full-bf16", "lora-bf16"} {
 			b.Run(sh.name+"-"+method, func(b *testing.B) {
 				var opts llama.Options
@@ -69,6 +70,7 @@ func BenchmarkTrainShape(b *testing.B) {
 						LoRA: &llama.LoRAOptions{Modules: llama.LinearModules([]string{"q_proj", "v_proj"}, sh.cfg.Layers), Rank: 8, Scale: 2, Seed: 1}}
 				}
 				opts.BF16 = strings.HasSuffix(method, "-bf16")
+				opts.BF16Activations = opts.BF16
 				benchSteps(b, sh.cfg, opts, sh.B, sh.T)
 			})
 		}

@@ -216,7 +216,7 @@ func TestAccumulationEquivalence(t *testing.T) {
 // copies (whose restore rounds them from the checkpoint's masters).
 func TestResumeBitIdentical(t *testing.T) {
 	for _, bf16 := range []bool{false, true} {
-		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testResume(t, llama.Options{BF16: bf16}) })
+		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testResume(t, llama.Options{BF16: bf16, BF16Activations: bf16}) })
 	}
 }
 
@@ -351,7 +351,7 @@ func TestOpenDataset(t *testing.T) {
 
 func TestThreadCountIndependent(t *testing.T) {
 	for _, bf16 := range []bool{false, true} {
-		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testThreadCount(t, llama.Options{BF16: bf16}) })
+		t.Run(fmt.Sprintf("bf16=%v", bf16), func(t *testing.T) { testThreadCount(t, llama.Options{BF16: bf16, BF16Activations: bf16}) })
 	}
 }
 
