@@ -28,10 +28,19 @@ type Batch struct {
 	DropoutSeed uint64
 }
 
-// ceChunkRows is the number of rows the fused cross-entropy computes
-// logits for at a time. It is fixed (not derived from the batch capacity)
-// because the dW summation order depends on it.
-const ceChunkRows = 64
+// CrossEntropyChunkRows is the number of rows the fused cross-entropy
+// computes logits for at a time for a vocabulary of V: 256 while their
+// workspace stays within 8M floats (32 MiB), else 64 (large vocabularies).
+// Larger chunks stream the LM head from memory fewer times (stories15M's
+// step is about 6% faster at 256 than at 64). It depends only on V, never
+// on the batch or the thread count, because the dW summation order
+// depends on it.
+func CrossEntropyChunkRows(V int) int {
+	if 256*V <= 8<<20 {
+		return 256
+	}
+	return 64
+}
 
 type layerActs struct {
 	x            tensor.Buffer // [n,H] layer input (residual stream)
@@ -60,7 +69,7 @@ type activations struct {
 	xf         tensor.Buffer // [n,H] final residual
 	lnf, rstdf tensor.Buffer
 	losses     tensor.Buffer // [n]
-	ceWS       tensor.Buffer // [ceChunkRows*V]
+	ceWS       tensor.Buffer // [CrossEntropyChunkRows(V)*V]
 	// backward scratch
 	dres, dtmp, dln tensor.Buffer // [n,H]
 	dq, datt        tensor.Buffer // [n,Hq*D]
@@ -185,7 +194,7 @@ func (m *Model) Reserve(n int) error {
 			}
 		}
 		a.xf, a.lnf, a.rstdf, a.losses = take(n*H), take(n*H), take(n), take(n)
-		a.ceWS = take(ceChunkRows * V)
+		a.ceWS = take(CrossEntropyChunkRows(V) * V)
 		a.dres, a.dtmp, a.dln = take(n*H), take(n*H), take(n*H)
 		a.dq, a.datt, a.dk, a.dv = take(n*qd), take(n*qd), take(n*kvd), take(n*kvd)
 		a.dgate, a.dup, a.dsw = take(n*I), take(n*I), take(n*I)
@@ -446,7 +455,7 @@ func (m *Model) Forward(b *Batch) (float32, error) {
 	m.forward(st)
 	a, c := m.act, m.Cfg
 	m.be.CrossEntropy(a.losses, tensor.Buffer{}, tensor.Buffer{}, a.lnf, m.headW(), a.tgt,
-		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: ceChunkRows, SoftCap: float32(c.FinalSoftCap)})
+		a.ceWS, tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, ChunkRows: CrossEntropyChunkRows(c.VocabSize), SoftCap: float32(c.FinalSoftCap)})
 	loss, err := m.meanLoss(st)
 	if err != nil {
 		return 0, err
@@ -498,7 +507,7 @@ func (m *Model) ForwardBackward(b *Batch) (float32, error) {
 func (m *Model) lossAndGrad(st *fwdState) {
 	a, c := m.act, m.Cfg
 	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
-		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: ceChunkRows, SoftCap: float32(c.FinalSoftCap)})
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1 / float32(st.count), ChunkRows: CrossEntropyChunkRows(c.VocabSize), SoftCap: float32(c.FinalSoftCap)})
 	m.finishHeadGrad()
 }
 
@@ -669,7 +678,7 @@ func (m *Model) BackwardWeighted(weights []float32) error {
 		return fmt.Errorf("llama: weights: %w", err)
 	}
 	m.be.CrossEntropy(a.losses, a.dln, m.headGradTarget(), a.lnf, m.headW(), a.tgt, a.ceWS,
-		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: ceChunkRows, RowScale: a.rowW.View(0, st.n), SoftCap: float32(c.FinalSoftCap)})
+		tensor.CrossEntropy{N: st.n, C: c.Hidden, V: c.VocabSize, GradScale: 1, ChunkRows: CrossEntropyChunkRows(c.VocabSize), RowScale: a.rowW.View(0, st.n), SoftCap: float32(c.FinalSoftCap)})
 	m.finishHeadGrad()
 	return m.backward(st)
 }

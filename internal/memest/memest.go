@@ -431,8 +431,6 @@ func (in Input) Rows() int {
 	return in.BatchSize
 }
 
-// ceChunkRows mirrors llama's fused cross-entropy chunk.
-const ceChunkRows = 64
 
 // activationBytes mirrors llama's Reserve: the F32 activation buffer for
 // n tokens, without the cross-entropy workspace, and under BF16 the
@@ -533,7 +531,7 @@ func Training(in Input) (Estimate, error) {
 	// Activations and backward scratch (F32) and the four I32 token
 	// buffers (ids, targets, positions, segments).
 	act := activationBytes(in, s, n) + 16*int64(n)
-	logits := 4 * int64(ceChunkRows) * int64(c.VocabSize)
+	logits := 4 * int64(llama.CrossEntropyChunkRows(c.VocabSize)) * int64(c.VocabSize)
 	host := hostBytes(in, s, n)
 	kernel := kernelBytes(in, s, n, threads)
 	// During training only: AdamW's two moments and the trainer's
@@ -720,13 +718,14 @@ func kernelBytes(in Input, s shape, n, threads int, extra ...[3]int) int64 {
 	g := gemmBlockingNow()
 	V, H, D := c.VocabSize, c.Hidden, c.HeadDim
 	var floats int64
-	packed := V*H <= xentPackBudget && n > ceChunkRows
+	ceRows := llama.CrossEntropyChunkRows(V)
+	packed := V*H <= xentPackBudget && n > ceRows
 	if packed {
 		floats += int64(ceilDiv(V, g.nr)*g.nr*H) + int64(ceilDiv(H, g.nr)*g.nr*V)
 	}
 	// The products of a step: [m, n, k].
 	var prods [][3]int
-	rows := min(ceChunkRows, n)
+	rows := min(ceRows, n)
 	if !packed {
 		prods = append(prods, [3]int{rows, V, H}, [3]int{rows, H, V})
 	}

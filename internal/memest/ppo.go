@@ -150,7 +150,7 @@ func frozenModel(in Input, n int, allTrain bool) (int64, error) {
 	H, I := int64(c.Hidden), int64(c.Intermediate)
 	qd, kvd, N := int64(c.Heads*c.HeadDim), int64(c.KVHeads*c.HeadDim), int64(n)
 	act := activationBytes(in, s, n) - 4*(3*N*H+2*N*qd+2*N*kvd+3*N*I)
-	b += act + 16*int64(n) + 4*int64(ceChunkRows)*int64(c.VocabSize)
+	b += act + 16*int64(n) + 4*int64(llama.CrossEntropyChunkRows(c.VocabSize))*int64(c.VocabSize)
 	b += 8 * int64(n) // the host copies of losses and positions
 	return b, nil
 }
