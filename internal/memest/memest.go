@@ -431,7 +431,6 @@ func (in Input) Rows() int {
 	return in.BatchSize
 }
 
-
 // activationBytes mirrors llama's Reserve: the F32 activation buffer for
 // n tokens, without the cross-entropy workspace, and under BF16 the
 // bfloat16 one.
