@@ -142,8 +142,8 @@ func (m *Model) Reserve(n int) error {
 		}
 		return mem.View(off-k, k)
 	}
-	// takeAct is take for an activation that enters a linear layer:
-	// bfloat16 under Options.BF16Activations.
+	// takeAct is take for an activation a layer keeps for its backward
+	// pass (see Options.BF16Activations): bfloat16 under that option.
 	takeAct := take
 	if m.opts.BF16Activations {
 		takeAct = func(k int) tensor.Buffer {
