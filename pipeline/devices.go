@@ -201,19 +201,20 @@ func (e *executor) acquireSlot(ctx context.Context, inst *config.Instance, r *St
 // devicePool hands out whole devices: all of a request at once, to waiting
 // requests in arrival order, lowest identifiers first.
 type devicePool struct {
-	mu      sync.Mutex
-	ids     []int // sorted
-	busy    map[int]bool
-	waiters []*deviceWaiter
-}
-
-type deviceWaiter struct {
-	n     int
-	ready chan []int // receives the devices when granted
+	q    fifo[int, []int]
+	ids  []int        // sorted
+	busy map[int]bool // guarded by q's lock
 }
 
 func newDevicePool(ids []int) *devicePool {
-	return &devicePool{ids: ids, busy: map[int]bool{}}
+	p := &devicePool{ids: ids, busy: map[int]bool{}}
+	p.q.take = p.take
+	p.q.give = func(ids []int) {
+		for _, id := range ids {
+			delete(p.busy, id)
+		}
+	}
+	return p
 }
 
 func (p *devicePool) size() int { return len(p.ids) }
@@ -222,69 +223,23 @@ func (p *devicePool) size() int { return len(p.ids) }
 // exceed the pool's size). waiting is called, without the pool's lock,
 // with the number of devices in use, when the request has to wait.
 func (p *devicePool) acquire(ctx context.Context, n int, waiting func(inUse int)) ([]int, error) {
-	p.mu.Lock()
-	if len(p.waiters) == 0 {
-		if got := p.take(n); got != nil {
-			p.mu.Unlock()
-			return got, nil
+	return p.q.acquire(ctx, n, func() {
+		if waiting != nil {
+			var inUse int
+			p.q.locked(func() { inUse = len(p.busy) })
+			waiting(inUse)
 		}
-	}
-	w := &deviceWaiter{n: n, ready: make(chan []int, 1)}
-	p.waiters = append(p.waiters, w)
-	inUse := len(p.busy)
-	p.mu.Unlock()
-	if waiting != nil {
-		waiting(inUse)
-	}
-	select {
-	case got := <-w.ready:
-		return got, nil
-	case <-ctx.Done():
-	}
-	p.mu.Lock()
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.grant() // the next in line may fit now
-			p.mu.Unlock()
-			return nil, ctx.Err()
-		}
-	}
-	p.mu.Unlock()
-	// Granted while ctx ended: give the devices back.
-	p.release(<-w.ready)
-	return nil, ctx.Err()
+	})
 }
 
 // release returns devices to the pool and serves the waiters that fit.
-func (p *devicePool) release(ids []int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, id := range ids {
-		delete(p.busy, id)
-	}
-	p.grant()
-}
+func (p *devicePool) release(ids []int) { p.q.release(ids) }
 
-// grant serves waiting requests in order while the first one fits.
-// Called with the lock held.
-func (p *devicePool) grant() {
-	for len(p.waiters) > 0 {
-		w := p.waiters[0]
-		got := p.take(w.n)
-		if got == nil {
-			return
-		}
-		p.waiters = p.waiters[1:]
-		w.ready <- got
-	}
-}
-
-// take marks the n lowest free devices busy and returns them, or nil when
-// fewer than n are free. Called with the lock held.
-func (p *devicePool) take(n int) []int {
+// take marks the n lowest free devices busy and returns them (false when
+// fewer than n are free). Called with the lock held.
+func (p *devicePool) take(n int) ([]int, bool) {
 	if len(p.ids)-len(p.busy) < n {
-		return nil
+		return nil, false
 	}
 	got := make([]int, 0, n)
 	for _, id := range p.ids {
@@ -298,7 +253,7 @@ func (p *devicePool) take(n int) []int {
 	for _, id := range got {
 		p.busy[id] = true
 	}
-	return got
+	return got, true
 }
 
 func plural(n int, what string) string {

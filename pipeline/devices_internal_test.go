@@ -113,8 +113,8 @@ func TestDevicePoolFIFO(t *testing.T) {
 	if strings.Join(order, ",") != "two,one" {
 		t.Errorf("served in order %v, want two,one", order)
 	}
-	if len(p.busy) != 0 || len(p.waiters) != 0 {
-		t.Errorf("pool not empty at the end: busy %v, %d waiting", p.busy, len(p.waiters))
+	if len(p.busy) != 0 || len(p.q.waiters) != 0 {
+		t.Errorf("pool not empty at the end: busy %v, %d waiting", p.busy, len(p.q.waiters))
 	}
 }
 

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/lathe-ml/lathe/internal/bytesize"
 	"github.com/lathe-ml/lathe/internal/sysinfo"
@@ -64,72 +63,40 @@ func memoryProblem(inst *config.Instance, total int64, err error) string {
 // memoryPool hands out byte reservations, to waiting requests in arrival
 // order.
 type memoryPool struct {
-	mu      sync.Mutex
-	total   int64
-	used    int64
-	waiters []*memoryWaiter
+	q     fifo[int64, int64]
+	total int64
+	used  int64 // guarded by q's lock
 }
 
-type memoryWaiter struct {
-	n     int64
-	ready chan struct{}
+func newMemoryPool(total int64) *memoryPool {
+	p := &memoryPool{total: total}
+	p.q.take = func(n int64) (int64, bool) {
+		if p.used+n > p.total {
+			return 0, false
+		}
+		p.used += n
+		return n, true
+	}
+	p.q.give = func(n int64) { p.used -= n }
+	return p
 }
 
 // acquire reserves n bytes (n <= total), waiting until they fit. waiting
 // is called, without the pool's lock, with the bytes in use, when the
 // request has to wait.
 func (p *memoryPool) acquire(ctx context.Context, n int64, waiting func(used int64)) error {
-	p.mu.Lock()
-	if len(p.waiters) == 0 && p.used+n <= p.total {
-		p.used += n
-		p.mu.Unlock()
-		return nil
-	}
-	w := &memoryWaiter{n: n, ready: make(chan struct{})}
-	p.waiters = append(p.waiters, w)
-	used := p.used
-	p.mu.Unlock()
-	if waiting != nil {
-		waiting(used)
-	}
-	select {
-	case <-w.ready:
-		return nil
-	case <-ctx.Done():
-	}
-	p.mu.Lock()
-	for i, x := range p.waiters {
-		if x == w {
-			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
-			p.grant()
-			p.mu.Unlock()
-			return ctx.Err()
+	_, err := p.q.acquire(ctx, n, func() {
+		if waiting != nil {
+			var used int64
+			p.q.locked(func() { used = p.used })
+			waiting(used)
 		}
-	}
-	p.mu.Unlock()
-	// Granted while ctx ended: give it back.
-	p.release(n)
-	return ctx.Err()
+	})
+	return err
 }
 
 // release returns n bytes and serves the waiters that fit.
-func (p *memoryPool) release(n int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.used -= n
-	p.grant()
-}
-
-// grant serves waiting requests in order while the first one fits. Called
-// with the lock held.
-func (p *memoryPool) grant() {
-	for len(p.waiters) > 0 && p.used+p.waiters[0].n <= p.total {
-		w := p.waiters[0]
-		p.waiters = p.waiters[1:]
-		p.used += w.n
-		close(w.ready)
-	}
-}
+func (p *memoryPool) release(n int64) { p.q.release(n) }
 
 // acquireMemory reserves the instance's memory for its run. ok is false
 // when it will not run; r then says why.
@@ -141,7 +108,7 @@ func (e *executor) acquireMemory(ctx context.Context, inst *config.Instance, r *
 	e.memOnce.Do(func() {
 		total, err := e.ws.hostMemory()
 		e.memTotal, e.memErr = total, err
-		e.memPool = &memoryPool{total: total}
+		e.memPool = newMemoryPool(total)
 	})
 	if p := memoryProblem(inst, e.memTotal, e.memErr); p != "" {
 		e.fail(r, fmt.Errorf("%s", p))
