@@ -11,7 +11,8 @@ import (
 // and segment ids, tiled the FlashAttention-2 way: queries and keys are
 // processed in attnBlock×attnBlock tiles with an online softmax, so no T×T
 // matrix is ever built, and the backward pass recomputes the probabilities
-// of each tile from the saved log-sum-exp.
+// of each tile from the saved log-sum-exp. The block products run on the
+// strided kernels where the head dim allows (attnStrided), else on Sgemm.
 //
 // Options (attnOpts) transform each score tile after its Q·Kᵀ product:
 // soft-capping (Gemma 2), ALiBi biases (Baichuan 2 13B) and a sliding
@@ -29,6 +30,29 @@ const attnBlock = 64
 // run their block products on. It is Sgemm; tests swap it to account for
 // Sgemm's own allocations.
 var blockGemm = Sgemm
+
+// attnStrided reports whether the attention block products for head dim D
+// run on the strided kernels (sgemmStrided: no packing, the operands read
+// in place, keys and values transposed once per block for the score
+// products) rather than on blockGemm. With a head dim up to 64 every block
+// product has a C at most 64 wide, and packing its operands would cost
+// about as much as the product. Both paths give the same bits.
+func attnStrided(D int) bool { return stridedGemmEnabled && D <= stridedMaxN }
+
+// transposeBlock writes dst[d·attnBlock + j] = src[j·ld + d] for j < n and
+// d < D: a block of n keys (or values) as D rows, the right operand of the
+// strided score products.
+func transposeBlock(dst, src []float32, ld, n, D int) {
+	j := 0
+	for ; j+4 <= n; j += 4 {
+		transposeRows4(dst[j:], attnBlock, src[j*ld:], ld, D)
+	}
+	for ; j < n; j++ {
+		for d := range D {
+			dst[d*attnBlock+j] = src[j*ld+d]
+		}
+	}
+}
 
 // reuseList is a mutex-guarded free list of scratch objects. Unlike a
 // sync.Pool it never drops its objects at a GC, so kernels that take their
@@ -71,6 +95,8 @@ type attnScratch struct {
 	acc  []float32 // attnBlock×D output accumulator (forward)
 	m, l []float32 // attnBlock running max and sum (forward)
 	rowD []float32 // T values of rowsum(dO∘O) for one (b, h) (backward)
+	kt   []float32 // D×attnBlock: a key block transposed (strided path)
+	vt   []float32 // D×attnBlock: a value block transposed (strided backward)
 }
 
 var attnScratchList reuseList[attnScratch]
@@ -84,6 +110,8 @@ func getAttnScratch(T, D int) *attnScratch {
 	s.m = growScratch(s.m, attnBlock)
 	s.l = growScratch(s.l, attnBlock)
 	s.rowD = growScratch(s.rowD, T)
+	s.kt = growScratch(s.kt, D*attnBlock)
+	s.vt = growScratch(s.vt, D*attnBlock)
 	return s
 }
 
@@ -246,6 +274,7 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 	}
 
 	opts := a.attnOpts.any()
+	strided := attnStrided(D)
 	for kb := 0; kb <= qb; kb++ {
 		j0 := kb * attnBlock
 		bk := min(attnBlock, T-j0)
@@ -253,7 +282,12 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 			continue
 		}
 		kOff := ((b*T+j0)*Hkv + g) * D
-		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+		if strided {
+			transposeBlock(sc.kt, a.k[kOff:], ldk, bk, D)
+			sgemmStrided(bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
+		} else {
+			blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+		}
 		if opts {
 			a.scoreTile(s, nil, h, i0, bq, j0, bk)
 		}
@@ -285,7 +319,11 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 			}
 			l[r] += sum
 		}
-		blockGemm(false, false, bq, D, bk, 1, s, attnBlock, a.v[kOff:], ldk, 1, acc, D)
+		if strided {
+			sgemmStrided(bq, D, bk, 1, s, attnBlock, 1, a.v[kOff:], ldk, 1, acc, D)
+		} else {
+			blockGemm(false, false, bq, D, bk, 1, s, attnBlock, a.v[kOff:], ldk, 1, acc, D)
+		}
 	}
 
 	lseOff := (b*Hq+h)*T + i0
@@ -553,9 +591,15 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	kOff := ((b*T+j0)*Hkv + g) * D
 	lse := a.lse[(b*Hq+h)*T+i0 : (b*Hq+h)*T+i0+bq]
 	s, dp := sc.s, sc.dp
+	strided := attnStrided(D)
 
 	// P = exp(S - lse), S = scale·Q Kᵀ transformed by the options, masked.
-	blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+	if strided {
+		transposeBlock(sc.kt, a.k[kOff:], ldk, bk, D)
+		sgemmStrided(bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
+	} else {
+		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
+	}
 	var dt []float32 // 1 − tanh² of the soft-capped scores
 	if a.softCap > 0 {
 		dt = sc.dt
@@ -576,11 +620,20 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	}
 	if wantKV {
 		// dV += Pᵀ dO.
-		blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+		if strided {
+			sgemmStrided(bk, D, bq, 1, s, 1, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+		} else {
+			blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+		}
 	}
 	// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place (and ∘(1 − tanh²)
 	// through the soft-cap).
-	blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
+	if strided {
+		transposeBlock(sc.vt, a.v[kOff:], ldk, bk, D)
+		sgemmStrided(bq, bk, D, 1, a.dout[qOff:], ldq, 1, sc.vt, attnBlock, 0, dp, attnBlock)
+	} else {
+		blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
+	}
 	for r := 0; r < bq; r++ {
 		pr := s[r*attnBlock : r*attnBlock+bk]
 		dr := dp[r*attnBlock : r*attnBlock+bk]
@@ -598,11 +651,19 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	}
 	if wantQ {
 		// dQ += scale·dS K.
-		blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+		if strided {
+			sgemmStrided(bq, D, bk, a.scale, dp, attnBlock, 1, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+		} else {
+			blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+		}
 	}
 	if wantKV {
 		// dK += scale·dSᵀ Q.
-		blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+		if strided {
+			sgemmStrided(bk, D, bq, a.scale, dp, 1, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+		} else {
+			blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+		}
 	}
 }
 

@@ -485,3 +485,37 @@ func BenchmarkAttentionOptions(b *testing.B) {
 		})
 	}
 }
+
+// TestAttentionStridedSameBits: the strided block products (head dims up
+// to 64, AVX-512) and the packed Sgemm ones give the same bits, forward and
+// both backward strategies, for the plain cases and every score option.
+func TestAttentionStridedSameBits(t *testing.T) {
+	if !stridedGemmEnabled {
+		t.Skip("no strided kernels on this machine (AVX-512)")
+	}
+	cases := append([]optsCase(nil), optsCases...)
+	for _, c := range attnCases {
+		cases = append(cases, optsCase{attnCase: c})
+	}
+	cases = append(cases, optsCase{attnCase: attnCase{B: 1, T: 90, Hq: 3, Hkv: 1, D: 48, seg: "runs"}},
+		optsCase{attnCase: attnCase{B: 1, T: 70, Hq: 2, Hkv: 2, D: 33}, softCap: 5})
+	defer func(old int) { attnBackwardMode = old }(attnBackwardMode)
+	for i, c := range cases {
+		d := optsTestData(c, uint64(50+i))
+		for _, mode := range []int{1, 2} {
+			attnBackwardMode = mode
+			stridedGemmEnabled = false
+			want := runAttentionOpts(c, d)
+			stridedGemmEnabled = true
+			got := runAttentionOpts(c, d)
+			for _, x := range []struct {
+				name      string
+				got, want []float32
+			}{{"out", got.out, want.out}, {"lse", got.lse, want.lse}, {"dq", got.dq, want.dq}, {"dk", got.dk, want.dk}, {"dv", got.dv, want.dv}} {
+				if !bitsEqual(x.got, x.want) {
+					t.Errorf("%v backward mode %d: %s differs between the strided and packed paths", c, mode, x.name)
+				}
+			}
+		}
+	}
+}

@@ -394,24 +394,33 @@ func TestExpf(t *testing.T) {
 	}
 }
 
-// BenchmarkAttention runs the stories15M shape (B=8, T=256, H=6, D=48).
+// BenchmarkAttention runs the stories15M shape (B=8, T=256, H=6, D=48)
+// and the tiny one of `make bench-train` (B=8, T=128, H=4, D=16).
 // GFLOP/s counts the causal block products only: 4·B·H·D·T(T+1)/2 forward
 // (QKᵀ, PV), 2.5× that backward (QKᵀ, dO·Vᵀ, PᵀdO, dS·K, dSᵀQ).
 func BenchmarkAttention(b *testing.B) {
-	c := attnCase{B: 8, T: 256, Hq: 6, Hkv: 6, D: 48}
-	d := attnTestData(c, 1)
-	r := runAttention(c, d)
-	causal := float64(c.B*c.Hq*c.D) * float64(c.T*(c.T+1)/2)
-	b.Run("forward", func(b *testing.B) {
-		for b.Loop() {
-			AttentionForward(r.out, r.lse, d.q, d.k, d.v, nil, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
-		}
-		b.ReportMetric(4*causal*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	})
-	b.Run("backward", func(b *testing.B) {
-		for b.Loop() {
-			AttentionBackward(r.dq, r.dk, r.dv, d.dout, d.q, d.k, d.v, r.out, r.lse, nil, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
-		}
-		b.ReportMetric(10*causal*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
-	})
+	for _, sh := range []struct {
+		name string
+		c    attnCase
+	}{
+		{"stories15M", attnCase{B: 8, T: 256, Hq: 6, Hkv: 6, D: 48}},
+		{"tiny", attnCase{B: 8, T: 128, Hq: 4, Hkv: 4, D: 16}},
+	} {
+		c := sh.c
+		d := attnTestData(c, 1)
+		r := runAttention(c, d)
+		causal := float64(c.B*c.Hq*c.D) * float64(c.T*(c.T+1)/2)
+		b.Run(sh.name+"/forward", func(b *testing.B) {
+			for b.Loop() {
+				AttentionForward(r.out, r.lse, d.q, d.k, d.v, nil, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
+			}
+			b.ReportMetric(4*causal*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+		b.Run(sh.name+"/backward", func(b *testing.B) {
+			for b.Loop() {
+				AttentionBackward(r.dq, r.dk, r.dv, d.dout, d.q, d.k, d.v, r.out, r.lse, nil, c.B, c.T, c.Hq, c.Hkv, c.D, d.scale)
+			}
+			b.ReportMetric(10*causal*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
 }

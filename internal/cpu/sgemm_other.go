@@ -25,3 +25,6 @@ func transposeRows4(dst []float32, dstStride int, src []float32, srcStride, n in
 func copyRowsPadded(dst, src []float32, rows, cols, width, srcStride int) {
 	copyRowsPaddedGo(dst, src, rows, cols, width, srcStride)
 }
+
+// stridedKernelsAVX512 is empty off amd64: stridedGemmEnabled is false.
+var stridedKernelsAVX512 [4][]stridedKernel
