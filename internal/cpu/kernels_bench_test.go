@@ -139,3 +139,36 @@ func BenchmarkRoPEForward(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSmallRowKernels times the row kernels at the tiny training shape
+// of `make bench-train` (1024 tokens, dim 64, 4 heads of 16), where rows are
+// short and per-row overheads show.
+func BenchmarkSmallRowKernels(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 1))
+	be := New()
+	const n, dim, heads, hd = 1024, 64, 4, 16
+	x, w, g := upload(b, be, randF32(r, n*dim, 1)), upload(b, be, randF32(r, dim, 1)), upload(b, be, randF32(r, n*dim, 1))
+	out, rstd := upload(b, be, make([]float32, n*dim)), upload(b, be, make([]float32, n))
+	dx, dw := upload(b, be, make([]float32, n*dim)), upload(b, be, make([]float32, dim))
+	pos := make([]int32, n)
+	for i := range pos {
+		pos[i] = int32(i % 128)
+	}
+	inv, _ := tensor.RoPE{HeadDim: hd, Theta: 10000}.InvFreq()
+	pb, fb := uploadI32(b, be, pos), upload(b, be, inv)
+	b.Run("rmsnorm-forward", func(b *testing.B) {
+		for b.Loop() {
+			be.RMSNormForward(out, rstd, x, w, n, dim, 1e-5)
+		}
+	})
+	b.Run("rmsnorm-backward", func(b *testing.B) {
+		for b.Loop() {
+			be.RMSNormBackward(dx, dw, g, x, w, rstd, n, dim)
+		}
+	})
+	b.Run("rope-forward", func(b *testing.B) {
+		for b.Loop() {
+			be.RoPEForward(out, x, pb, fb, n, heads, hd, hd)
+		}
+	})
+}

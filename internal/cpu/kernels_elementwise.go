@@ -184,8 +184,8 @@ func (be *Backend) AddBias(x, bias tensor.Buffer, rows, cols int) {
 }
 
 // colSumK accumulates dst[j] += Σ_i a[i,j]·b[i,j]·s[i] over all rows i in
-// order (b nil: factor 1; s nil: factor 1), one chunk of colChunk columns
-// per item, summing in float64. Each column is reduced by one goroutine in
+// order (b nil: factor 1; s nil: factor 1), one chunk of colSumChunk
+// columns per item, summing in float64 (colSum). Each column is reduced by one goroutine in
 // row order, so the result does not depend on the split.
 type colSumK struct {
 	dst, a, b, s []float32
@@ -193,36 +193,29 @@ type colSumK struct {
 }
 
 func (k *colSumK) run(lo, hi int) {
-	var acc [colChunk]float64
+	var acc [colSumChunk]float64
 	for c := lo; c < hi; c++ {
-		j0 := c * colChunk
-		j1 := min(j0+colChunk, k.cols)
-		w := j1 - j0
-		clear(acc[:w])
-		for i := 0; i < k.rows; i++ {
-			a := k.a[i*k.cols+j0 : i*k.cols+j1]
-			switch {
-			case k.b == nil:
-				for j, v := range a {
-					acc[j] += float64(v)
-				}
-			default:
-				b := k.b[i*k.cols+j0 : i*k.cols+j1]
-				s := float64(1)
-				if k.s != nil {
-					s = float64(k.s[i])
-				}
-				for j, v := range a {
-					acc[j] += float64(v) * float64(b[j]) * s
-				}
-			}
+		j0 := c * colSumChunk
+		j1 := min(j0+colSumChunk, k.cols)
+		a := acc[:j1-j0]
+		clear(a)
+		var b []float32
+		if k.b != nil {
+			b = k.b[j0:]
 		}
+		colSum(a, k.a[j0:], b, k.s, k.rows, k.cols)
 		d := k.dst[j0:j1]
 		for j := range d {
-			d[j] += float32(acc[j])
+			d[j] += float32(a[j])
 		}
 	}
 }
+
+// colSumChunk is the width of colSumK's items: a column's sum does not
+// depend on it, and narrow items let short rows (dim 64) use every worker.
+const colSumChunk = 16
+
+func colSumChunks(cols int) int { return (cols + colSumChunk - 1) / colSumChunk }
 
 func colChunks(cols int) int { return (cols + colChunk - 1) / colChunk }
 
@@ -230,7 +223,7 @@ func colChunks(cols int) int { return (cols + colChunk - 1) / colChunk }
 func (be *Backend) BiasGrad(dbias, dout tensor.Buffer, rows, cols int) {
 	be.k.biasGrad = colSumK{dst: f32("cpu.BiasGrad dbias", dbias, cols),
 		a: f32("cpu.BiasGrad dout", dout, rows*cols), rows: rows, cols: cols}
-	be.par(colChunks(cols), 1, &be.k.biasGrad)
+	be.par(colSumChunks(cols), 1, &be.k.biasGrad)
 	be.k.biasGrad = colSumK{}
 }
 

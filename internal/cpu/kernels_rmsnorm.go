@@ -17,23 +17,16 @@ func (k *rmsK) run(lo, hi int) {
 	d := k.dim
 	for i := lo; i < hi; i++ {
 		x := k.x[i*d : (i+1)*d]
-		var ss float64
-		for _, v := range x {
-			ss += float64(v) * float64(v)
-		}
-		r := float32(1 / math.Sqrt(ss/float64(d)+float64(k.eps)))
+		r := float32(1 / math.Sqrt(sumSquares(x)/float64(d)+float64(k.eps)))
 		k.rstd[i] = r
 		if k.outH != nil {
 			out := k.outH[i*d : (i+1)*d]
 			for j, v := range x {
-				out[j] = tensor.BF16FromF32(v * r * k.w[j])
+				out[j] = tensor.BF16FromF32(float32(v*r) * k.w[j])
 			}
 			continue
 		}
-		out := k.out[i*d : (i+1)*d]
-		for j, v := range x {
-			out[j] = v * r * k.w[j]
-		}
+		rmsScale(k.out[i*d:(i+1)*d], x, k.w, r)
 	}
 }
 
@@ -63,14 +56,8 @@ func (k *rmsBwdK) run(lo, hi int) {
 	for i := lo; i < hi; i++ {
 		x, g, dx := k.x[i*d:(i+1)*d], k.dout[i*d:(i+1)*d], k.dx[i*d:(i+1)*d]
 		r := k.rstd[i]
-		var dot float64
-		for j, v := range x {
-			dot += float64(g[j]) * float64(k.w[j]) * float64(v)
-		}
-		c := float32(dot*float64(r)/float64(d)) * r
-		for j, v := range x {
-			dx[j] = r * (g[j]*k.w[j] - v*c)
-		}
+		c := float32(dot3(g, k.w, x)*float64(r)/float64(d)) * r
+		rmsDx(dx, g, k.w, x, r, c)
 	}
 }
 
@@ -82,7 +69,7 @@ func (be *Backend) RMSNormBackward(dx, dw, dout, x, w, rstd tensor.Buffer, n, di
 	rs := f32("cpu.RMSNormBackward rstd", rstd, n)
 	// dw first: dx may overwrite dout.
 	be.k.rmsDW = colSumK{dst: f32("cpu.RMSNormBackward dw", dw, dim), a: g, b: xs, s: rs, rows: n, cols: dim}
-	be.par(colChunks(dim), 1, &be.k.rmsDW)
+	be.par(colSumChunks(dim), 1, &be.k.rmsDW)
 	be.k.rmsDW = colSumK{}
 	be.k.rmsBwd = rmsBwdK{f32("cpu.RMSNormBackward dx", dx, n*dim), g, xs,
 		f32("cpu.RMSNormBackward w", w, dim), rs, dim}

@@ -34,18 +34,13 @@ func (k *ropeK) run(lo, hi int) {
 			ropeAngles(cosT[:half], sinT[:half], k.invFreq[:half], k.pos[t])
 			ct, st = cosT[:half], sinT[:half]
 		}
-		for h := 0; h < k.heads; h++ {
-			base := (t*k.heads + h) * k.hd
-			x := k.x[base : base+k.hd]
-			out := k.out[base : base+k.hd]
-			for i := 0; i < half; i++ {
-				x1, x2 := x[i], x[i+half]
-				c, s := ct[i], k.sign*st[i]
-				out[i] = x1*c - x2*s
-				out[i+half] = x2*c + x1*s
-			}
-			if &out[0] != &x[0] {
-				copy(out[k.rotDim:], x[k.rotDim:])
+		base := t * k.heads * k.hd
+		x := k.x[base : base+k.heads*k.hd]
+		out := k.out[base : base+k.heads*k.hd]
+		ropeHeads(out, x, ct, st, k.heads, k.hd, half, k.sign)
+		if k.rotDim < k.hd && &out[0] != &x[0] {
+			for h := 0; h < k.heads; h++ {
+				copy(out[h*k.hd+k.rotDim:(h+1)*k.hd], x[h*k.hd+k.rotDim:(h+1)*k.hd])
 			}
 		}
 	}

@@ -86,3 +86,102 @@ func scaleRow(x []float32, k float32) {
 	}
 	scaleRowAVX512(&x[0], len(x), k)
 }
+
+//go:noescape
+func sumSquaresAVX512(x *float32, n int) float64
+
+//go:noescape
+func dot3AVX512(dout, w, x *float32, n int) float64
+
+//go:noescape
+func rmsScaleAVX512(out, x, w *float32, n int, r float32)
+
+//go:noescape
+func rmsDxAVX512(dx, dout, w, x *float32, n int, r, c float32)
+
+//go:noescape
+func colSum16AVX512(acc *float64, a, b, s *float32, rows, ld int)
+
+//go:noescape
+func ropeHeadsAVX512(out, x, c, s *float32, heads, hd, half int, sign float32)
+
+// sumSquares is sumSquaresGo.
+func sumSquares(x []float32) float64 {
+	if !vecAVX512 || len(x) == 0 {
+		return sumSquaresGo(x)
+	}
+	return sumSquaresAVX512(&x[0], len(x))
+}
+
+// dot3 is dot3Go.
+func dot3(g, w, x []float32) float64 {
+	n := len(x)
+	if !vecAVX512 || n == 0 {
+		return dot3Go(g, w, x)
+	}
+	_, _ = g[n-1], w[n-1]
+	return dot3AVX512(&g[0], &w[0], &x[0], n)
+}
+
+// rmsScale is rmsScaleGo.
+func rmsScale(out, x, w []float32, r float32) {
+	n := len(x)
+	if !vecAVX512 || n == 0 {
+		rmsScaleGo(out, x, w, r)
+		return
+	}
+	_, _ = out[n-1], w[n-1]
+	rmsScaleAVX512(&out[0], &x[0], &w[0], n, r)
+}
+
+// rmsDx is rmsDxGo.
+func rmsDx(dx, g, w, x []float32, r, c float32) {
+	n := len(x)
+	if !vecAVX512 || n == 0 {
+		rmsDxGo(dx, g, w, x, r, c)
+		return
+	}
+	_, _, _ = dx[n-1], g[n-1], w[n-1]
+	rmsDxAVX512(&dx[0], &g[0], &w[0], &x[0], n, r, c)
+}
+
+// colSum is colSumGo, 16 columns at a time on AVX-512.
+func colSum(acc []float64, a, b, s []float32, rows, ld int) {
+	j := 0
+	if vecAVX512 && rows > 0 {
+		last := (rows - 1) * ld
+		_ = a[last+len(acc)-1]
+		var bp, sp *float32
+		if b != nil {
+			_ = b[last+len(acc)-1]
+			if s != nil {
+				_ = s[rows-1]
+				sp = &s[0]
+			}
+		}
+		for ; j+16 <= len(acc); j += 16 {
+			if b != nil {
+				bp = &b[j]
+			}
+			colSum16AVX512(&acc[j], &a[j], bp, sp, rows, ld)
+		}
+	}
+	if j < len(acc) {
+		var bj []float32
+		if b != nil {
+			bj = b[j:]
+		}
+		colSumGo(acc[j:], a[j:], bj, s, rows, ld)
+	}
+}
+
+// ropeHeads is ropeHeadsGo.
+func ropeHeads(out, x, c, s []float32, heads, hd, half int, sign float32) {
+	if !vecAVX512 || heads == 0 || half == 0 {
+		ropeHeadsGo(out, x, c, s, heads, hd, half, sign)
+		return
+	}
+	last := (heads-1)*hd + 2*half - 1
+	_, _, _, _ = out[last], x[last], c[half-1], s[half-1]
+	ropeHeadsAVX512(&out[0], &x[0], &c[0], &s[0], heads, hd, half, sign)
+}

@@ -16,3 +16,17 @@ func adamw(p, g, m, v []float32, a *adamwArgs) { adamwGo(p, g, m, v, a) }
 func scaleRow(x []float32, k float32) { scaleRowGo(x, k) }
 
 func rowMaxVec(row []float32) (float32, bool) { return 0, false }
+
+func sumSquares(x []float32) float64 { return sumSquaresGo(x) }
+
+func dot3(g, w, x []float32) float64 { return dot3Go(g, w, x) }
+
+func rmsScale(out, x, w []float32, r float32) { rmsScaleGo(out, x, w, r) }
+
+func rmsDx(dx, g, w, x []float32, r, c float32) { rmsDxGo(dx, g, w, x, r, c) }
+
+func colSum(acc []float64, a, b, s []float32, rows, ld int) { colSumGo(acc, a, b, s, rows, ld) }
+
+func ropeHeads(out, x, c, s []float32, heads, hd, half int, sign float32) {
+	ropeHeadsGo(out, x, c, s, heads, hd, half, sign)
+}
