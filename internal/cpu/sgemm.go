@@ -16,6 +16,8 @@ import (
 // shared by all workers, each worker packs mc×kc blocks of op(A) and runs an
 // assembly micro-kernel (AVX-512 12×32 or AVX2+FMA 6×16, picked at run time;
 // a 4×4 Go kernel elsewhere) over them. Packing absorbs the transposes.
+// A narrow C (see narrowFits) on AVX-512 skips the packing instead: the
+// strided kernels read op(A) in place (narrowGemm), with the same bits.
 //
 // The result is bit-identical whatever the number of threads: work is split
 // over M and N only, never K, so each element of C is reduced over k in one
@@ -44,7 +46,12 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	} else {
 		checkOperand("B", b, k, n, ldb)
 	}
-	gemm(activeKernel.Load(), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
+	kern := activeKernel.Load()
+	if kern.narrow && stridedGemmEnabled && narrowFits(m, n) {
+		narrowGemm(kern, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	gemm(kern, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, nil)
 }
 
 // checkOperand panics unless x holds a rows×cols row-major matrix with row
@@ -91,6 +98,9 @@ type gemmKernel struct {
 	// each computes a rows×cols corner of the tile from the same packed
 	// panels with the same per-element arithmetic as fn.
 	edges []edgeKernel
+	// narrow says that products with n <= stridedMaxN run on the strided
+	// kernels (narrowGemm), which give the same bits as fn and its edges.
+	narrow bool
 }
 
 // edgeKernel computes the top-left rows×cols of an mr×nr tile.

@@ -52,6 +52,7 @@ var kernelAVX512 = &gemmKernel{
 		{12, 16, wrapAsm(sgemmKernelAVX512x12x16)},
 		{8, 32, wrapAsm(sgemmKernelAVX512x8x32)},
 	},
+	narrow: true,
 }
 
 var kernelAVX2 = &gemmKernel{

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"math"
+	"runtime"
 	"testing"
 )
 
@@ -35,7 +36,9 @@ func TestSgemmStridedMatchesSgemm(t *testing.T) {
 							continue
 						}
 						want := append([]float32(nil), c0...)
+						stridedGemmEnabled = false // the packed path
 						Sgemm(tA, false, m, n, k, tc.alpha, a, lda, b, ldb, tc.beta, want, ldc)
+						stridedGemmEnabled = true
 						for i := range want {
 							if math.Float32bits(c[i]) != math.Float32bits(want[i]) && !(c[i] != c[i] && want[i] != want[i]) {
 								t.Fatalf("%v: C[%d] = %g, Sgemm %g", tc, i, c[i], want[i])
@@ -107,5 +110,38 @@ func BenchmarkSgemmStrided(b *testing.B) {
 			}
 			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+	}
+}
+
+// TestSgemmNarrowSameBits: Sgemm on a narrow C runs on the strided kernels
+// (narrowGemm, in 64-column strips) and gives the packed path's bits for every transpose, with
+// several K blocks and any number of workers.
+func TestSgemmNarrowSameBits(t *testing.T) {
+	if !stridedGemmEnabled {
+		t.Skip("no strided kernels on this machine (AVX-512)")
+	}
+	useKernel(t, kernelAVX512)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	seed := uint64(300)
+	for _, sz := range [][3]int{{1024, 64, 64}, {200, 33, 600}, {64, 64, 1024}, {7, 1, 3}, {130, 48, 257}, {64, 192, 1024}, {100, 250, 70}} {
+		for ti := range 4 {
+			for _, sc := range [][2]float32{{1, 0}, {0.5, 1}} {
+				seed++
+				tc := gemmCase{tA: ti&1 != 0, tB: ti&2 != 0, m: sz[0], n: sz[1], k: sz[2], alpha: sc[0], beta: sc[1], pad: int(seed % 2 * 5)}
+				a, lda, b, ldb, c, ldc := tc.operands(seed)
+				want := append([]float32(nil), c...)
+				stridedGemmEnabled = false
+				Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, want, ldc)
+				stridedGemmEnabled = true
+				for _, procs := range []int{1, 2, 5} {
+					runtime.GOMAXPROCS(procs)
+					got := append([]float32(nil), c...)
+					Sgemm(tc.tA, tc.tB, tc.m, tc.n, tc.k, tc.alpha, a, lda, b, ldb, tc.beta, got, ldc)
+					if !sameBits(got, want) {
+						t.Fatalf("%v GOMAXPROCS %d: narrow path differs from the packed one", tc, procs)
+					}
+				}
+			}
+		}
 	}
 }
