@@ -39,6 +39,51 @@ var blockGemm = Sgemm
 // about as much as the product. Both paths give the same bits.
 func attnStrided(D int) bool { return stridedGemmEnabled && D <= stridedMaxN }
 
+// diagRows is the row group of the strided products of a diagonal (causal)
+// tile: rows r0..r0+diagRows-1 of the tile see keys up to r0+diagRows-1, so
+// each group computes only those columns (or sums only over those keys),
+// about 56% of the whole tile for 64 rows.
+const diagRows = 16
+
+// Causal limits of diagProduct on a diagonal tile.
+const (
+	diagCols   = iota // group r0: columns < r0+diagRows (score-like products)
+	diagPrefix        // group r0: sum over p < r0+diagRows (rows are queries, p keys)
+	diagSuffix        // group r0: sum over p >= r0 (rows are keys, p queries)
+)
+
+// diagProduct is sgemmStrided on a diagonal tile (m×n C, k steps) in row
+// groups of diagRows, leaving out what the causal mask zeroes (see the
+// limits above). Skipped terms are exact zeros (P or dS of a key after its
+// query), so the sums equal those of the whole tile; columns left out by
+// diagCols are stale and must be masked by the caller.
+func diagProduct(limit, m, n, k int, alpha float32, a []float32, ars, aps int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for r0 := 0; r0 < m; r0 += diagRows {
+		g := min(diagRows, m-r0)
+		nn, p0, kk := n, 0, k
+		switch limit {
+		case diagCols:
+			nn = min(n, r0+diagRows)
+		case diagPrefix:
+			kk = min(k, r0+diagRows)
+		case diagSuffix:
+			p0 = min(r0, k)
+			kk = k - p0
+		}
+		sgemmStrided(g, nn, kk, alpha, a[r0*ars+p0*aps:], ars, aps, b[p0*ldb:], ldb, beta, c[r0*ldc:], ldc)
+	}
+}
+
+// tileProduct is the strided product of a tile: the whole of it, or on
+// the diagonal (diag) with diagProduct's limit.
+func tileProduct(diag bool, limit, m, n, k int, alpha float32, a []float32, ars, aps int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if diag {
+		diagProduct(limit, m, n, k, alpha, a, ars, aps, b, ldb, beta, c, ldc)
+		return
+	}
+	sgemmStrided(m, n, k, alpha, a, ars, aps, b, ldb, beta, c, ldc)
+}
+
 // transposeBlock writes dst[d·attnBlock + j] = src[j·ld + d] for j < n and
 // d < D: a block of n keys (or values) as D rows, the right operand of the
 // strided score products.
@@ -284,7 +329,7 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 		kOff := ((b*T+j0)*Hkv + g) * D
 		if strided {
 			transposeBlock(sc.kt, a.k[kOff:], ldk, bk, D)
-			sgemmStrided(bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
+			tileProduct(kb == qb, diagCols, bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
 		} else {
 			blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
 		}
@@ -320,7 +365,7 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 			l[r] += sum
 		}
 		if strided {
-			sgemmStrided(bq, D, bk, 1, s, attnBlock, 1, a.v[kOff:], ldk, 1, acc, D)
+			tileProduct(kb == qb, diagPrefix, bq, D, bk, 1, s, attnBlock, 1, a.v[kOff:], ldk, 1, acc, D)
 		} else {
 			blockGemm(false, false, bq, D, bk, 1, s, attnBlock, a.v[kOff:], ldk, 1, acc, D)
 		}
@@ -594,9 +639,10 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	strided := attnStrided(D)
 
 	// P = exp(S - lse), S = scale·Q Kᵀ transformed by the options, masked.
+	diag := kb == qb
 	if strided {
 		transposeBlock(sc.kt, a.k[kOff:], ldk, bk, D)
-		sgemmStrided(bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
+		tileProduct(diag, diagCols, bq, bk, D, a.scale, a.q[qOff:], ldq, 1, sc.kt, attnBlock, 0, s, attnBlock)
 	} else {
 		blockGemm(false, true, bq, bk, D, a.scale, a.q[qOff:], ldq, a.k[kOff:], ldk, 0, s, attnBlock)
 	}
@@ -621,7 +667,7 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if wantKV {
 		// dV += Pᵀ dO.
 		if strided {
-			sgemmStrided(bk, D, bq, 1, s, 1, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+			tileProduct(diag, diagSuffix, bk, D, bq, 1, s, 1, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
 		} else {
 			blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
 		}
@@ -630,13 +676,18 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	// through the soft-cap).
 	if strided {
 		transposeBlock(sc.vt, a.v[kOff:], ldk, bk, D)
-		sgemmStrided(bq, bk, D, 1, a.dout[qOff:], ldq, 1, sc.vt, attnBlock, 0, dp, attnBlock)
+		tileProduct(diag, diagCols, bq, bk, D, 1, a.dout[qOff:], ldq, 1, sc.vt, attnBlock, 0, dp, attnBlock)
 	} else {
 		blockGemm(false, true, bq, bk, D, 1, a.dout[qOff:], ldq, a.v[kOff:], ldk, 0, dp, attnBlock)
 	}
 	for r := 0; r < bq; r++ {
 		pr := s[r*attnBlock : r*attnBlock+bk]
 		dr := dp[r*attnBlock : r*attnBlock+bk]
+		if diag {
+			// Keys after the query: P is 0, dP may be stale (not computed).
+			clear(dr[r+1:])
+			pr, dr = pr[:r+1], dr[:r+1]
+		}
 		di := sc.rowD[i0+r]
 		if dt != nil {
 			tr := dt[r*attnBlock : r*attnBlock+bk]
@@ -652,7 +703,7 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if wantQ {
 		// dQ += scale·dS K.
 		if strided {
-			sgemmStrided(bq, D, bk, a.scale, dp, attnBlock, 1, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+			tileProduct(diag, diagPrefix, bq, D, bk, a.scale, dp, attnBlock, 1, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
 		} else {
 			blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
 		}
@@ -660,7 +711,7 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if wantKV {
 		// dK += scale·dSᵀ Q.
 		if strided {
-			sgemmStrided(bk, D, bq, a.scale, dp, 1, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+			tileProduct(diag, diagSuffix, bk, D, bq, a.scale, dp, 1, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
 		} else {
 			blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
 		}

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -79,6 +80,10 @@ func BenchmarkTrainShape(b *testing.B) {
 
 // benchSteps times optimizer steps and reports tokens/s and peak RSS.
 func benchSteps(b *testing.B, cfg llama.Config, opts llama.Options, B, T int) {
+	// The testing package calls this once with b.N = 1 before the timed
+	// run: return that model's memory first, so the peak RSS is one
+	// model's, not two depending on when the GC ran.
+	debug.FreeOSMemory()
 	m, err := llama.NewWith(cfg, cpu.New(), opts)
 	if err != nil {
 		b.Fatal(err)
