@@ -192,7 +192,7 @@ func (o *attnOpts) outsideWindow(i0, j0, bk int) bool {
 
 type attnJob struct {
 	attnArgs
-	fwd, bwd, bwdKV, bwdQ func(lo, hi int)
+	fwd, bwd, bwdKV, bwdQ, zero func(lo, hi int)
 }
 
 var attnJobList reuseList[attnJob]
@@ -204,6 +204,7 @@ func getAttnJob(a attnArgs) *attnJob {
 		j.bwd = j.backwardRange
 		j.bwdKV = j.backwardKVRange
 		j.bwdQ = j.backwardQRange
+		j.zero = j.zeroGrads
 	}
 	j.attnArgs = a
 	return j
@@ -490,6 +491,9 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []i
 	nb := (T + attnBlock - 1) / attnBlock
 	j := getAttnJob(attnArgs{dq: dq, dk: dk, dv: dv, dout: dout, out: out, lse: lse,
 		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale, attnOpts: o})
+	// The gradients are accumulated tile by tile: zero them first, in
+	// contiguous runs (row by row they would be D floats at a time).
+	parallelFor(nq+2*nkv, 1<<14, j.zero)
 	if attnSplitBackward(B*Hkv, nb) {
 		parallelFor(B*Hkv*nb, 1, j.bwdKV)
 		parallelFor(B*Hq*nb, 1, j.bwdQ)
@@ -516,6 +520,17 @@ func attnSplitBackward(groups, nBlocks int) bool {
 	return nBlocks > 1 && groups < 2*runtime.GOMAXPROCS(0)
 }
 
+// zeroGrads zeroes elements lo..hi-1 of dq, dk and dv seen end to end.
+func (a *attnJob) zeroGrads(lo, hi int) {
+	nq, nkv := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
+	for _, g := range [][]float32{a.dq[:nq], a.dk[:nkv], a.dv[:nkv]} {
+		if lo < len(g) && hi > 0 {
+			clear(g[max(lo, 0):min(hi, len(g))])
+		}
+		lo, hi = lo-len(g), hi-len(g)
+	}
+}
+
 // backwardRange runs the one-pass backward of (batch, KV head) items
 // lo..hi-1, item = b·Hkv + g.
 func (a *attnJob) backwardRange(lo, hi int) {
@@ -529,19 +544,9 @@ func (a *attnJob) backwardRange(lo, hi int) {
 // backwardGroup computes dk, dv of KV head g in batch b and dq of the query
 // heads that share it.
 func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
-	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
-	group := Hq / Hkv
-	for t := 0; t < T; t++ {
-		kr := ((b*T+t)*Hkv + g) * D
-		clear(a.dk[kr : kr+D])
-		clear(a.dv[kr : kr+D])
-		for h := g * group; h < (g+1)*group; h++ {
-			qr := ((b*T+t)*Hq + h) * D
-			clear(a.dq[qr : qr+D])
-		}
-	}
+	group := a.Hq / a.Hkv
 	for h := g * group; h < (g+1)*group; h++ {
-		a.fillRowD(sc.rowD, b, h, 0, T)
+		a.fillRowD(sc.rowD, b, h, 0, a.T)
 		for qb := 0; qb < a.nBlocks; qb++ {
 			for kb := 0; kb <= qb; kb++ {
 				a.backwardTile(sc, b, h, g, qb, kb, true, true)
@@ -554,17 +559,12 @@ func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 // lo..hi-1, item = (b·Hkv + g)·nBlocks + key block.
 func (a *attnJob) backwardKVRange(lo, hi int) {
 	sc := getAttnScratch(a.T, a.D)
-	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
-	group := Hq / Hkv
+	T, Hkv := a.T, a.Hkv
+	group := a.Hq / Hkv
 	for it := lo; it < hi; it++ {
 		kb := it % a.nBlocks
 		b, g := it/a.nBlocks/Hkv, it/a.nBlocks%Hkv
 		j0 := kb * attnBlock
-		for t := j0; t < min(j0+attnBlock, T); t++ {
-			kr := ((b*T+t)*Hkv + g) * D
-			clear(a.dk[kr : kr+D])
-			clear(a.dv[kr : kr+D])
-		}
 		for h := g * group; h < (g+1)*group; h++ {
 			a.fillRowD(sc.rowD, b, h, j0, T)
 			for qb := kb; qb < a.nBlocks; qb++ {
@@ -579,17 +579,13 @@ func (a *attnJob) backwardKVRange(lo, hi int) {
 // lo..hi-1, item = (b·Hq + h)·nBlocks + query block.
 func (a *attnJob) backwardQRange(lo, hi int) {
 	sc := getAttnScratch(a.T, a.D)
-	T, Hq, D := a.T, a.Hq, a.D
+	Hq := a.Hq
 	for it := lo; it < hi; it++ {
 		qb := it % a.nBlocks
 		b, h := it/a.nBlocks/Hq, it/a.nBlocks%Hq
 		g := h / (Hq / a.Hkv)
 		i0 := qb * attnBlock
-		i1 := min(i0+attnBlock, T)
-		for t := i0; t < i1; t++ {
-			qr := ((b*T+t)*Hq + h) * D
-			clear(a.dq[qr : qr+D])
-		}
+		i1 := min(i0+attnBlock, a.T)
 		a.fillRowD(sc.rowD, b, h, i0, i1)
 		for kb := 0; kb <= qb; kb++ {
 			a.backwardTile(sc, b, h, g, qb, kb, true, false)

@@ -104,14 +104,10 @@ type addK struct {
 func (k *addK) run(lo, hi int) {
 	out, a, b := k.out[lo:hi], k.a[lo:hi], k.b[lo:hi]
 	if k.mul {
-		for i := range out {
-			out[i] = a[i] * b[i]
-		}
+		mulRow(out, a, b)
 		return
 	}
-	for i := range out {
-		out[i] = a[i] + b[i]
-	}
+	addRow(out, a, b)
 }
 
 // Mul sets out = a·b elementwise over n elements.

@@ -97,3 +97,19 @@ func ropeHeadsGo(out, x, c, s []float32, heads, hd, half int, sign float32) {
 		}
 	}
 }
+
+// addRowGo sets out[i] = a[i] + b[i]; out may alias a or b.
+func addRowGo(out, a, b []float32) {
+	a, b = a[:len(out)], b[:len(out)]
+	for i := range out {
+		out[i] = a[i] + b[i]
+	}
+}
+
+// mulRowGo sets out[i] = a[i]·b[i]; out may alias a or b.
+func mulRowGo(out, a, b []float32) {
+	a, b = a[:len(out)], b[:len(out)]
+	for i := range out {
+		out[i] = a[i] * b[i]
+	}
+}

@@ -340,3 +340,59 @@ rpnext:
 rpdone:
 	VZEROUPPER
 	RET
+
+// ELEMENTWISE(name, op) defines func name(out, a, b *float32, n int):
+// out[i] = a[i] op b[i], 64 then 16 at a time, the tail under a mask.
+#define ELEMENTWISE(name, op) \
+TEXT name(SB), NOSPLIT, $0-32 \
+	MOVQ out+0(FP), DI \
+	MOVQ a+8(FP), SI \
+	MOVQ b+16(FP), DX \
+	MOVQ n+24(FP), R9 \
+ew64: \
+	CMPQ R9, $64 \
+	JLT ew16 \
+	VMOVUPS (SI), Z0 \
+	VMOVUPS 64(SI), Z1 \
+	VMOVUPS 128(SI), Z2 \
+	VMOVUPS 192(SI), Z3 \
+	op (DX), Z0, Z0 \
+	op 64(DX), Z1, Z1 \
+	op 128(DX), Z2, Z2 \
+	op 192(DX), Z3, Z3 \
+	VMOVUPS Z0, (DI) \
+	VMOVUPS Z1, 64(DI) \
+	VMOVUPS Z2, 128(DI) \
+	VMOVUPS Z3, 192(DI) \
+	ADDQ $256, SI \
+	ADDQ $256, DX \
+	ADDQ $256, DI \
+	SUBQ $64, R9 \
+	JMP ew64 \
+ew16: \
+	CMPQ R9, $16 \
+	JLT ewtail \
+	VMOVUPS (SI), Z0 \
+	op (DX), Z0, Z0 \
+	VMOVUPS Z0, (DI) \
+	ADDQ $64, SI \
+	ADDQ $64, DX \
+	ADDQ $64, DI \
+	SUBQ $16, R9 \
+	JMP ew16 \
+ewtail: \
+	TESTQ R9, R9 \
+	JZ ewdone \
+	MOVQ R9, CX \
+	MASK16 \
+	VMOVUPS.Z (SI), K3, Z0 \
+	VMOVUPS.Z (DX), K3, Z1 \
+	op Z1, Z0, Z0 \
+	VMOVUPS Z0, K3, (DI) \
+ewdone: \
+	VZEROUPPER \
+	RET
+
+ELEMENTWISE(·addRowAVX512, VADDPS)
+
+ELEMENTWISE(·mulRowAVX512, VMULPS)

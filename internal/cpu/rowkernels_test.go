@@ -147,3 +147,27 @@ func TestRoPEHeadsMatchPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestAddMulRowMatchPortable: the elementwise sum and product give the
+// same bits on AVX-512 and in Go, for every length class, in place.
+func TestAddMulRowMatchPortable(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range vecLengths {
+		a, b := randRow(r, n, 1), randRow(r, n, 1)
+		for _, fn := range []func(out, a, b []float32){addRow, mulRow} {
+			got, port := withVec(t, func() []float32 {
+				out := append([]float32(nil), a...)
+				fn(out, out, b)
+				return out
+			})
+			if !sameBits(got, port) {
+				t.Fatalf("n=%d: differs from portable", n)
+			}
+			for i := range got {
+				if want := a[i] + b[i]; got[i] != want && got[i] != a[i]*b[i] {
+					t.Fatalf("n=%d: out[%d] = %v, neither sum nor product", n, i, got[i])
+				}
+			}
+		}
+	}
+}

@@ -185,3 +185,31 @@ func ropeHeads(out, x, c, s []float32, heads, hd, half int, sign float32) {
 	_, _, _, _ = out[last], x[last], c[half-1], s[half-1]
 	ropeHeadsAVX512(&out[0], &x[0], &c[0], &s[0], heads, hd, half, sign)
 }
+
+//go:noescape
+func addRowAVX512(out, a, b *float32, n int)
+
+//go:noescape
+func mulRowAVX512(out, a, b *float32, n int)
+
+// addRow is addRowGo.
+func addRow(out, a, b []float32) {
+	n := len(out)
+	if !vecAVX512 || n == 0 {
+		addRowGo(out, a, b)
+		return
+	}
+	_, _ = a[n-1], b[n-1]
+	addRowAVX512(&out[0], &a[0], &b[0], n)
+}
+
+// mulRow is mulRowGo.
+func mulRow(out, a, b []float32) {
+	n := len(out)
+	if !vecAVX512 || n == 0 {
+		mulRowGo(out, a, b)
+		return
+	}
+	_, _ = a[n-1], b[n-1]
+	mulRowAVX512(&out[0], &a[0], &b[0], n)
+}

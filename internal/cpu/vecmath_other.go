@@ -30,3 +30,7 @@ func colSum(acc []float64, a, b, s []float32, rows, ld int) { colSumGo(acc, a, b
 func ropeHeads(out, x, c, s []float32, heads, hd, half int, sign float32) {
 	ropeHeadsGo(out, x, c, s, heads, hd, half, sign)
 }
+
+func addRow(out, a, b []float32) { addRowGo(out, a, b) }
+
+func mulRow(out, a, b []float32) { mulRowGo(out, a, b) }
