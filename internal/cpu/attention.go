@@ -140,6 +140,8 @@ type attnScratch struct {
 	acc  []float32 // attnBlock×D output accumulator (forward)
 	m, l []float32 // attnBlock running max and sum (forward)
 	rowD []float32 // T values of rowsum(dO∘O) for one (b, h) (backward)
+	sub  []float32 // attnBlock: what each row's exps subtract
+	sums []float64 // attnBlock: each row's sum of exps (forward)
 	kt   []float32 // D×attnBlock: a key block transposed (strided path)
 	vt   []float32 // D×attnBlock: a value block transposed (strided backward)
 }
@@ -155,6 +157,10 @@ func getAttnScratch(T, D int) *attnScratch {
 	s.m = growScratch(s.m, attnBlock)
 	s.l = growScratch(s.l, attnBlock)
 	s.rowD = growScratch(s.rowD, T)
+	s.sub = growScratch(s.sub, attnBlock)
+	if cap(s.sums) < attnBlock {
+		s.sums = make([]float64, attnBlock)
+	}
 	s.kt = growScratch(s.kt, D*attnBlock)
 	s.vt = growScratch(s.vt, D*attnBlock)
 	return s
@@ -340,6 +346,9 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 		if seg != nil {
 			maskTile(s, seg, i0, bq, j0, bk)
 		}
+		// Each row's new running max, then the exps of the whole tile.
+		sub, sums := sc.sub[:bq], sc.sums[:bq]
+		var hidden uint64 // rows with no visible key in this block
 		for r := 0; r < bq; r++ {
 			row := s[r*attnBlock : r*attnBlock+bk]
 			if kb == qb {
@@ -349,11 +358,19 @@ func (a *attnJob) forwardTile(sc *attnScratch, b, h, qb int) {
 			}
 			mx := rowMax(row)
 			if math.IsInf(float64(mx), -1) {
-				clear(row) // no visible key for this query in this block
+				clear(row)
+				hidden |= 1 << r
+				sub[r] = float32(math.Inf(1)) // exp(0 − ∞) = 0: the zeros stay
 				continue
 			}
-			mNew := max(m[r], mx)
-			sum := float32(expSubRow(row, mNew))
+			sub[r] = max(m[r], mx)
+		}
+		expSubRows(s, attnBlock, bq, bk, kb == qb, sub, sums)
+		for r := 0; r < bq; r++ {
+			if hidden&(1<<r) != 0 {
+				continue
+			}
+			mNew, sum := sub[r], float32(sums[r])
 			if mNew != m[r] {
 				alpha := expf(m[r] - mNew) // 0 when m[r] is -Inf
 				l[r] *= alpha
@@ -652,14 +669,12 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if seg != nil {
 		maskTile(s, seg, i0, bq, j0, bk)
 	}
-	for r := 0; r < bq; r++ {
-		row := s[r*attnBlock : r*attnBlock+bk]
-		if kb == qb {
-			clear(row[r+1:]) // keys after the query
-			row = row[:r+1]
+	if diag {
+		for r := 0; r < bq; r++ {
+			clear(s[r*attnBlock+r+1 : r*attnBlock+bk]) // keys after the query
 		}
-		expSubRow(row, lse[r])
 	}
+	expSubRows(s, attnBlock, bq, bk, diag, lse, nil)
 	if wantKV {
 		// dV += Pᵀ dO.
 		if strided {
@@ -692,9 +707,7 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 			}
 			continue
 		}
-		for c := range dr {
-			dr[c] = pr[c] * (dr[c] - di)
-		}
+		dsRow(dr, pr, di)
 	}
 	if wantQ {
 		// dQ += scale·dS K.

@@ -152,3 +152,34 @@ func scaleRowGo(x []float32, k float32) {
 		x[i] *= k
 	}
 }
+
+// expSubRows runs expSubRow on rows 0..rows-1 of a tile (row r at
+// s[r·ld:], sub[r] subtracted, sums[r] set to its sum unless sums is nil):
+// each row is bk long, or min(r+1, bk) on the causal diagonal (diag). Rows
+// must be at most expBlock long. On AVX-512 one call runs the whole tile;
+// rows that need expf's slow path go through expSubRow.
+func expSubRows(s []float32, ld, rows, bk int, diag bool, sub []float32, sums []float64) {
+	for r := 0; r < rows; {
+		r += expSubRowsVec(s, ld, r, rows, bk, diag, sub, sums)
+		if r == rows {
+			return
+		}
+		n := bk
+		if diag {
+			n = min(r+1, bk)
+		}
+		t := expSubRow(s[r*ld:r*ld+n], sub[r])
+		if sums != nil {
+			sums[r] = t
+		}
+		r++
+	}
+}
+
+// dsRowGo sets dp[i] = p[i]·(dp[i] − d): a row of attention's dS.
+func dsRowGo(dp, p []float32, d float32) {
+	p = p[:len(dp)]
+	for i, x := range dp {
+		dp[i] = p[i] * (x - d)
+	}
+}

@@ -213,3 +213,36 @@ func mulRow(out, a, b []float32) {
 	_, _ = a[n-1], b[n-1]
 	mulRowAVX512(&out[0], &a[0], &b[0], n)
 }
+
+//go:noescape
+func expSubRowsAVX512(s *float32, ld, rows, first, bk int, diag bool, sub *float32, sums *float64) (done int)
+
+//go:noescape
+func dsRowAVX512(dp, p *float32, n int, d float32)
+
+// expSubRowsVec runs expSubRowsAVX512 on rows from r0 and returns how many
+// it finished (0 without AVX-512).
+func expSubRowsVec(s []float32, ld, r0, rows, bk int, diag bool, sub []float32, sums []float64) int {
+	if !vecAVX512 || r0 >= rows {
+		return 0
+	}
+	_ = s[(rows-1)*ld+bk-1]
+	_ = sub[rows-1]
+	var sp *float64
+	if sums != nil {
+		_ = sums[rows-1]
+		sp = &sums[r0]
+	}
+	return expSubRowsAVX512(&s[r0*ld], ld, rows-r0, r0, bk, diag, &sub[r0], sp)
+}
+
+// dsRow is dsRowGo.
+func dsRow(dp, p []float32, d float32) {
+	n := len(dp)
+	if !vecAVX512 || n == 0 {
+		dsRowGo(dp, p, d)
+		return
+	}
+	_ = p[n-1]
+	dsRowAVX512(&dp[0], &p[0], n, d)
+}

@@ -417,3 +417,154 @@ maxfold:
 	MOVSS X1, ret+16(FP)
 	VZEROUPPER
 	RET
+
+// func expSubRowsAVX512(s *float32, ld, rows, first, bk int, diag bool, sub *float32, sums *float64) (done int)
+//
+// expSubRowGo on rows 0..rows-1 of a tile (row i at s + i·ld floats, sub[i]
+// subtracted, sums[i] set to its sum unless sums is nil), for rows of at
+// most expBlock elements: bk each, or min(first+i+1, bk) when diag (the
+// causal diagonal). It stops before the first row with an element that
+// needs expf's slow path (x - sub above expfMax, or NaN) and returns the
+// number of rows finished.
+TEXT ·expSubRowsAVX512(SB), NOSPLIT, $0-72
+	MOVQ s+0(FP), SI
+	MOVQ ld+8(FP), R12
+	SHLQ $2, R12
+	MOVQ rows+16(FP), R13
+	MOVQ first+24(FP), DX
+	MOVQ bk+32(FP), R14
+	MOVQ sub+48(FP), R10
+	MOVQ sums+56(FP), R11
+	LOADEXPCONSTS
+	XORQ DI, DI // row
+
+rowloop:
+	CMPQ DI, R13
+	JGE rowsdone
+	MOVQ R14, BX // n
+	CMPB diag+40(FP), $0
+	JEQ rowsized
+	LEAQ 1(DX)(DI*1), R9
+	CMPQ R9, BX
+	CMOVQLT R9, BX
+
+rowsized:
+	VBROADCASTSS (R10)(DI*4), Z31
+	MOVQ SI, R8
+	MOVQ BX, R9
+
+rowcheck:
+	CMPQ R9, $16
+	JLT rowchecktail
+	VMOVUPS (R8), Z0
+	VSUBPS Z31, Z0, Z0
+	VCMPPS $0x16, Z19, Z0, K1
+	KORTESTW K1, K1
+	JNZ rowsdone
+	ADDQ $64, R8
+	SUBQ $16, R9
+	JMP rowcheck
+
+rowchecktail:
+	TESTQ R9, R9
+	JZ rowcompute
+	MOVQ R9, CX
+	TAILMASK
+	VMOVUPS.Z (R8), K3, Z0
+	VSUBPS Z31, Z0, Z0
+	VCMPPS $0x16, Z19, Z0, K3, K1
+	KORTESTW K1, K1
+	JNZ rowsdone
+
+rowcompute:
+	VPXORD Z14, Z14, Z14
+	MOVQ SI, R8
+	MOVQ BX, R9
+
+rowexp:
+	CMPQ R9, $16
+	JLT rowtail
+	VMOVUPS (R8), Z0
+	VSUBPS Z31, Z0, Z0
+	VCMPPS $0x1d, Z18, Z0, K2
+	EXPCORE
+	VMOVAPS.Z Z1, K2, Z1
+	VMOVUPS Z1, (R8)
+	VADDPS Z1, Z14, Z14
+	ADDQ $64, R8
+	SUBQ $16, R9
+	JMP rowexp
+
+rowtail:
+	TESTQ R9, R9
+	JZ rowfold
+	MOVQ R9, CX
+	TAILMASK
+	VMOVUPS.Z (R8), K3, Z0
+	VSUBPS Z31, Z0, Z0
+	VCMPPS $0x1d, Z18, Z0, K2
+	EXPCORE
+	VMOVAPS.Z Z1, K2, Z1
+	VMOVUPS Z1, K3, (R8)
+	VADDPS Z1, Z14, K3, Z14
+
+rowfold:
+	TESTQ R11, R11
+	JZ rownext
+	// foldLanes: lane i + lane i+8 in float64, then +4, +2, +1.
+	VCVTPS2PD Y14, Z2
+	VEXTRACTF64X4 $1, Z14, Y3
+	VCVTPS2PD Y3, Z3
+	VADDPD Z3, Z2, Z2
+	VEXTRACTF64X4 $1, Z2, Y3
+	VADDPD Y3, Y2, Y2
+	VEXTRACTF128 $1, Y2, X3
+	VADDPD X3, X2, X2
+	VPERMILPD $1, X2, X3
+	VADDSD X3, X2, X2
+	MOVSD X2, (R11)(DI*8)
+
+rownext:
+	ADDQ R12, SI
+	INCQ DI
+	JMP rowloop
+
+rowsdone:
+	MOVQ DI, done+64(FP)
+	VZEROUPPER
+	RET
+
+// func dsRowAVX512(dp, p *float32, n int, d float32)
+// dp[i] = p[i]·(dp[i] − d), each operation rounded.
+TEXT ·dsRowAVX512(SB), NOSPLIT, $0-28
+	MOVQ dp+0(FP), DI
+	MOVQ p+8(FP), SI
+	MOVQ n+16(FP), R9
+	VBROADCASTSS d+24(FP), Z1
+
+dsloop:
+	CMPQ R9, $16
+	JLT dstail
+	VMOVUPS (DI), Z0
+	VSUBPS Z1, Z0, Z0
+	VMULPS (SI), Z0, Z0
+	VMOVUPS Z0, (DI)
+	ADDQ $64, DI
+	ADDQ $64, SI
+	SUBQ $16, R9
+	JMP dsloop
+
+dstail:
+	TESTQ R9, R9
+	JZ dsdone
+	MOVQ R9, CX
+	TAILMASK
+	VMOVUPS.Z (DI), K3, Z0
+	VMOVUPS.Z (SI), K3, Z2
+	VSUBPS Z1, Z0, Z0
+	VMULPS Z2, Z0, Z0
+	VMOVUPS Z0, K3, (DI)
+
+dsdone:
+	VZEROUPPER
+	RET

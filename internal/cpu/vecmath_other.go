@@ -34,3 +34,9 @@ func ropeHeads(out, x, c, s []float32, heads, hd, half int, sign float32) {
 func addRow(out, a, b []float32) { addRowGo(out, a, b) }
 
 func mulRow(out, a, b []float32) { mulRowGo(out, a, b) }
+
+func expSubRowsVec(s []float32, ld, r0, rows, bk int, diag bool, sub []float32, sums []float64) int {
+	return 0
+}
+
+func dsRow(dp, p []float32, d float32) { dsRowGo(dp, p, d) }

@@ -277,3 +277,76 @@ func TestRowMaxMatchesPortable(t *testing.T) {
 		}
 	}
 }
+
+// TestExpSubRowsMatchesRows: the tile version gives, row by row, the bits
+// of expSubRow on the row (and its sum), on and off the diagonal, with rows
+// that need the slow path (overflow, NaN) in the middle.
+func TestExpSubRowsMatchesRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const ld = 70
+	for _, bk := range []int{1, 15, 16, 17, 64} {
+		for _, rows := range []int{1, 5, 64} {
+			for _, diag := range []bool{false, true} {
+				s := make([]float32, rows*ld)
+				for i := range s {
+					s[i] = float32(r.NormFloat64() * 4)
+				}
+				sub := make([]float32, rows)
+				for i := range sub {
+					sub[i] = float32(r.NormFloat64())
+				}
+				if rows > 3 {
+					s[2*ld] = 200                 // row 2 overflows: slow path
+					s[3*ld] = float32(math.NaN()) // row 3 is NaN
+					sub[1] = float32(math.Inf(1)) // row 1 becomes zeros
+				}
+				want, wantSums := append([]float32(nil), s...), make([]float64, rows)
+				for i := range rows {
+					n := bk
+					if diag {
+						n = min(i+1, bk)
+					}
+					wantSums[i] = expSubRow(want[i*ld:i*ld+n], sub[i])
+				}
+				for _, vec := range []bool{false, true} {
+					if vec && !vecAVX512 {
+						continue
+					}
+					old := vecAVX512
+					vecAVX512 = vec
+					got, sums := append([]float32(nil), s...), make([]float64, rows)
+					expSubRows(got, ld, rows, bk, diag, sub, sums)
+					vecAVX512 = old
+					if !sameBits(got, want) {
+						t.Fatalf("bk=%d rows=%d diag=%v vec=%v: tile differs from rows", bk, rows, diag, vec)
+					}
+					for i := range sums {
+						if math.Float64bits(sums[i]) != math.Float64bits(wantSums[i]) && !(math.IsNaN(sums[i]) && math.IsNaN(wantSums[i])) {
+							t.Fatalf("bk=%d rows=%d diag=%v vec=%v: sum of row %d = %v, want %v", bk, rows, diag, vec, i, sums[i], wantSums[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDSRowMatchesPortable: the attention dS row gives the same bits on
+// AVX-512 and in Go.
+func TestDSRowMatchesPortable(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, n := range vecLengths {
+		dp, p := make([]float32, n), make([]float32, n)
+		for i := range dp {
+			dp[i], p[i] = float32(r.NormFloat64()), float32(r.Float64())
+		}
+		got, port := withVec(t, func() []float32 {
+			out := append([]float32(nil), dp...)
+			dsRow(out, p, 0.3)
+			return out
+		})
+		if !sameBits(got, port) {
+			t.Fatalf("n=%d: differs from portable", n)
+		}
+	}
+}
