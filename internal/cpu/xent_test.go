@@ -232,19 +232,25 @@ func TestCrossEntropyPanicsOnBadArgs(t *testing.T) {
 // V=32000) in chunks of 256 rows. GFLOP/s counts the products: 2·N·C·V
 // for the logits, 6·N·C·V with the dx and dw products.
 func BenchmarkCrossEntropy(b *testing.B) {
-	for _, chunk := range []int{64, 256} {
-		c := xentCase{N: 2048, C: 288, V: 32000, chunk: chunk}
+	for _, c := range []xentCase{
+		{N: 2048, C: 288, V: 32000, chunk: 64},
+		{N: 2048, C: 288, V: 32000, chunk: 256},
+		{N: 2048, C: 288, V: 32000, chunk: 512},
+		{N: 1024, C: 64, V: 512, chunk: 512}, // the tiny model of bench-train
+	} {
+		chunk := c.chunk
 		d := xentTestData(c, 1)
 		r := runXent(c, d, true, 0)
 		ws := make([]float32, c.chunk*c.V)
 		flops := 2 * float64(c.N) * float64(c.C) * float64(c.V)
-		b.Run(fmt.Sprintf("chunk=%d/loss", chunk), func(b *testing.B) {
+		name := fmt.Sprintf("V=%d/chunk=%d", c.V, chunk)
+		b.Run(name+"/loss", func(b *testing.B) {
 			for b.Loop() {
 				CrossEntropy(r.losses, nil, nil, d.x, d.w, d.targets, c.N, c.C, c.V, d.gradScale, ws, c.chunk)
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
-		b.Run(fmt.Sprintf("chunk=%d/grad", chunk), func(b *testing.B) {
+		b.Run(name+"/grad", func(b *testing.B) {
 			for b.Loop() {
 				CrossEntropy(r.losses, r.dx, r.dw, d.x, d.w, d.targets, c.N, c.C, c.V, d.gradScale, ws, c.chunk)
 			}
