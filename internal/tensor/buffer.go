@@ -122,3 +122,12 @@ func (s Shape) Equal(t Shape) bool {
 
 // String formats the shape as [a b c].
 func (s Shape) String() string { return fmt.Sprint([]int(s)) }
+
+// Join returns the buffer spanning a then b when b starts where a ends in
+// the same memory with the same element type; ok is false otherwise.
+func Join(a, b Buffer) (joined Buffer, ok bool) {
+	if a.mem == nil || a.mem != b.mem || a.dtype != b.dtype || b.off != a.off+a.dtype.Bytes(a.n) {
+		return Buffer{}, false
+	}
+	return Buffer{mem: a.mem, off: a.off, n: a.n + b.n, dtype: a.dtype}, true
+}

@@ -100,3 +100,27 @@ func TestNF4Sizes(t *testing.T) {
 		}
 	}
 }
+
+func TestJoin(t *testing.T) {
+	mem, other := new(fakeMem), new(fakeMem)
+	*mem, *other = 64, 64
+	whole := NewBuffer(mem, F32, 16)
+	a, b, c := whole.View(0, 4), whole.View(4, 3), whole.View(8, 2)
+	if j, ok := Join(a, b); !ok || j.Offset() != 0 || j.Len() != 7 || j.DType() != F32 {
+		t.Errorf("Join(adjacent) = %v, %v; want the 7 elements from 0", j, ok)
+	}
+	for _, tc := range []struct {
+		name string
+		a, b Buffer
+	}{
+		{"gap", a, c},
+		{"reversed", b, a},
+		{"other memory", a, NewBuffer(other, F32, 16).View(4, 3)},
+		{"other dtype", a, whole.View(4, 2).As(BF16)},
+		{"nil", Buffer{}, a},
+	} {
+		if _, ok := Join(tc.a, tc.b); ok {
+			t.Errorf("Join(%s) joined", tc.name)
+		}
+	}
+}

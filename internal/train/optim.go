@@ -24,17 +24,50 @@ func Groups(m *llama.Model) (decay, noDecay []*llama.Param) {
 }
 
 // AdamW is the optimizer: torch.optim.AdamW per parameter group, run by the
-// backend's AdamW kernel on each parameter's view, with its first and
-// second moments in two backend allocations laid out like the parameters.
+// backend's AdamW kernel on runs of parameters, with its first and second
+// moments in two backend allocations laid out like the parameters.
 type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float32
 	// Step counts the updates applied (the bias correction's t).
 	Step int
 
-	be     tensor.Backend
-	model  *llama.Model
-	params []*llama.Param
-	m, v   tensor.Buffer
+	be    tensor.Backend
+	model *llama.Model
+	runs  []adamRun
+	m, v  tensor.Buffer
+}
+
+// adamRun is consecutive parameters of one group whose weights and
+// gradients are adjacent in memory: one kernel call updates them all
+// (AdamW is elementwise, so the bits are those of one call each; a small
+// model's tensors are each too short to split over the workers).
+type adamRun struct {
+	w, grad tensor.Buffer
+	off     int // into the moments
+	noDecay bool
+}
+
+// adamRuns groups params (in order, their moments laid out from 0) into
+// runs.
+func adamRuns(params []*llama.Param) []adamRun {
+	var runs []adamRun
+	off := 0
+	for _, p := range params {
+		n := p.Len()
+		if k := len(runs) - 1; k >= 0 {
+			r := &runs[k]
+			w, wok := tensor.Join(r.w, p.W)
+			g, gok := tensor.Join(r.grad, p.Grad)
+			if r.noDecay == p.NoDecay && wok && gok {
+				r.w, r.grad = w, g
+				off += n
+				continue
+			}
+		}
+		runs = append(runs, adamRun{w: p.W, grad: p.Grad, off: off, noDecay: p.NoDecay})
+		off += n
+	}
+	return runs
 }
 
 // NewAdamW allocates zeroed moments for every trainable parameter of
@@ -55,7 +88,7 @@ func NewAdamW(model *llama.Model, beta1, beta2, eps, weightDecay float32) (*Adam
 		return nil, fmt.Errorf("train: adamw moments: %w", err)
 	}
 	return &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: weightDecay,
-		be: be, model: model, params: model.Trainable(), m: mb, v: vb}, nil
+		be: be, model: model, runs: adamRuns(model.Trainable()), m: mb, v: vb}, nil
 }
 
 // Free releases the moments.
@@ -68,15 +101,13 @@ func (o *AdamW) Free() {
 // its gradient; no-decay parameters get weight decay 0.
 func (o *AdamW) Update(lr float32) error {
 	o.Step++
-	off := 0
-	for _, p := range o.params {
+	for _, r := range o.runs {
 		h := tensor.AdamW{LR: lr, Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay, Step: o.Step}
-		if p.NoDecay {
+		if r.noDecay {
 			h.WeightDecay = 0
 		}
-		n := p.Len()
-		o.be.AdamW(p.W, p.Grad, o.m.View(off, n), o.v.View(off, n), n, h)
-		off += n
+		n := r.w.Len()
+		o.be.AdamW(r.w, r.grad, o.m.View(r.off, n), o.v.View(r.off, n), n, h)
 	}
 	o.model.Updated() // bfloat16 working copies follow their masters
 	if err := o.be.Sync(); err != nil {

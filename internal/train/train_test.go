@@ -393,3 +393,66 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestAdamWRuns: adjacent parameters of one group share a kernel call, the
+// runs cover every trainable element once, in the moments' layout, and a
+// step through the runs equals a step parameter by parameter.
+func TestAdamWRuns(t *testing.T) {
+	m := tinyModel(t, "qwen2", 3)
+	params := m.Trainable()
+	runs := adamRuns(params)
+	if len(runs) >= len(params) {
+		t.Errorf("%d runs for %d parameters: nothing merged", len(runs), len(params))
+	}
+	off := 0
+	for _, r := range runs {
+		if r.off != off || r.w.Len() != r.grad.Len() {
+			t.Fatalf("run at %d: off %d, %d weights, %d gradients", off, r.off, r.w.Len(), r.grad.Len())
+		}
+		off += r.w.Len()
+	}
+	if off != m.NumTrainable() {
+		t.Fatalf("runs cover %d elements, want %d", off, m.NumTrainable())
+	}
+
+	// Two identical models and gradients: one step through the runs, one
+	// parameter by parameter.
+	step := func(perParam bool) []float32 {
+		m := tinyModel(t, "qwen2", 3)
+		batch := randomTokens(2, 8, 32)
+		if _, err := m.ForwardBackward(batch); err != nil {
+			t.Fatal(err)
+		}
+		o, err := NewAdamW(m, 0.9, 0.95, 1e-8, 0.1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer o.Free()
+		if perParam {
+			o.runs = o.runs[:0]
+			off := 0
+			for _, p := range m.Trainable() {
+				o.runs = append(o.runs, adamRun{w: p.W, grad: p.Grad, off: off, noDecay: p.NoDecay})
+				off += p.Len()
+			}
+		}
+		if err := o.Update(1e-2); err != nil {
+			t.Fatal(err)
+		}
+		var all []float32
+		for _, p := range m.Trainable() {
+			w := make([]float32, p.Len())
+			if err := tensor.DownloadF32(m.Backend(), w, p.W); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, w...)
+		}
+		return all
+	}
+	runs1, each := step(false), step(true)
+	for i := range runs1 {
+		if math.Float32bits(runs1[i]) != math.Float32bits(each[i]) {
+			t.Fatalf("weight %d: %v through the runs, %v parameter by parameter", i, runs1[i], each[i])
+		}
+	}
+}
