@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"runtime"
 
 	"github.com/lathe-ml/lathe/internal/tensor"
 )
@@ -41,25 +42,31 @@ func (be *Backend) EmbeddingForward(out, table, ids tensor.Buffer, n, dim int) {
 	be.k.embed = embedK{}
 }
 
-// embedBwdK scatter-adds one chunk of colChunk columns per item, visiting
-// the tokens in order, so every table element sums its tokens in token order
+// embedBwdK scatter-adds one chunk of width columns per item, visiting the
+// tokens in order, so every table element sums its tokens in token order
 // whatever the split.
 type embedBwdK struct {
 	dtable, dout []float32
 	ids          []int32
-	dim          int
+	dim, width   int
 }
 
 func (k *embedBwdK) run(lo, hi int) {
 	d := k.dim
-	j0, j1 := lo*colChunk, min(hi*colChunk, d)
+	j0, j1 := lo*k.width, min(hi*k.width, d)
 	for i, id := range k.ids {
 		dst := k.dtable[int(id)*d+j0 : int(id)*d+j1]
-		src := k.dout[i*d+j0 : i*d+j1]
-		for j, v := range src {
-			dst[j] += v
-		}
+		addRow(dst, dst, k.dout[i*d+j0:i*d+j1])
 	}
+}
+
+// embedChunkWidth is the column chunk of the embedding backward: about
+// four items per worker (a multiple of 16 columns, at most colChunk), so a
+// narrow table (dim 64) still uses every worker. The sums do not depend
+// on it.
+func embedChunkWidth(dim int) int {
+	w := ceilDiv(dim, 4*runtime.GOMAXPROCS(0))
+	return min(colChunk, max(16, ceilDiv(w, 16)*16))
 }
 
 // EmbeddingBackward accumulates dtable[ids[i],:] += dout[i,:].
@@ -69,8 +76,9 @@ func (be *Backend) EmbeddingBackward(dtable, dout, ids tensor.Buffer, n, dim int
 	}
 	id := i32("cpu.EmbeddingBackward ids", ids, n)
 	checkIDs("cpu.EmbeddingBackward", id, dtable.Len()/dim)
+	w := embedChunkWidth(dim)
 	be.k.embedBwd = embedBwdK{f32("cpu.EmbeddingBackward dtable", dtable, dtable.Len()),
-		f32("cpu.EmbeddingBackward dout", dout, n*dim), id, dim}
-	be.par(colChunks(dim), 1, &be.k.embedBwd)
+		f32("cpu.EmbeddingBackward dout", dout, n*dim), id, dim, w}
+	be.par(ceilDiv(dim, w), 1, &be.k.embedBwd)
 	be.k.embedBwd = embedBwdK{}
 }
