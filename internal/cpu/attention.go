@@ -198,7 +198,7 @@ func (o *attnOpts) outsideWindow(i0, j0, bk int) bool {
 
 type attnJob struct {
 	attnArgs
-	fwd, bwd, bwdKV, bwdQ, zero func(lo, hi int)
+	fwd, bwd, bwdKV, bwdQ func(lo, hi int)
 }
 
 var attnJobList reuseList[attnJob]
@@ -210,7 +210,6 @@ func getAttnJob(a attnArgs) *attnJob {
 		j.bwd = j.backwardRange
 		j.bwdKV = j.backwardKVRange
 		j.bwdQ = j.backwardQRange
-		j.zero = j.zeroGrads
 	}
 	j.attnArgs = a
 	return j
@@ -508,9 +507,6 @@ func attentionBackward(dq, dk, dv, dout, q, k, v, out, lse []float32, segIDs []i
 	nb := (T + attnBlock - 1) / attnBlock
 	j := getAttnJob(attnArgs{dq: dq, dk: dk, dv: dv, dout: dout, out: out, lse: lse,
 		q: q, k: k, v: v, seg: segIDs, B: B, T: T, Hq: Hq, Hkv: Hkv, D: D, nBlocks: nb, scale: scale, attnOpts: o})
-	// The gradients are accumulated tile by tile: zero them first, in
-	// contiguous runs (row by row they would be D floats at a time).
-	parallelFor(nq+2*nkv, 1<<14, j.zero)
 	if attnSplitBackward(B*Hkv, nb) {
 		parallelFor(B*Hkv*nb, 1, j.bwdKV)
 		parallelFor(B*Hq*nb, 1, j.bwdQ)
@@ -537,17 +533,6 @@ func attnSplitBackward(groups, nBlocks int) bool {
 	return nBlocks > 1 && groups < 2*runtime.GOMAXPROCS(0)
 }
 
-// zeroGrads zeroes elements lo..hi-1 of dq, dk and dv seen end to end.
-func (a *attnJob) zeroGrads(lo, hi int) {
-	nq, nkv := a.B*a.T*a.Hq*a.D, a.B*a.T*a.Hkv*a.D
-	for _, g := range [][]float32{a.dq[:nq], a.dk[:nkv], a.dv[:nkv]} {
-		if lo < len(g) && hi > 0 {
-			clear(g[max(lo, 0):min(hi, len(g))])
-		}
-		lo, hi = lo-len(g), hi-len(g)
-	}
-}
-
 // backwardRange runs the one-pass backward of (batch, KV head) items
 // lo..hi-1, item = b·Hkv + g.
 func (a *attnJob) backwardRange(lo, hi int) {
@@ -565,8 +550,15 @@ func (a *attnJob) backwardGroup(sc *attnScratch, b, g int) {
 	for h := g * group; h < (g+1)*group; h++ {
 		a.fillRowD(sc.rowD, b, h, 0, a.T)
 		for qb := 0; qb < a.nBlocks; qb++ {
+			dqSet := false
 			for kb := 0; kb <= qb; kb++ {
-				a.backwardTile(sc, b, h, g, qb, kb, true, true)
+				// dk, dv of block kb start at the group's first head's
+				// diagonal tile (always computed); dq at its first
+				// computed tile.
+				firstKV := h == g*group && qb == kb
+				if a.backwardTile(sc, b, h, g, qb, kb, true, true, !dqSet, firstKV) {
+					dqSet = true
+				}
 			}
 		}
 	}
@@ -585,7 +577,7 @@ func (a *attnJob) backwardKVRange(lo, hi int) {
 		for h := g * group; h < (g+1)*group; h++ {
 			a.fillRowD(sc.rowD, b, h, j0, T)
 			for qb := kb; qb < a.nBlocks; qb++ {
-				a.backwardTile(sc, b, h, g, qb, kb, false, true)
+				a.backwardTile(sc, b, h, g, qb, kb, false, true, false, h == g*group && qb == kb)
 			}
 		}
 	}
@@ -604,8 +596,11 @@ func (a *attnJob) backwardQRange(lo, hi int) {
 		i0 := qb * attnBlock
 		i1 := min(i0+attnBlock, a.T)
 		a.fillRowD(sc.rowD, b, h, i0, i1)
+		dqSet := false
 		for kb := 0; kb <= qb; kb++ {
-			a.backwardTile(sc, b, h, g, qb, kb, true, false)
+			if a.backwardTile(sc, b, h, g, qb, kb, true, false, !dqSet, false) {
+				dqSet = true
+			}
 		}
 	}
 	attnScratchList.put(sc)
@@ -628,22 +623,32 @@ func (a *attnJob) fillRowD(rowD []float32, b, h, t0, t1 int) {
 
 // backwardTile recomputes the probabilities of query block qb of head h
 // against key block kb of KV head g (batch b) and accumulates the tile's
-// contributions to dq (if wantQ) and to dk, dv (if wantKV). sc.rowD must
-// hold the rows of the query block.
-func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, wantKV bool) {
+// contributions to dq (if wantQ) and to dk, dv (if wantKV); with firstQ
+// (firstKV) they overwrite the block instead, which is how the gradients
+// start (they are never zeroed). sc.rowD must hold the rows of the query
+// block. It reports whether the tile had anything visible: a skipped tile
+// writes nothing. A diagonal tile (qb == kb) is never skipped.
+func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, wantKV, firstQ, firstKV bool) bool {
 	T, Hq, Hkv, D := a.T, a.Hq, a.Hkv, a.D
 	ldq, ldk := Hq*D, Hkv*D
 	i0, j0 := qb*attnBlock, kb*attnBlock
 	bq, bk := min(attnBlock, T-i0), min(attnBlock, T-j0)
 	if a.outsideWindow(i0, j0, bk) {
-		return
+		return false
 	}
 	var seg []int32
 	if a.seg != nil {
 		seg = a.seg[b*T : (b+1)*T]
 		if !anyVisible(seg, i0, bq, j0, bk) {
-			return
+			return false
 		}
+	}
+	betaQ, betaKV := float32(1), float32(1)
+	if firstQ {
+		betaQ = 0
+	}
+	if firstKV {
+		betaKV = 0
 	}
 	qOff := ((b*T+i0)*Hq + h) * D
 	kOff := ((b*T+j0)*Hkv + g) * D
@@ -678,9 +683,9 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if wantKV {
 		// dV += Pᵀ dO.
 		if strided {
-			tileProduct(diag, diagSuffix, bk, D, bq, 1, s, 1, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+			tileProduct(diag, diagSuffix, bk, D, bq, 1, s, 1, attnBlock, a.dout[qOff:], ldq, betaKV, a.dv[kOff:], ldk)
 		} else {
-			blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, 1, a.dv[kOff:], ldk)
+			blockGemm(true, false, bk, D, bq, 1, s, attnBlock, a.dout[qOff:], ldq, betaKV, a.dv[kOff:], ldk)
 		}
 	}
 	// dP = dO Vᵀ, then dS = P∘(dP - rowD) in place (and ∘(1 − tanh²)
@@ -712,19 +717,20 @@ func (a *attnJob) backwardTile(sc *attnScratch, b, h, g, qb, kb int, wantQ, want
 	if wantQ {
 		// dQ += scale·dS K.
 		if strided {
-			tileProduct(diag, diagPrefix, bq, D, bk, a.scale, dp, attnBlock, 1, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+			tileProduct(diag, diagPrefix, bq, D, bk, a.scale, dp, attnBlock, 1, a.k[kOff:], ldk, betaQ, a.dq[qOff:], ldq)
 		} else {
-			blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, 1, a.dq[qOff:], ldq)
+			blockGemm(false, false, bq, D, bk, a.scale, dp, attnBlock, a.k[kOff:], ldk, betaQ, a.dq[qOff:], ldq)
 		}
 	}
 	if wantKV {
 		// dK += scale·dSᵀ Q.
 		if strided {
-			tileProduct(diag, diagSuffix, bk, D, bq, a.scale, dp, 1, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+			tileProduct(diag, diagSuffix, bk, D, bq, a.scale, dp, 1, attnBlock, a.q[qOff:], ldq, betaKV, a.dk[kOff:], ldk)
 		} else {
-			blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, 1, a.dk[kOff:], ldk)
+			blockGemm(true, false, bk, D, bq, a.scale, dp, attnBlock, a.q[qOff:], ldq, betaKV, a.dk[kOff:], ldk)
 		}
 	}
+	return true
 }
 
 // expf is a float32 e^x accurate to about 1 ulp (Cephes' expf polynomial
