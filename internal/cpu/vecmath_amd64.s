@@ -53,6 +53,41 @@
 	VPSLLD $23, Z1, Z1 \
 	VMULPS Z1, Z4, Z1
 
+// EXPVEC replaces the 16 floats at R8 by expfCore(x − Z31) (0 below
+// expfMin) and adds them to the lane sums Z14; EXPVECTAIL does the same for
+// the lanes of K3 only. Z0..Z5 and K2 are clobbered.
+#define EXPVEC \
+	VMOVUPS (R8), Z0 \
+	VSUBPS Z31, Z0, Z0 \
+	VCMPPS $0x1d, Z18, Z0, K2 \
+	EXPCORE \
+	VMOVAPS.Z Z1, K2, Z1 \
+	VMOVUPS Z1, (R8) \
+	VADDPS Z1, Z14, Z14
+
+#define EXPVECTAIL \
+	VMOVUPS.Z (R8), K3, Z0 \
+	VSUBPS Z31, Z0, Z0 \
+	VCMPPS $0x1d, Z18, Z0, K2 \
+	EXPCORE \
+	VMOVAPS.Z Z1, K2, Z1 \
+	VMOVUPS Z1, K3, (R8) \
+	VADDPS Z1, Z14, K3, Z14
+
+// FOLD14 sets X2 to foldLanes of the float32 lane sums Z14: lane i plus
+// lane i+8 in float64, then +4, +2, +1 (Z3 clobbered).
+#define FOLD14 \
+	VCVTPS2PD Y14, Z2 \
+	VEXTRACTF64X4 $1, Z14, Y3 \
+	VCVTPS2PD Y3, Z3 \
+	VADDPD Z3, Z2, Z2 \
+	VEXTRACTF64X4 $1, Z2, Y3 \
+	VADDPD Y3, Y2, Y2 \
+	VEXTRACTF128 $1, Y2, X3 \
+	VADDPD X3, X2, X2 \
+	VPERMILPD $1, X2, X3 \
+	VADDSD X3, X2, X2
+
 // TAILMASK sets K3 to the low CX bits (0 < CX < 16); clobbers AX.
 #define TAILMASK \
 	MOVL $1, AX \
@@ -118,13 +153,7 @@ compute:
 loop:
 	CMPQ R9, $16
 	JLT tail
-	VMOVUPS (R8), Z0
-	VSUBPS Z31, Z0, Z0
-	VCMPPS $0x1d, Z18, Z0, K2 // x >= expfMin; below, e = 0
-	EXPCORE
-	VMOVAPS.Z Z1, K2, Z1
-	VMOVUPS Z1, (R8)
-	VADDPS Z1, Z14, Z14
+	EXPVEC
 	ADDQ $64, R8
 	SUBQ $16, R9
 	JMP loop
@@ -134,26 +163,10 @@ tail:
 	JZ fold
 	MOVQ R9, CX
 	TAILMASK
-	VMOVUPS.Z (R8), K3, Z0
-	VSUBPS Z31, Z0, Z0
-	VCMPPS $0x1d, Z18, Z0, K2
-	EXPCORE
-	VMOVAPS.Z Z1, K2, Z1
-	VMOVUPS Z1, K3, (R8)
-	VADDPS Z1, Z14, K3, Z14
+	EXPVECTAIL
 
 fold:
-	// foldLanes: lane i + lane i+8 in float64, then +4, +2, +1.
-	VCVTPS2PD Y14, Z2
-	VEXTRACTF64X4 $1, Z14, Y3
-	VCVTPS2PD Y3, Z3
-	VADDPD Z3, Z2, Z2
-	VEXTRACTF64X4 $1, Z2, Y3
-	VADDPD Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPD X3, X2, X2
-	VPERMILPD $1, X2, X3
-	VADDSD X3, X2, X2
+	FOLD14
 	VADDSD X2, X15, X15
 	ADDQ BX, DI
 	JMP block
@@ -484,13 +497,7 @@ rowcompute:
 rowexp:
 	CMPQ R9, $16
 	JLT rowtail
-	VMOVUPS (R8), Z0
-	VSUBPS Z31, Z0, Z0
-	VCMPPS $0x1d, Z18, Z0, K2
-	EXPCORE
-	VMOVAPS.Z Z1, K2, Z1
-	VMOVUPS Z1, (R8)
-	VADDPS Z1, Z14, Z14
+	EXPVEC
 	ADDQ $64, R8
 	SUBQ $16, R9
 	JMP rowexp
@@ -500,28 +507,12 @@ rowtail:
 	JZ rowfold
 	MOVQ R9, CX
 	TAILMASK
-	VMOVUPS.Z (R8), K3, Z0
-	VSUBPS Z31, Z0, Z0
-	VCMPPS $0x1d, Z18, Z0, K2
-	EXPCORE
-	VMOVAPS.Z Z1, K2, Z1
-	VMOVUPS Z1, K3, (R8)
-	VADDPS Z1, Z14, K3, Z14
+	EXPVECTAIL
 
 rowfold:
 	TESTQ R11, R11
 	JZ rownext
-	// foldLanes: lane i + lane i+8 in float64, then +4, +2, +1.
-	VCVTPS2PD Y14, Z2
-	VEXTRACTF64X4 $1, Z14, Y3
-	VCVTPS2PD Y3, Z3
-	VADDPD Z3, Z2, Z2
-	VEXTRACTF64X4 $1, Z2, Y3
-	VADDPD Y3, Y2, Y2
-	VEXTRACTF128 $1, Y2, X3
-	VADDPD X3, X2, X2
-	VPERMILPD $1, X2, X3
-	VADDSD X3, X2, X2
+	FOLD14
 	MOVSD X2, (R11)(DI*8)
 
 rownext:
