@@ -26,6 +26,10 @@ import (
 // tile (scores, probabilities, accumulators) stays in L1/L2.
 const attnBlock = 64
 
+// forwardTile keeps one bit per row of a tile in a uint64: this fails to
+// compile if attnBlock grows past 64.
+const _ = uint64(1) << (attnBlock - 1)
+
 // blockGemm is the matrix product the attention and cross-entropy kernels
 // run their block products on. It is Sgemm; tests swap it to account for
 // Sgemm's own allocations.
