@@ -138,17 +138,19 @@ type task interface{ run(lo, hi int) }
 // elementwise kernels are short, and waking a parked thread costs more
 // than many of them.
 type parTask struct {
-	t      task
-	n, per int
-	group  taskGroup
+	t       task
+	workers int
+	shares  shares
+	group   taskGroup
 }
 
-func (p *parTask) runWorker(w int) { p.t.run(w*p.per, min((w+1)*p.per, p.n)) }
+func (p *parTask) runWorker(w int) { p.shares.run(w, p.workers, p.t) }
 
-// par runs t over [0, n) split into at most GOMAXPROCS contiguous ranges of
-// at least grain items, and returns when all are done. Ranges are disjoint;
-// a task must write only the outputs of its own items, and any reduction it
-// does must not depend on where the ranges fall. par allocates nothing.
+// par runs t over [0, n) on up to GOMAXPROCS workers, each with a
+// contiguous share of at least grain items cut into a few chunks (see
+// shares), and returns when all are done. Ranges are disjoint; a task must
+// write only the outputs of its own items, and any reduction it does must
+// not depend on where the ranges fall. par allocates nothing.
 func (be *Backend) par(n, grain int, t task) {
 	if n <= 0 {
 		return
@@ -159,8 +161,8 @@ func (be *Backend) par(n, grain int, t task) {
 		t.run(0, n)
 		return
 	}
-	per := (n + w - 1) / w
-	be.pt.t, be.pt.n, be.pt.per = t, n, per
-	runTask((n+per-1)/per, &be.pt, &be.pt.group)
+	be.pt.t, be.pt.workers = t, w
+	be.pt.shares.reset(n, w)
+	runTask(w, &be.pt, &be.pt.group)
 	be.pt.t = nil
 }

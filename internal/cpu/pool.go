@@ -161,19 +161,100 @@ func ensurePool(n int) {
 	spinPool.Store(&members)
 }
 
-// forTask adapts parallelFor's chunked loop to workerTask.
-type forTask struct {
-	fn     func(lo, hi int)
-	n, per int
-	group  taskGroup
+// shares splits [0, n) into one contiguous share per worker, each cut into
+// up to shareChunks chunks. Worker w runs its own share's chunks from the
+// front, then takes what is left of the others' shares from their backs.
+// Each chunk runs exactly once. A worker mostly keeps its own share, so
+// consecutive kernels split the same way find their rows in the same
+// core's cache (small models are memory-bound between products: claiming
+// chunks freely cost 7-10%), and a worker that is descheduled or slower
+// loses only its last chunks instead of holding the others up. The chunks
+// depend only on n and the number of workers.
+type shares struct {
+	n, per, chunk, chunks int
+	// spans[w] packs share w's unclaimed chunks [front, back): front in
+	// the low 32 bits, back in the high 32.
+	spans []atomic.Uint64
 }
 
-func (f *forTask) runWorker(w int) { f.fn(w*f.per, min((w+1)*f.per, f.n)) }
+// shareChunks is how many chunks a share is cut into.
+const shareChunks = 4
+
+// reset prepares n items for workers workers.
+func (s *shares) reset(n, workers int) {
+	s.n, s.per = n, ceilDiv(n, workers)
+	s.chunk = ceilDiv(s.per, shareChunks)
+	s.chunks = ceilDiv(s.per, s.chunk)
+	for len(s.spans) < workers {
+		s.spans = append(s.spans, atomic.Uint64{})
+	}
+	for w := range workers {
+		s.spans[w].Store(uint64(s.chunks) << 32)
+	}
+}
+
+// claim takes chunk front (fromBack false) or back of share w's unclaimed
+// chunks and returns its items, or ok false when none is left.
+func (s *shares) claim(w int, fromBack bool) (lo, hi int, ok bool) {
+	for {
+		x := s.spans[w].Load()
+		front, back := uint32(x), uint32(x>>32)
+		if front >= back {
+			return 0, 0, false
+		}
+		c, next := front, uint64(back)<<32|uint64(front+1)
+		if fromBack {
+			c, next = back-1, uint64(back-1)<<32|uint64(front)
+		}
+		if s.spans[w].CompareAndSwap(x, next) {
+			lo = w*s.per + int(c)*s.chunk
+			return lo, min(lo+s.chunk, (w+1)*s.per, s.n), true
+		}
+	}
+}
+
+// run is worker w's part of t over workers workers.
+func (s *shares) run(w, workers int, t task) {
+	for {
+		lo, hi, ok := s.claim(w, false)
+		if !ok {
+			break
+		}
+		if lo < hi {
+			t.run(lo, hi)
+		}
+	}
+	for v := 1; v < workers; v++ {
+		o := (w + v) % workers
+		for {
+			lo, hi, ok := s.claim(o, true)
+			if !ok {
+				break
+			}
+			if lo < hi {
+				t.run(lo, hi)
+			}
+		}
+	}
+}
+
+// forTask adapts parallelFor's chunked loop to workerTask.
+type forTask struct {
+	fn      func(lo, hi int)
+	workers int
+	shares  shares
+	group   taskGroup
+}
+
+func (f *forTask) run(lo, hi int) { f.fn(lo, hi) }
+
+func (f *forTask) runWorker(w int) { f.shares.run(w, f.workers, f) }
 
 var forTasks = sync.Pool{New: func() any { return new(forTask) }}
 
-// parallelFor splits [0, n) into contiguous chunks of at least grain items and
-// runs fn on them concurrently. Chunks are disjoint, so a kernel whose
+// parallelFor runs fn over [0, n) on up to GOMAXPROCS workers, each with a
+// contiguous share of at least grain items (see shares). Chunks are
+// disjoint and depend only on n, grain and GOMAXPROCS, so a kernel whose
 // iterations write disjoint outputs stays deterministic.
 func parallelFor(n, grain int, fn func(lo, hi int)) {
 	if n <= 0 {
@@ -188,8 +269,9 @@ func parallelFor(n, grain int, fn func(lo, hi int)) {
 		return
 	}
 	f := forTasks.Get().(*forTask)
-	f.fn, f.n, f.per = fn, n, (n+workers-1)/workers
-	runTask((n+f.per-1)/f.per, f, &f.group)
+	f.fn, f.workers = fn, workers
+	f.shares.reset(n, workers)
+	runTask(workers, f, &f.group)
 	f.fn = nil
 	forTasks.Put(f)
 }

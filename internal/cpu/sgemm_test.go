@@ -2,10 +2,14 @@ package cpu
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // useKernel makes Sgemm run kern until the test ends.
@@ -278,19 +282,36 @@ func TestSgemmKernelSelected(t *testing.T) {
 
 func TestParallelForCoversRange(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	for _, procs := range []int{1, 3} {
+	for _, procs := range []int{1, 2, 3, 8} {
 		runtime.GOMAXPROCS(procs)
-		for _, tc := range []struct{ n, grain int }{{0, 1}, {1, 1}, {10, 3}, {100, 1}, {7, 0}} {
-			hits := make([]int32, tc.n)
-			parallelFor(tc.n, tc.grain, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					hits[i]++
+		for _, tc := range []struct{ n, grain int }{{0, 1}, {1, 1}, {10, 3}, {100, 1}, {7, 0}, {5, 1}, {1001, 1}, {13, 4}} {
+			// Once with even work, once with the first half slow, so the
+			// other workers take chunks of its share: every item runs
+			// once, in the same chunks.
+			var chunks [2]map[[2]int]bool
+			for slow := range 2 {
+				hits := make([]atomic.Int32, tc.n)
+				var mu sync.Mutex
+				chunks[slow] = map[[2]int]bool{}
+				parallelFor(tc.n, tc.grain, func(lo, hi int) {
+					if slow == 1 && lo < tc.n/2 {
+						time.Sleep(200 * time.Microsecond)
+					}
+					for i := lo; i < hi; i++ {
+						hits[i].Add(1)
+					}
+					mu.Lock()
+					chunks[slow][[2]int{lo, hi}] = true
+					mu.Unlock()
+				})
+				for i := range hits {
+					if h := hits[i].Load(); h != 1 {
+						t.Fatalf("procs=%d n=%d grain=%d slow=%d: index %d visited %d times", procs, tc.n, tc.grain, slow, i, h)
+					}
 				}
-			})
-			for i, h := range hits {
-				if h != 1 {
-					t.Fatalf("procs=%d n=%d grain=%d: index %d visited %d times", procs, tc.n, tc.grain, i, h)
-				}
+			}
+			if !maps.Equal(chunks[0], chunks[1]) {
+				t.Fatalf("procs=%d n=%d grain=%d: chunks %v, then %v with a slow worker", procs, tc.n, tc.grain, chunks[0], chunks[1])
 			}
 		}
 	}
