@@ -108,10 +108,12 @@ bench-llama: deps-python
 TORCH_BENCH ?= ../shared/bench/torch_llama_train.py
 
 # bench-train: lathe's training step against PyTorch's best setup (see
-# internal/train/bench/bench_train.sh), tiny and stories15M, full and LoRA r8.
+# internal/train/bench/bench_train.sh), tiny and stories15M, full and LoRA r8,
+# medians of ROUNDS alternating runs (default 3: `make bench-train ROUNDS=5`).
+ROUNDS ?= 3
 bench-train: deps-python
 	@[ -f /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 ] || { apt-get update && apt-get install -y libjemalloc2; }
-	GO=$(GO) PYTHON=$(PYTHON) TORCH_BENCH=$(TORCH_BENCH) ./internal/train/bench/bench_train.sh
+	GO=$(GO) PYTHON=$(PYTHON) TORCH_BENCH=$(TORCH_BENCH) ROUNDS=$(ROUNDS) ./internal/train/bench/bench_train.sh
 
 # bench-finetune: full, LoRA (r8 on q/v) and QLoRA steps on the stories15M
 # shape, one method per process so each peak RSS is its own, then PyTorch's
