@@ -1,17 +1,11 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "vecmask_amd64.h"
 
 // AVX-512F versions of the row kernels in rowkernels.go: the same float32
 // and float64 operations in the same order as the Go definitions, so the
 // same bits (rowkernels_test.go checks that).
-
-// MASK16 sets K3 to the low CX bits (0 < CX < 16); clobbers AX.
-#define MASK16 \
-	MOVL $1, AX \
-	SHLL CX, AX \
-	DECL AX \
-	KMOVW AX, K3
 
 // FOLD64 sets X0 to foldLanes64 of the lanes Z0 (0..7) and Z1 (8..15):
 // lane i + lane i+8, then +4, +2, +1. Clobbers Z1.
@@ -46,7 +40,7 @@ sstail:
 	TESTQ R9, R9
 	JZ ssfold
 	MOVQ R9, CX
-	MASK16
+	TAILMASK
 	VMOVUPS.Z (SI), K3, Z4
 	VCVTPS2PD Y4, Z2
 	VEXTRACTF64X4 $1, Z4, Y5
@@ -94,7 +88,7 @@ d3tail:
 	TESTQ R9, R9
 	JZ d3fold
 	MOVQ R9, CX
-	MASK16
+	TAILMASK
 	VMOVUPS.Z (SI), K3, Z6
 	VMOVUPS.Z (DI), K3, Z7
 	VMOVUPS.Z (DX), K3, Z8
@@ -144,7 +138,7 @@ rstail:
 	TESTQ R9, R9
 	JZ rsdone
 	MOVQ R9, CX
-	MASK16
+	TAILMASK
 	VMOVUPS.Z (SI), K3, Z2
 	VMOVUPS.Z (DX), K3, Z3
 	VMULPS Z1, Z2, Z2
@@ -185,7 +179,7 @@ rdtail:
 	TESTQ R9, R9
 	JZ rddone
 	MOVQ R9, CX
-	MASK16
+	TAILMASK
 	VMOVUPS.Z (SI), K3, Z3
 	VMOVUPS.Z (DX), K3, Z5
 	VMOVUPS.Z (R8), K3, Z6
@@ -316,7 +310,7 @@ rptail:
 	TESTQ R9, R9
 	JZ rpnext
 	MOVQ R9, CX
-	MASK16
+	TAILMASK
 	VMOVUPS.Z (DX), K3, Z2
 	VMOVUPS.Z (R8), K3, Z3
 	VMULPS Z1, Z3, Z3
@@ -384,7 +378,7 @@ ewtail: \
 	TESTQ R9, R9 \
 	JZ ewdone \
 	MOVQ R9, CX \
-	MASK16 \
+	TAILMASK \
 	VMOVUPS.Z (SI), K3, Z0 \
 	VMOVUPS.Z (DX), K3, Z1 \
 	op Z1, Z0, Z0 \

@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "vecmask_amd64.h"
 
 // AVX-512F versions of the row kernels in vecmath.go. Each does the same
 // float32 operations in the same order as its Go counterpart (no FMA), so
@@ -87,13 +88,6 @@
 	VADDPD X3, X2, X2 \
 	VPERMILPD $1, X2, X3 \
 	VADDSD X3, X2, X2
-
-// TAILMASK sets K3 to the low CX bits (0 < CX < 16); clobbers AX.
-#define TAILMASK \
-	MOVL $1, AX \
-	SHLL CX, AX \
-	DECL AX \
-	KMOVW AX, K3
 
 // func expSubRowAVX512(row *float32, n int, sub float32) (total float64, done int)
 //
