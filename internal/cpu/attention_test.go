@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // attnCase is one attention shape; seg picks the segment-id pattern.
@@ -286,6 +287,10 @@ func ownAllocsPerRun(t *testing.T, runs int, fn func()) (total, own float64) {
 	// AllocsPerRun runs fn runs+1 times (one warm-up) at GOMAXPROCS=1.
 	old := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(old)
+	// The memory statistics count every goroutine: let the pool's helpers,
+	// woken by the warm-up, finish spinning and park (a parking goroutine
+	// may allocate its wait record) before counting.
+	time.Sleep(4 * spinFor)
 	inGemm.Store(0)
 	runtime.ReadMemStats(&ms)
 	start := ms.Mallocs
