@@ -35,9 +35,9 @@ median() { # the median of the arguments ("-" if there are none)
 	printf '%s\n' "$@" | grep -v '^-$' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2] + v[NR/2+1]) / 2 }'
 }
 printf "%-18s %12s %12s %7s %14s %14s   (medians of %s rounds)\n" config lathe_tok/s torch_tok/s ratio lathe_RSS_MiB torch_RSS_MiB "$ROUNDS"
-# tiny steps take milliseconds: time 30 of them so one preemption does not
-# swing the figure.
-for row in "tiny full TrainShape/^tiny-full$ 0 30" "tiny lora TrainShape/^tiny-lora$ 8 30" \
+# tiny steps take milliseconds: time 100 of them (1-2 s of lathe, 3-7 s of
+# PyTorch) so one preemption does not swing the figure.
+for row in "tiny full TrainShape/^tiny-full$ 0 100" "tiny lora TrainShape/^tiny-lora$ 8 100" \
 	"stories15M full TrainShape/^stories15M-full$ 0 5" "stories15M lora TrainShape/^stories15M-lora$ 8 5"; do
 	set -- $row
 	lt="" lr="" tt="" tr=""
