@@ -89,8 +89,9 @@ const spinFor = 200 * time.Microsecond
 // so other goroutines still get the thread, without entering the
 // scheduler every few dozen nanoseconds. Yielding every 64 polls had the
 // scheduler (mcall, findRunnable, nanotime) at ~5% of a tiny model's
-// training step and each hand-off a little later; every 1024 polls
-// trained the tiny model 3-6% faster (8% with LoRA) in paired runs.
+// training step; every 1024 polls trained the tiny model 2-6% faster (7-8%
+// with LoRA) in paired runs while the machine was busy, and made no
+// difference while it was quiet.
 const spinYield = 1024
 
 const (
